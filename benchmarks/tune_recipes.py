@@ -1,0 +1,51 @@
+"""Choose per-method defaults on the tuning slice (train examples 2,000-2,999), never on validation.
+
+Each line of the grid is one seed-recipe run (2,000 examples, 3 epochs, batch 16) evaluated on
+the tuning slice; results are appended to results/tuning.jsonl as they finish.
+
+    python benchmarks/tune_recipes.py --data-dir ../shared/data/sst2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import datasets
+
+from adapterlib.train import Recipe, train_and_evaluate
+
+GRID = [
+    Recipe("adapter", 1e-3, pooling="cls"),
+    Recipe("adapter", 1e-3, pooling="mean"),
+    Recipe("adapter", 1e-3, pooling="mean", method_options={"placement": "houlsby"}),
+    Recipe("adapter", 3e-3, pooling="mean"),
+    Recipe("lora", 1e-3, pooling="mean"),
+    Recipe("lora", 3e-3, pooling="mean"),
+    Recipe("prefix", 1e-2, pooling="mean"),
+    Recipe("full", 5e-5, pooling="mean"),
+    Recipe("full", 5e-5, pooling="cls"),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default="results/tuning.jsonl")
+    parser.add_argument("--only", type=int, nargs="*", help="indices into the grid")
+    args = parser.parse_args()
+    datasets.disable_progress_bars()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for index, recipe in enumerate(GRID):
+        if args.only and index not in args.only:
+            continue
+        _, record = train_and_evaluate(recipe, data_dir=args.data_dir, evaluate_on="tuning", progress=False, output_dir="runs/tuning")
+        with out.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(f"{index}: {recipe.method} {recipe.pooling} lr={recipe.learning_rate} {recipe.method_options} -> {record['accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Reading SST-2: the shared copy, hand-made folders with edge cases, and the errors."""
+
+import os
+
+import pytest
+
+from adapterlib.data import load_sst2
+
+SHARED = os.environ.get("ADAPTERLIB_SST2_DIR")
+
+
+@pytest.mark.skipif(not SHARED, reason="set ADAPTERLIB_SST2_DIR to the shared SST-2 folder")
+def test_shared_copy_has_glue_sizes_and_hub_columns():
+    data = load_sst2()
+    assert {k: len(v) for k, v in data.items()} == {"train": 67_349, "validation": 872}
+    assert data["train"].column_names == ["sentence", "label", "idx"]
+    assert data["validation"]["label"].count(1) == 444
+    assert data["train"].features["label"].names == ["negative", "positive"]
+
+
+def write(folder, train, dev="sentence\tlabel\ngood film \t1\n"):
+    folder.mkdir(exist_ok=True)
+    (folder / "train.tsv").write_text(train)
+    (folder / "dev.tsv").write_text(dev)
+    return folder
+
+
+def test_null_nan_and_quotes_stay_strings(tmp_path):
+    folder = write(tmp_path / "d", 'sentence\tlabel\nnull\t0\nnan\t1\n`` it \'s " great \'\' \t1\nNA\t0\n')
+    data = load_sst2(folder)
+    assert data["train"]["sentence"] == ["null", "nan", "`` it 's \" great '' ", "NA"]
+    assert data["train"]["label"] == [0, 1, 1, 0]
+    assert data["train"]["idx"] == [0, 1, 2, 3]
+
+
+def test_argument_wins_over_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAPTERLIB_SST2_DIR", str(tmp_path / "missing"))
+    assert len(load_sst2(write(tmp_path / "d", "sentence\tlabel\na\t0\n"))["train"]) == 1
+
+
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ("text\tlabel\na\t0\n", r"train.tsv, line 1: header is 'text\\tlabel'"),
+        ("sentence\tlabel\na\t0\nb\t2\n", r"train.tsv, line 3: label '2' is not 0 or 1"),
+        ("sentence\tlabel\na\t0\nb\t\n", r"train.tsv, line 3: label '' is not 0 or 1"),
+    ],
+)
+def test_bad_files_name_file_and_line(tmp_path, train, message):
+    with pytest.raises(ValueError, match=message):
+        load_sst2(write(tmp_path / "d", train))
+
+
+def test_missing_folder_or_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_sst2(tmp_path / "nowhere")
+    folder = write(tmp_path / "d", "sentence\tlabel\na\t0\n")
+    (folder / "dev.tsv").unlink()
+    with pytest.raises(FileNotFoundError, match="has no dev.tsv"):
+        load_sst2(folder)
+
+
+def test_no_data_reachable_names_both_ways(monkeypatch):
+    monkeypatch.delenv("ADAPTERLIB_SST2_DIR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError, match=r"ADAPTERLIB_SST2_DIR.*hub for nyu-mll/glue"):
+        load_sst2()
