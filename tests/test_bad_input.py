@@ -105,3 +105,14 @@ def test_checkpoint_from_another_shape(tmp_path):
             load_adapter(other, tmp_path)
         assert_unchanged(other, before)
     assert torch.is_tensor(load_adapter(tiny_classifier(), tmp_path).base_model.classifier.active.weight)
+
+
+def test_exercise_checker(capsys):
+    from adapterlib.exercises import check
+
+    check(..., 8, hint="think")
+    assert "Not answered yet" in capsys.readouterr().out
+    check(8, 8, hint="think")
+    assert "Correct" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="Hint: think"):
+        check(9, 8, hint="think")
