@@ -4,6 +4,7 @@ Bottleneck adapters, LoRA and prefix tuning, inserted into Hugging Face BERT-fam
 into a toy Transformer layer, with an API shaped like Hugging Face ``peft``.
 """
 
+from . import toy
 from .bottleneck import BottleneckAdapter
 from .checkpoint import load_adapter, save_adapter
 from .config import AdapterConfig, LoraConfig, PeftConfig, PrefixTuningConfig, TaskType

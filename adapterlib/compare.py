@@ -1,0 +1,130 @@
+"""The comparison grid: every method at several sizes and seeds, summarised as a table and a chart.
+
+Accuracy is reported as the mean over seeds with two 95% intervals: the spread between seeds
+(Student's t with ``seeds - 1`` degrees of freedom) and the sampling error of an 872-example
+validation set (normal approximation of a binomial proportion, about +-2.4 points at 85%).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .train import Recipe
+
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+METHOD_LABELS = {"head": "head only", "full": "full fine-tuning", "adapter": "adapter", "lora": "LoRA", "prefix": "prefix tuning"}
+
+
+def variant_name(record: dict[str, Any]) -> str:
+    """``adapter r=16``, ``prefix n=20``, ``full``: one name per point of the chart."""
+    options = record["recipe"]["method_options"]
+    if "r" in options:
+        return f"{record['method']} r={options['r']}"
+    if "num_virtual_tokens" in options:
+        return f"{record['method']} n={options['num_virtual_tokens']}"
+    return record["method"]
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per variant: mean accuracy over seeds, spread, intervals, parameters, time."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(variant_name(record), []).append(record)
+    rows = []
+    for name, group in groups.items():
+        accuracies = [100 * r["accuracy"] for r in group]
+        mean = statistics.fmean(accuracies)
+        sd = statistics.stdev(accuracies) if len(group) > 1 else 0.0
+        n_eval = group[0]["evaluation_examples"]
+        rows.append({
+            "variant": name,
+            "method": group[0]["method"],
+            "seeds": len(group),
+            "accuracy_mean": mean,
+            "accuracy_sd": sd,
+            "ci95_seeds": T_975.get(len(group) - 1, 1.96) * sd / math.sqrt(len(group)) if len(group) > 1 else None,
+            "ci95_sampling": 196 * math.sqrt(mean / 100 * (1 - mean / 100) / n_eval),
+            "trainable_parameters": group[0]["trainable_parameters"],
+            "trainable_fraction": group[0]["trainable_fraction"],
+            "learning_rate": group[0]["recipe"]["learning_rate"],
+            "seconds_per_step": statistics.median(r["seconds_per_step"] for r in group),
+            "train_seconds": statistics.median(r["train_seconds"] for r in group),
+        })
+    return sorted(rows, key=lambda row: row["trainable_parameters"])
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| method | trainable | fraction | val. acc. (mean ± sd) | 95% CI seeds | 95% CI sampling | lr | s/step | train s |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        seeds_ci = f"±{row['ci95_seeds']:.1f}" if row["ci95_seeds"] is not None else "n/a"
+        lines.append(
+            f"| {row['variant']} | {row['trainable_parameters']:,} | {100 * row['trainable_fraction']:.2f}% | "
+            f"{row['accuracy_mean']:.1f} ± {row['accuracy_sd']:.1f}% ({row['seeds']} seeds) | {seeds_ci} | "
+            f"±{row['ci95_sampling']:.1f} | {row['learning_rate']:g} | {row['seconds_per_step']:.2f} | {row['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(rows: list[dict[str, Any]], ax=None):
+    """Validation accuracy against trainable parameters (log x), one marker per method."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    markers = {"head": "s", "full": "*", "adapter": "o", "lora": "^", "prefix": "D"}
+    for method, label in METHOD_LABELS.items():
+        points = [row for row in rows if row["method"] == method]
+        if not points:
+            continue
+        ax.errorbar(
+            [p["trainable_parameters"] for p in points], [p["accuracy_mean"] for p in points],
+            yerr=[p["accuracy_sd"] for p in points], marker=markers[method], markersize=8, capsize=3,
+            linestyle="-" if len(points) > 1 else "none", label=label,
+        )
+        for p in points:
+            if p["variant"] != method:
+                ax.annotate(p["variant"].split(" ", 1)[1], (p["trainable_parameters"], p["accuracy_mean"]),
+                            textcoords="offset points", xytext=(5, -12), fontsize=8)
+    ax.set(xscale="log", xlabel="trainable parameters (log scale)", ylabel="SST-2 validation accuracy (%)",
+           title="Accuracy vs trainable parameters (mean ± sd over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return ax
+
+
+def write_results(records: list[dict[str, Any]], out: Path, command: str) -> list[dict[str, Any]]:
+    """``results.json``, ``results.md`` and ``comparison.png`` in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summarize(records)
+    out.mkdir(parents=True, exist_ok=True)
+    environment = records[0]["versions"] | {"device": records[0]["device"]} if records else {}
+    (out / "results.json").write_text(json.dumps({"command": command, "environment": environment, "summary": rows, "runs": records}, indent=2) + "\n")
+    (out / "results.md").write_text(f"Command: `{command}`\n\n" + markdown_table(rows))
+    ax = plot_comparison(rows)
+    ax.figure.tight_layout()
+    ax.figure.savefig(out / "comparison.png", dpi=120)
+    plt.close(ax.figure)
+    return rows
+
+
+def run_grid(recipes: Iterable[Recipe], seeds: Iterable[int], train: Callable[[Recipe], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Train every recipe with every seed; ``train`` maps a recipe to its result record."""
+    records = []
+    for recipe in recipes:
+        for seed in seeds:
+            record = train(Recipe(**{**recipe.__dict__, "seed": seed}))
+            records.append(record)
+            print(f"{variant_name(record)} seed {seed}: {100 * record['accuracy']:.2f}%", flush=True)
+    return records

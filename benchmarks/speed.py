@@ -1,0 +1,187 @@
+"""Speed and memory of each method on the packaged BERT, measured side by side in one process.
+
+Inference and training steps run at batch 32 x 64 tokens on the CPU, the methods interleaved
+round after round so that drift of a shared machine hits all of them alike; medians and
+inter-quartile ranges are reported with ratios to the baseline (base model for inference,
+full fine-tuning for training). Peak memory is measured per method in a fresh subprocess.
+
+    python benchmarks/speed.py --data-dir ../shared/data/sst2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from adapterlib import AdapterConfig, LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
+from adapterlib.modeling import load_classifier
+
+BATCH, LENGTH = 32, 64
+SEQ_CLS = TaskType.SEQ_CLS
+VARIANTS = {
+    "adapter": lambda: AdapterConfig(task_type=SEQ_CLS),
+    "lora": lambda: LoraConfig(task_type=SEQ_CLS),
+    "prefix": lambda: PrefixTuningConfig(task_type=SEQ_CLS),
+}
+
+
+def build(name: str, pooling: str = "mean"):
+    """A model for one benchmark variant, in train mode, with its optimizer."""
+    torch.manual_seed(0)
+    model = load_classifier(pooling=pooling)
+    if name == "peft-lora":
+        import peft
+
+        model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"], modules_to_save=["classifier"]))
+    elif name in VARIANTS or name == "lora-merged":
+        model = get_peft_model(model, VARIANTS.get(name, VARIANTS["lora"])())
+        if name == "lora-merged":
+            model.merge_adapter()
+    elif name == "head":
+        model.requires_grad_(False)
+        model.classifier.requires_grad_(True)
+    return model
+
+
+def make_batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "input_ids": torch.randint(1000, 30000, (BATCH, LENGTH), generator=generator),
+        "attention_mask": torch.ones(BATCH, LENGTH, dtype=torch.long),
+        "labels": torch.randint(0, 2, (BATCH,), generator=generator),
+    }
+
+
+def interleaved(steps: dict[str, callable], rounds: int) -> dict[str, list[float]]:
+    times = {name: [] for name in steps}
+    for step in steps.values():
+        step()  # warm-up
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summary(times: dict[str, list[float]], baseline: str) -> dict[str, dict[str, float]]:
+    base = statistics.median(times[baseline])
+    table = {}
+    for name, values in times.items():
+        q1, median, q3 = statistics.quantiles(values, n=4)
+        table[name] = {"median_s": median, "iqr_s": q3 - q1, "ratio": median / base}
+    return table
+
+
+def inference_benchmark(rounds: int) -> dict:
+    batch = {k: v for k, v in make_batch().items() if k != "labels"}
+    models = {name: build(name).eval() for name in ("base", "adapter", "lora", "lora-merged", "prefix")}
+
+    def step(model):
+        def run():
+            with torch.inference_mode():
+                model(**batch)
+        return run
+
+    return summary(interleaved({n: step(m) for n, m in models.items()}, rounds), "base")
+
+
+def training_benchmark(rounds: int) -> dict:
+    batch = make_batch()
+    steps = {}
+    for name in ("full", "adapter", "lora", "peft-lora", "prefix", "head"):
+        model = build(name if name != "full" else "base").train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+        def run(model=model, optimizer=optimizer):
+            optimizer.zero_grad(set_to_none=True)
+            model(**batch).loss.backward()
+            optimizer.step()
+
+        steps[name] = run
+    return summary(interleaved(steps, rounds), "full")
+
+
+def length_grouping_benchmark(data_dir: str | None, examples: int) -> dict:
+    """Examples per second over an SST-2 slice, batches of 16, random vs length-grouped order."""
+    from transformers import DataCollatorWithPadding
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from adapterlib.data import load_sst2
+    from adapterlib.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    sentences = load_sst2(data_dir)["train"].shuffle(seed=42).select(range(examples))
+    encoded = [tokenizer(s, truncation=True, max_length=128) for s in sentences["sentence"]]
+    for item, label in zip(encoded, sentences["label"]):
+        item["labels"] = label
+    collate = DataCollatorWithPadding(tokenizer)
+    model = build("adapter").train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    orders = {
+        "random": torch.randperm(len(encoded), generator=torch.Generator().manual_seed(0)).tolist(),
+        "length-grouped": list(LengthGroupedSampler(16, lengths=[len(e["input_ids"]) for e in encoded], generator=torch.Generator().manual_seed(0))),
+    }
+    result = {}
+    for name, order in orders.items():
+        batches = [collate([encoded[i] for i in order[s : s + 16]]) for s in range(0, len(order), 16)]
+        start = time.perf_counter()
+        for batch in batches:
+            optimizer.zero_grad(set_to_none=True)
+            model(**batch).loss.backward()
+            optimizer.step()
+        seconds = time.perf_counter() - start
+        padded = statistics.fmean(b["input_ids"].shape[1] for b in batches)
+        result[name] = {"examples_per_second": len(encoded) / seconds, "mean_padded_length": padded}
+    result["speed-up"] = result["length-grouped"]["examples_per_second"] / result["random"]["examples_per_second"]
+    return result
+
+
+def peak_memory(name: str) -> float:
+    """Peak resident memory (MiB) of a fresh process doing 5 training steps of ``name``."""
+    code = (
+        "import resource, sys; sys.path.insert(0, 'benchmarks'); import speed, torch;"
+        f"m = speed.build({'base' if name == 'full' else name!r}).train();"
+        "o = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4); b = speed.make_batch()\n"
+        "for _ in range(5):\n o.zero_grad(); m(**b).loss.backward(); o.step()\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return float(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--grouping-examples", type=int, default=1024)
+    parser.add_argument("--out", default="benchmarks/results.json")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    results = {"shape": f"batch {BATCH} x {LENGTH} tokens", "threads": torch.get_num_threads(), "torch": torch.__version__}
+    results["inference"] = inference_benchmark(args.rounds)
+    results["training_step"] = training_benchmark(args.rounds)
+    results["length_grouping"] = length_grouping_benchmark(args.data_dir, args.grouping_examples)
+    results["peak_memory_mib"] = {name: peak_memory(name) for name in ("full", "adapter", "lora", "prefix", "head")}
+    for section, baseline in (("inference", "base"), ("training_step", "full")):
+        print(f"\n{section} (ratio to {baseline})")
+        print(f"{'variant':12s} {'median s':>9s} {'IQR s':>8s} {'ratio':>6s}")
+        for name, row in results[section].items():
+            print(f"{name:12s} {row['median_s']:9.4f} {row['iqr_s']:8.4f} {row['ratio']:6.2f}")
+    grouping = results["length_grouping"]
+    print(f"\nlength grouping: {grouping['random']['examples_per_second']:.1f} -> {grouping['length-grouped']['examples_per_second']:.1f} examples/s "
+          f"(x{grouping['speed-up']:.2f}; mean padded length {grouping['random']['mean_padded_length']:.1f} -> {grouping['length-grouped']['mean_padded_length']:.1f})")
+    print("\npeak memory (MiB, 5 training steps):", json.dumps(results["peak_memory_mib"]))
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
