@@ -20,9 +20,9 @@ from .counting import bert_parameter_count, head_parameter_count, method_paramet
 from .data import LABEL_NAMES
 from .modeling import POOLINGS, load_classifier, load_tokenizer, model_location, resolve_model_name
 from .peft_model import PeftModel
-from .train import METHODS, Recipe, peft_config_for, train_and_evaluate
+from .compare import run_grid, write_results
+from .train import DEFAULT_POOLING, METHODS, Recipe, peft_config_for, train_and_evaluate
 
-DEFAULT_LEARNING_RATES = {"adapter": 1e-3, "lora": 1e-3, "prefix": 1e-2, "full": 5e-5, "head": 1e-3}
 TRAINED_TENSORS = "model.safetensors"
 
 
@@ -47,7 +47,7 @@ def method_options(args: argparse.Namespace) -> dict:
 def recipe_from(args: argparse.Namespace) -> Recipe:
     return Recipe(
         method=args.method,
-        learning_rate=args.lr or DEFAULT_LEARNING_RATES[args.method],
+        learning_rate=args.lr,
         epochs=args.epochs,
         batch_size=args.batch_size,
         train_size=args.train_size or None,
@@ -155,6 +155,39 @@ def command_count(args: argparse.Namespace) -> None:
     print(f"trainable {trainable:,} | total {total:,} | fraction {100 * trainable / total:.4f}%")
 
 
+GRID_SIZES = {"head": [{}], "full": [{}], "adapter": [{"r": r} for r in (4, 16, 64)],
+              "lora": [{"r": r} for r in (2, 8, 32)], "prefix": [{"num_virtual_tokens": n} for n in (5, 20)]}
+
+
+def command_compare(args: argparse.Namespace) -> None:
+    """Run the grid (resumable: finished runs are kept in runs.jsonl), then write the results."""
+    unknown = sorted(set(args.methods) - set(GRID_SIZES))
+    if unknown:
+        raise UsageError(f"unknown methods {unknown}; choose from {', '.join(GRID_SIZES)}.")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "runs.jsonl"
+    done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    key = lambda recipe: json.dumps(recipe, sort_keys=True)
+    finished = {key(r["recipe"]): r for r in done}
+    recipes = [Recipe(method, epochs=args.epochs, train_size=args.train_size or None, method_options=options)
+               for method in args.methods for options in GRID_SIZES[method]]
+
+    def train(recipe: Recipe) -> dict:
+        from dataclasses import asdict
+
+        if key(asdict(recipe)) in finished:
+            return finished[key(asdict(recipe))]
+        _, record = train_and_evaluate(recipe, args.model, args.data_dir, output_dir=str(out / "trainer"), progress=False)
+        with log.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        return record
+
+    records = run_grid(recipes, args.seeds, train)
+    write_results(records, out, "adapterlib " + " ".join(sys.argv[1:]))
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'comparison.png'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adapterlib", description="Parameter-efficient fine-tuning of BERT on SST-2.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -165,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--placement", choices=("houlsby", "pfeiffer"), help="adapter placement")
         sub.add_argument("--target-modules", nargs="+", help="LoRA targets, e.g. query value")
         sub.add_argument("--num-virtual-tokens", type=int, help="prefix length")
-        sub.add_argument("--pooling", choices=POOLINGS, default="mean")
+        sub.add_argument("--pooling", choices=POOLINGS, default=DEFAULT_POOLING)
         sub.add_argument("--model", help="hub name or folder of a BERT-family model (default: the packaged MiniLM-L6)")
 
     train = commands.add_parser("train", help="train and evaluate one method, save the checkpoint")
@@ -184,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("text", nargs="*")
     predict.add_argument("--file", help="one sentence a line, or a TSV with a sentence (and label) column")
     predict.set_defaults(run=command_predict)
+
+    compare = commands.add_parser("compare", help="train the grid of methods and sizes, write table and chart")
+    compare.add_argument("--methods", nargs="+", default=list(GRID_SIZES))
+    compare.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    compare.add_argument("--train-size", type=int, default=2_000)
+    compare.add_argument("--epochs", type=float, default=3.0)
+    compare.add_argument("--model")
+    compare.add_argument("--data-dir")
+    compare.add_argument("--out", required=True)
+    compare.set_defaults(run=command_compare)
 
     count = commands.add_parser("count", help="trainable / total parameters without training")
     method_arguments(count)

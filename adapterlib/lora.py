@@ -33,6 +33,10 @@ class LoraUpdate(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.scaling = alpha / r
 
+    def extra_repr(self) -> str:
+        (out_features, r), in_features = self.B.shape, self.A.shape[1]
+        return f"in_features={in_features}, out_features={out_features}, r={r}, scaling={self.scaling:g}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The update's contribution to the output, ``(alpha / r) * B A dropout(x)``."""
         return (self.dropout(x) @ self.A.T @ self.B.T) * self.scaling

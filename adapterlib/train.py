@@ -30,6 +30,9 @@ from .modeling import load_classifier, load_tokenizer, resolve_model_name
 from .peft_model import get_peft_model
 
 METHODS = ("adapter", "lora", "prefix", "full", "head")
+# Learning rate and pooling per method, chosen on the tuning slice (results/tuning.jsonl, README).
+DEFAULT_LEARNING_RATES = {"adapter": 1e-3, "lora": 1e-3, "prefix": 1e-2, "full": 5e-5, "head": 1e-2}
+DEFAULT_POOLING = "mean"
 SHUFFLE_SEED = 42
 TUNING_SLICE = range(2_000, 3_000)
 MAX_LENGTH = 128
@@ -40,15 +43,21 @@ class Recipe:
     """Everything that defines one training run."""
 
     method: str
-    learning_rate: float
+    learning_rate: float | None = None  # None: the method's default
     epochs: float = 3.0
     batch_size: int = 16
     warmup_ratio: float = 0.0
     train_size: int | None = 2_000
     seed: int = 0
-    pooling: str = "cls"
+    pooling: str = DEFAULT_POOLING
     weight_decay: float = 0.0
     method_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method {self.method!r} is not known; use one of: {', '.join(METHODS)}.")
+        if self.learning_rate is None:
+            self.learning_rate = DEFAULT_LEARNING_RATES[self.method]
 
     def peft_config(self) -> PeftConfig | None:
         return peft_config_for(self.method, self.method_options)
@@ -131,8 +140,6 @@ def train_and_evaluate(
 
     ``progress=True`` shows the Trainer's progress bar; ``False`` prints a few compact lines.
     """
-    if recipe.method not in METHODS:
-        raise ValueError(f"method {recipe.method!r} is not known; use one of: {', '.join(METHODS)}.")
     if evaluate_on not in ("validation", "tuning"):
         raise ValueError("evaluate_on must be 'validation' or 'tuning'.")
     set_seed(recipe.seed)
