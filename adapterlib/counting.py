@@ -85,12 +85,17 @@ def head_parameter_count(model_config, num_labels: int, with_pooler: bool = Fals
     return d * num_labels + num_labels + (d * d + d if with_pooler else 0)
 
 
+def layer_parameter_count(config) -> int:
+    """One BERT-style layer: four ``d x d`` projections, the FFN and two LayerNorms."""
+    d, i = config.hidden_size, config.intermediate_size
+    return 4 * (d * d + d) + (d * i + i) + (i * d + d) + 2 * 2 * d
+
+
 def bert_parameter_count(config, num_labels: int | None = None, pooler: bool = True) -> int:
     """All parameters of a BERT model (``BertModel``, or ``...ForSequenceClassification`` with labels)."""
-    d, i = config.hidden_size, config.intermediate_size
+    d = config.hidden_size
     embeddings = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * d + 2 * d
-    layer = 4 * (d * d + d) + (d * i + i) + (i * d + d) + 2 * 2 * d
-    total = embeddings + config.num_hidden_layers * layer + (d * d + d if pooler else 0)
+    total = embeddings + config.num_hidden_layers * layer_parameter_count(config) + (d * d + d if pooler else 0)
     return total + (head_parameter_count(config, num_labels) if num_labels else 0)
 
 
