@@ -91,10 +91,11 @@ def load_checkpoint(directory: Path):
     record = json.loads(metrics_file.read_text())
     base = load_classifier(record["model"], pooling=record["recipe"]["pooling"])
     if record["method"] in ("full", "head"):
-        missing = set(load_file(directory / TRAINED_TENSORS)) - set(dict(base.named_parameters()))
+        trained = load_file(directory / TRAINED_TENSORS)
+        missing = set(trained) - set(dict(base.named_parameters()))
         if missing:
             raise UsageError(f"{directory / TRAINED_TENSORS} holds tensors the base model lacks: {sorted(missing)[:3]}")
-        base.load_state_dict(load_file(directory / TRAINED_TENSORS), strict=False)
+        base.load_state_dict(trained, strict=False)
         model = base
     else:
         model = load_adapter(base, directory)
@@ -155,8 +156,8 @@ def command_count(args: argparse.Namespace) -> None:
     print(f"trainable {trainable:,} | total {total:,} | fraction {100 * trainable / total:.4f}%")
 
 
-GRID_SIZES = {"head": [{}], "full": [{}], "adapter": [{"r": r} for r in (4, 16, 64)],
-              "lora": [{"r": r} for r in (2, 8, 32)], "prefix": [{"num_virtual_tokens": n} for n in (5, 20)]}
+GRID_SIZES = {"head": [{}], "full": [{}], "adapter": [{"r": r} for r in (16, 64)],
+              "lora": [{"r": r} for r in (8, 32)], "prefix": [{"num_virtual_tokens": n} for n in (20,)]}
 
 
 def command_compare(args: argparse.Namespace) -> None:

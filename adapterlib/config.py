@@ -64,6 +64,11 @@ class AdapterConfig(PeftConfig):
 
     r: bottleneck width (1 <= r <= hidden size). alpha: scale numerator, ``s = alpha / r``.
     placement: ``"houlsby"`` (after attention and after the FFN) or ``"pfeiffer"`` (after the FFN only).
+
+    The default placement is ``pfeiffer``, by measurement: on the SST-2 tuning slice (seed recipe,
+    MiniLM-L6, r=16, lr 1e-3, mean pooling) Houlsby scored 85.9% and Pfeiffer 85.5%, a difference
+    well inside one standard error (about 1.1 points on 1,000 sentences), while Pfeiffer trains
+    half the adapter parameters and runs one adapter per layer instead of two.
     """
 
     method: ClassVar[str] = "adapter"

@@ -102,10 +102,7 @@ def tokenized_splits(tokenizer, data_dir: str | None, train_size: int | None, ev
 
 
 class CompactLog(TrainerCallback):
-    """A few plain lines instead of a progress bar (for notebooks)."""
-
-    def __init__(self, lines: int = 4) -> None:
-        self.lines = lines
+    """One plain line per logging step instead of a progress bar (for notebooks)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:

@@ -33,14 +33,14 @@ VARIANTS = {
 }
 
 
-def build(name: str, pooling: str = "mean"):
+def build(name: str, pooling: str = "cls"):
     """A model for one benchmark variant, in train mode, with its optimizer."""
     torch.manual_seed(0)
     model = load_classifier(pooling=pooling)
     if name == "peft-lora":
         import peft
 
-        model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"], modules_to_save=["classifier"]))
+        model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"], task_type=peft.TaskType.SEQ_CLS))
     elif name in VARIANTS or name == "lora-merged":
         model = get_peft_model(model, VARIANTS.get(name, VARIANTS["lora"])())
         if name == "lora-merged":
