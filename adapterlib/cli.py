@@ -21,7 +21,7 @@ from .data import LABEL_NAMES
 from .modeling import POOLINGS, load_classifier, load_tokenizer, model_location, resolve_model_name
 from .peft_model import PeftModel
 from .compare import run_grid, write_results
-from .train import DEFAULT_POOLING, METHODS, Recipe, peft_config_for, train_and_evaluate
+from .train import DEFAULT_POOLING, METHODS, Recipe, changes_from_seed_recipe, peft_config_for, train_and_evaluate
 
 TRAINED_TENSORS = "model.safetensors"
 
@@ -75,6 +75,7 @@ def command_train(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {out} exists and is not empty; choose a new directory.")
     model, record = train_and_evaluate(recipe, args.model, args.data_dir, output_dir=str(out / "trainer"), progress=True)
     out.mkdir(parents=True, exist_ok=True)
+    record["changes_from_seed_recipe"] = changes_from_seed_recipe(recipe)
     save_trained(model, out, record)
     print(
         f"{record['method']}: validation accuracy {100 * record['accuracy']:.2f}% | trainable "
@@ -156,8 +157,7 @@ def command_count(args: argparse.Namespace) -> None:
     print(f"trainable {trainable:,} | total {total:,} | fraction {100 * trainable / total:.4f}%")
 
 
-GRID_SIZES = {"head": [{}], "full": [{}], "adapter": [{"r": r} for r in (16, 64)],
-              "lora": [{"r": r} for r in (8, 32)], "prefix": [{"num_virtual_tokens": n} for n in (20,)]}
+GRID_SIZES = {"head": [{}], "full": [{}], "adapter": [{"r": 16}], "lora": [{"r": 8}], "prefix": [{"num_virtual_tokens": 20}]}
 
 
 def command_compare(args: argparse.Namespace) -> None:

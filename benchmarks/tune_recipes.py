@@ -26,8 +26,6 @@ GRID = [
     Recipe("prefix", 1e-2, pooling="mean"),
     Recipe("full", 5e-5, pooling="mean"),
     Recipe("full", 5e-5, pooling="cls"),
-    Recipe("head", 1e-3, pooling="mean"),
-    Recipe("head", 1e-2, pooling="mean"),
 ]
 
 

@@ -36,6 +36,8 @@ def test_train_then_predict(method, tiny_model_dir, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["evaluation_examples"] == 872 and metrics["train_examples"] == 32
     assert 0 <= metrics["accuracy"] <= 1 and metrics["trainable_parameters"] < metrics["total_parameters"]
+    changes = metrics["changes_from_seed_recipe"]
+    assert changes["train_size"] == [2000, 32] and changes["pooling"] == ["cls", "mean"] and changes["epochs"] == [3.0, 1.0]
     tsv = tmp_path / "few.tsv"
     tsv.write_text("sentence\tlabel\na gripping , funny film \t1\na dull mess \t0\n")
     assert main(["predict", "--checkpoint", str(out), "--file", str(tsv)]) == 0
