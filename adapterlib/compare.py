@@ -89,10 +89,10 @@ def plot_comparison(rows: list[dict[str, Any]], ax=None):
             yerr=[p["accuracy_sd"] for p in points], marker=markers[method], markersize=8, capsize=3,
             linestyle="-" if len(points) > 1 else "none", label=label,
         )
+        offset = (6, 8) if method == "lora" else (6, -14)  # LoRA and adapters sit close together
         for p in points:
-            if p["variant"] != method:
-                ax.annotate(p["variant"].split(" ", 1)[1], (p["trainable_parameters"], p["accuracy_mean"]),
-                            textcoords="offset points", xytext=(5, -12), fontsize=8)
+            ax.annotate(p["variant"], (p["trainable_parameters"], p["accuracy_mean"]),
+                        textcoords="offset points", xytext=offset, fontsize=8)
     ax.set(xscale="log", xlabel="trainable parameters (log scale)", ylabel="SST-2 validation accuracy (%)",
            title="Accuracy vs trainable parameters (mean ± sd over seeds)")
     ax.grid(alpha=0.3)
