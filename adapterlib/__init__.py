@@ -46,4 +46,5 @@ __all__ = [
     "method_parameter_count",
     "print_trainable_parameters",
     "save_adapter",
+    "toy",
 ]

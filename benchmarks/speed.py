@@ -1,9 +1,9 @@
-"""Speed and memory of each method on the packaged BERT, measured side by side in one process.
+"""Speed of each method on the packaged BERT, measured side by side in one process.
 
 Inference and training steps run at batch 32 x 64 tokens on the CPU, the methods interleaved
 round after round so that drift of a shared machine hits all of them alike; medians and
 inter-quartile ranges are reported with ratios to the baseline (base model for inference,
-full fine-tuning for training). Peak memory is measured per method in a fresh subprocess.
+full fine-tuning for training).
 
     python benchmarks/speed.py --data-dir ../shared/data/sst2
 """
@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -145,19 +142,6 @@ def length_grouping_benchmark(data_dir: str | None, examples: int) -> dict:
     return result
 
 
-def peak_memory(name: str) -> float:
-    """Peak resident memory (MiB) of a fresh process doing 5 training steps of ``name``."""
-    code = (
-        "import resource, sys; sys.path.insert(0, 'benchmarks'); import speed, torch;"
-        f"m = speed.build({'base' if name == 'full' else name!r}).train();"
-        "o = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4); b = speed.make_batch()\n"
-        "for _ in range(5):\n o.zero_grad(); m(**b).loss.backward(); o.step()\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
-    )
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return float(output.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -170,7 +154,6 @@ def main() -> None:
     results["inference"] = inference_benchmark(args.rounds)
     results["training_step"] = training_benchmark(args.rounds)
     results["length_grouping"] = length_grouping_benchmark(args.data_dir, args.grouping_examples)
-    results["peak_memory_mib"] = {name: peak_memory(name) for name in ("full", "adapter", "lora", "prefix", "head")}
     for section, baseline in (("inference", "base"), ("training_step", "full")):
         print(f"\n{section} (ratio to {baseline})")
         print(f"{'variant':12s} {'median s':>9s} {'IQR s':>8s} {'ratio':>6s}")
@@ -179,7 +162,6 @@ def main() -> None:
     grouping = results["length_grouping"]
     print(f"\nlength grouping: {grouping['random']['examples_per_second']:.1f} -> {grouping['length-grouped']['examples_per_second']:.1f} examples/s "
           f"(x{grouping['speed-up']:.2f}; mean padded length {grouping['random']['mean_padded_length']:.1f} -> {grouping['length-grouped']['mean_padded_length']:.1f})")
-    print("\npeak memory (MiB, 5 training steps):", json.dumps(results["peak_memory_mib"]))
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
 
