@@ -157,7 +157,8 @@ def command_count(args: argparse.Namespace) -> None:
     print(f"trainable {trainable:,} | total {total:,} | fraction {100 * trainable / total:.4f}%")
 
 
-GRID_SIZES = {"head": [{}], "full": [{}], "adapter": [{"r": 16}], "lora": [{"r": 8}], "prefix": [{"num_virtual_tokens": 20}]}
+GRID_SIZES = {"head": [{}], "full": [{}], "adapter": [{"r": r} for r in (16, 64)],
+              "lora": [{"r": r} for r in (8, 32)], "prefix": [{"num_virtual_tokens": n} for n in (20, 5)]}
 
 
 def command_compare(args: argparse.Namespace) -> None:
