@@ -33,6 +33,11 @@ def padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> tor
     return additive_mask(attention_mask.bool()[:, None, None, :], dtype)
 
 
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """``[batch, seq, heads * head_dim]`` -> ``[batch, heads, seq, head_dim]``."""
+    return x.view(*x.shape[:-1], num_heads, x.shape[-1] // num_heads).transpose(1, 2)
+
+
 def scaled_dot_product_attention(
     query: torch.Tensor,
     key: torch.Tensor,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import additive_mask, scaled_dot_product_attention
+from .attention import additive_mask, scaled_dot_product_attention, split_heads
 
 
 class PrefixEncoder(nn.Module):
@@ -64,26 +64,21 @@ class PrefixSelfAttention(nn.Module):
         super().__init__()
         self.base_layer = base_layer
         self.num_heads = base_layer.num_attention_heads
-        self.head_dim = base_layer.attention_head_size
         self.implementation = implementation
         self.prefix: torch.Tensor | None = None
         self.last_attention: torch.Tensor | None = None  # filled in eager mode, for plotting
 
-    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """``[batch, seq, heads * head_dim]`` -> ``[batch, heads, seq, head_dim]``."""
-        return x.view(*x.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)
-
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         base = self.base_layer
-        query = self.split_heads(base.query(hidden_states))
-        key = self.split_heads(base.key(hidden_states))
-        value = self.split_heads(base.value(hidden_states))
+        query = split_heads(base.query(hidden_states), self.num_heads)
+        key = split_heads(base.key(hidden_states), self.num_heads)
+        value = split_heads(base.value(hidden_states), self.num_heads)
         mask = additive_mask(attention_mask, query.dtype)
         if self.prefix is not None:
             batch = hidden_states.shape[0]
             prefix = self.prefix.to(query.dtype)
-            prefix_key = self.split_heads(prefix[0][None]).expand(batch, -1, -1, -1)
-            prefix_value = self.split_heads(prefix[1][None]).expand(batch, -1, -1, -1)
+            prefix_key = split_heads(prefix[0][None], self.num_heads).expand(batch, -1, -1, -1)
+            prefix_value = split_heads(prefix[1][None], self.num_heads).expand(batch, -1, -1, -1)
             key = torch.cat([prefix_key, key], dim=2)
             value = torch.cat([prefix_value, value], dim=2)
             if mask is not None:

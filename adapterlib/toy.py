@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .attention import padding_mask, scaled_dot_product_attention
+from .attention import padding_mask, scaled_dot_product_attention, split_heads
 
 
 class Adapter(nn.Module):
@@ -73,11 +73,8 @@ class SelfAttention(nn.Module):
         self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(*x.shape[:-1], self.num_attention_heads, self.attention_head_size).transpose(1, 2)
-
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        q, k, v = (self.split_heads(proj(hidden_states)) for proj in (self.query, self.key, self.value))
+        q, k, v = (split_heads(proj(hidden_states), self.num_attention_heads) for proj in (self.query, self.key, self.value))
         dropout = self.dropout.p if self.training else 0.0
         return scaled_dot_product_attention(q, k, v, attention_mask, dropout, implementation="eager")
 
