@@ -11,6 +11,7 @@ import argparse
 import csv
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
@@ -157,8 +158,14 @@ def command_count(args: argparse.Namespace) -> None:
     print(f"trainable {trainable:,} | total {total:,} | fraction {100 * trainable / total:.4f}%")
 
 
-GRID_SIZES = {"head": [{}], "full": [{}], "adapter": [{"r": r} for r in (16, 64)],
-              "lora": [{"r": r} for r in (8, 32)], "prefix": [{"num_virtual_tokens": n} for n in (20, 5)]}
+GRID_SIZES = {"head": [{}], "full": [{}], "adapter": [{"r": r} for r in (16, 64, 4)],
+              "lora": [{"r": r} for r in (8, 32, 2)], "prefix": [{"num_virtual_tokens": n} for n in (20, 5, 10)]}
+
+
+def run_key(recipe: dict, peft_config: dict | None) -> str:
+    """What makes two runs the same run: the recipe and the full PEFT config, defaults included
+    (so a changed default retrains instead of reusing an old result)."""
+    return json.dumps({"recipe": recipe, "peft_config": peft_config}, sort_keys=True)
 
 
 def command_compare(args: argparse.Namespace) -> None:
@@ -170,16 +177,15 @@ def command_compare(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "runs.jsonl"
     done = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    key = lambda recipe: json.dumps(recipe, sort_keys=True)
-    finished = {key(r["recipe"]): r for r in done}
+    finished = {run_key(r["recipe"], r.get("peft_config")): r for r in done}
     recipes = [Recipe(method, epochs=args.epochs, train_size=args.train_size or None, method_options=options)
                for method in args.methods for options in GRID_SIZES[method]]
 
     def train(recipe: Recipe) -> dict:
-        from dataclasses import asdict
-
-        if key(asdict(recipe)) in finished:
-            return finished[key(asdict(recipe))]
+        config = recipe.peft_config()
+        key = run_key(asdict(recipe), None if config is None else config.to_dict())
+        if key in finished:
+            return finished[key]
         _, record = train_and_evaluate(recipe, args.model, args.data_dir, output_dir=str(out / "trainer"), progress=False)
         with log.open("a") as handle:
             handle.write(json.dumps(record) + "\n")

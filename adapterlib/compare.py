@@ -100,6 +100,40 @@ def plot_comparison(rows: list[dict[str, Any]], ax=None):
     return ax
 
 
+def learning_rate_curves(records: Iterable[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
+    """``{method: [(learning rate, accuracy %), ...]}`` from tuning-slice runs of each method's
+    default configuration (mean pooling, no other option changed except the adapter's dropout of 0)."""
+    defaults = {"adapter": {"dropout": 0.0}}
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for record in records:
+        recipe = record["recipe"]
+        if recipe["pooling"] != "mean" or recipe["method_options"] != defaults.get(record["method"], {}):
+            continue
+        curves.setdefault(record["method"], []).append((recipe["learning_rate"], 100 * record["accuracy"]))
+    return {method: sorted(points) for method, points in curves.items()}
+
+
+def plot_learning_rates(curves: dict[str, list[tuple[float, float]]], defaults: dict[str, float], ax=None):
+    """Tuning-slice accuracy against learning rate (log x), the default of each method circled."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    for method, label in METHOD_LABELS.items():
+        if method not in curves:
+            continue
+        rates, accuracies = zip(*curves[method])
+        (line,) = ax.plot(rates, accuracies, marker="o", label=label)
+        if defaults.get(method) in rates:
+            chosen = rates.index(defaults[method])
+            ax.plot(rates[chosen], accuracies[chosen], marker="o", markersize=14, fillstyle="none", color=line.get_color())
+    ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="tuning-slice accuracy (%)",
+           title="Learning-rate sensitivity (1 seed; circles: the defaults)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    return ax
+
+
 def write_results(records: list[dict[str, Any]], out: Path, command: str) -> list[dict[str, Any]]:
     """``results.json``, ``results.md`` and ``comparison.png`` in ``out``."""
     import matplotlib

@@ -68,13 +68,15 @@ class AdapterConfig(PeftConfig):
     The default placement is ``pfeiffer``, by measurement: on the SST-2 tuning slice (seed recipe,
     MiniLM-L6, r=16, lr 1e-3, mean pooling) Houlsby scored 85.9% and Pfeiffer 85.5%, a difference
     well inside one standard error (about 1.1 points on 1,000 sentences), while Pfeiffer trains
-    half the adapter parameters and runs one adapter per layer instead of two.
+    half the adapter parameters and runs one adapter per layer instead of two. The default dropout
+    is 0, also by measurement: 85.8% without dropout against 85.5% with 0.1 on the same slice, and
+    a training step about 5% faster.
     """
 
     method: ClassVar[str] = "adapter"
     r: int = 16
     alpha: float = 16.0
-    dropout: float = 0.1
+    dropout: float = 0.0
     placement: str = "pfeiffer"
     activation: str = "relu"
     bias: bool = True

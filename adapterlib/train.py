@@ -201,6 +201,7 @@ def train_and_evaluate(
     record = {
         "method": recipe.method,
         "recipe": asdict(recipe),
+        "peft_config": None if recipe.peft_config() is None else recipe.peft_config().to_dict(),
         "model": resolve_model_name(model_name),
         "trainable_parameters": trainable,
         "total_parameters": total,

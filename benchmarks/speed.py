@@ -3,7 +3,9 @@
 Inference and training steps run at batch 32 x 64 tokens on the CPU, the methods interleaved
 round after round so that drift of a shared machine hits all of them alike; medians and
 inter-quartile ranges are reported with ratios to the baseline (base model for inference,
-full fine-tuning for training).
+full fine-tuning for training). Two more sections use real SST-2 sentences: examples per second
+with random vs length-grouped batches, and seconds per training step of every method at the
+seed recipe's real lengths (batches of 16).
 
     python benchmarks/speed.py --data-dir ../shared/data/sst2
 """
@@ -107,29 +109,47 @@ def training_benchmark(rounds: int) -> dict:
     return summary(interleaved(steps, rounds), "full")
 
 
-def length_grouping_benchmark(data_dir: str | None, examples: int) -> dict:
-    """Examples per second over an SST-2 slice, batches of 16, random vs length-grouped order."""
-    from transformers import DataCollatorWithPadding
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
+def sst2_examples(data_dir: str | None, examples: int) -> list[dict]:
+    """The first ``examples`` of the seed recipe's shuffle, tokenised, with their labels."""
     from adapterlib.data import load_sst2
     from adapterlib.modeling import load_tokenizer
+    from adapterlib.train import MAX_LENGTH, SHUFFLE_SEED
 
     tokenizer = load_tokenizer()
-    sentences = load_sst2(data_dir)["train"].shuffle(seed=42).select(range(examples))
-    encoded = [tokenizer(s, truncation=True, max_length=128) for s in sentences["sentence"]]
+    sentences = load_sst2(data_dir)["train"].shuffle(seed=SHUFFLE_SEED).select(range(examples))
+    encoded = [tokenizer(s, truncation=True, max_length=MAX_LENGTH) for s in sentences["sentence"]]
     for item, label in zip(encoded, sentences["label"]):
         item["labels"] = label
-    collate = DataCollatorWithPadding(tokenizer)
+    return encoded
+
+
+def batches_in_order(encoded: list[dict], order: list[int], size: int) -> list[dict[str, torch.Tensor]]:
+    from transformers import DataCollatorWithPadding
+
+    from adapterlib.modeling import load_tokenizer
+
+    collate = DataCollatorWithPadding(load_tokenizer())
+    return [collate([encoded[i] for i in order[s : s + size]]) for s in range(0, len(order), size)]
+
+
+def grouped_order(encoded: list[dict], size: int) -> list[int]:
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    lengths = [len(e["input_ids"]) for e in encoded]
+    return list(LengthGroupedSampler(size, lengths=lengths, generator=torch.Generator().manual_seed(0)))
+
+
+def length_grouping_benchmark(encoded: list[dict]) -> dict:
+    """Examples per second of the adapter, batches of 16, random vs length-grouped order."""
     model = build("adapter").train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     orders = {
         "random": torch.randperm(len(encoded), generator=torch.Generator().manual_seed(0)).tolist(),
-        "length-grouped": list(LengthGroupedSampler(16, lengths=[len(e["input_ids"]) for e in encoded], generator=torch.Generator().manual_seed(0))),
+        "length-grouped": grouped_order(encoded, 16),
     }
     result = {}
     for name, order in orders.items():
-        batches = [collate([encoded[i] for i in order[s : s + 16]]) for s in range(0, len(order), 16)]
+        batches = batches_in_order(encoded, order, 16)
         start = time.perf_counter()
         for batch in batches:
             optimizer.zero_grad(set_to_none=True)
@@ -140,6 +160,30 @@ def length_grouping_benchmark(data_dir: str | None, examples: int) -> dict:
         result[name] = {"examples_per_second": len(encoded) / seconds, "mean_padded_length": padded}
     result["speed-up"] = result["length-grouped"]["examples_per_second"] / result["random"]["examples_per_second"]
     return result
+
+
+def seed_recipe_step_benchmark(encoded: list[dict]) -> dict:
+    """Seconds per training step at real SST-2 lengths (length-grouped batches of 16, as in the
+    seed recipe), every method on the same batch in turn; ratios of medians to full fine-tuning."""
+    batches = batches_in_order(encoded, grouped_order(encoded, 16), 16)
+    steps = {}
+    for name in ("full", "adapter", "lora", "prefix", "head"):
+        model = build(name if name != "full" else "base", pooling="mean").train()
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+        def run(batch, model=model, optimizer=optimizer):
+            optimizer.zero_grad(set_to_none=True)
+            model(**batch).loss.backward()
+            optimizer.step()
+
+        steps[name] = run
+    times = {name: [] for name in steps}
+    for batch in batches:
+        for name, run in steps.items():
+            start = time.perf_counter()
+            run(batch)
+            times[name].append(time.perf_counter() - start)
+    return summary(times, "full")
 
 
 def main() -> None:
@@ -153,8 +197,10 @@ def main() -> None:
     results = {"shape": f"batch {BATCH} x {LENGTH} tokens", "threads": torch.get_num_threads(), "torch": torch.__version__}
     results["inference"] = inference_benchmark(args.rounds)
     results["training_step"] = training_benchmark(args.rounds)
-    results["length_grouping"] = length_grouping_benchmark(args.data_dir, args.grouping_examples)
-    for section, baseline in (("inference", "base"), ("training_step", "full")):
+    encoded = sst2_examples(args.data_dir, args.grouping_examples)
+    results["length_grouping"] = length_grouping_benchmark(encoded)
+    results["seed_recipe_step"] = seed_recipe_step_benchmark(encoded)
+    for section, baseline in (("inference", "base"), ("training_step", "full"), ("seed_recipe_step", "full")):
         print(f"\n{section} (ratio to {baseline})")
         print(f"{'variant':12s} {'median s':>9s} {'IQR s':>8s} {'ratio':>6s}")
         for name, row in results[section].items():

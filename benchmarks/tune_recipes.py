@@ -26,6 +26,13 @@ GRID = [
     Recipe("prefix", 1e-2, pooling="mean"),
     Recipe("full", 5e-5, pooling="mean"),
     Recipe("full", 5e-5, pooling="cls"),
+    Recipe("adapter", 1e-3, pooling="mean", method_options={"dropout": 0.0}),
+    # Learning-rate sweep around each default (notebook 6's sensitivity figure).
+    *(Recipe("adapter", lr, pooling="mean", method_options={"dropout": 0.0}) for lr in (1e-4, 3e-4, 3e-3, 1e-2)),
+    *(Recipe("lora", lr, pooling="mean") for lr in (1e-4, 3e-4, 1e-2)),
+    *(Recipe("prefix", lr, pooling="mean") for lr in (1e-3, 3e-3, 3e-2)),
+    *(Recipe("head", lr, pooling="mean") for lr in (1e-3, 3e-3, 1e-2)),
+    *(Recipe("full", lr, pooling="mean") for lr in (2e-5, 1e-4)),
 ]
 
 

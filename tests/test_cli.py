@@ -66,3 +66,31 @@ def test_bad_arguments_exit_2_and_write_nothing(argv, message, tmp_path, capsys)
 def test_count_packaged_model(capsys):
     assert main(["count", "--method", "lora", "--r", "8", "--pooling", "cls"]) == 0
     assert capsys.readouterr().out.strip() == "trainable 74,498 | total 22,788,484 | fraction 0.3269%"
+
+
+def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(tmp_path, monkeypatch, capsys):
+    import adapterlib.cli as cli
+    from dataclasses import asdict
+
+    trained = []
+
+    def fake_train_and_evaluate(recipe, model_name, data_dir, output_dir, progress):
+        trained.append(recipe.method)
+        config = recipe.peft_config()
+        return None, {
+            "method": recipe.method, "recipe": asdict(recipe), "peft_config": None if config is None else config.to_dict(),
+            "accuracy": 0.8, "evaluation_examples": 872, "trainable_parameters": 1_000, "trainable_fraction": 0.01,
+            "seconds_per_step": 0.1, "train_seconds": 1.0, "versions": {"torch": "x"}, "device": "cpu",
+        }
+
+    monkeypatch.setattr(cli, "train_and_evaluate", fake_train_and_evaluate)
+    argv = ["compare", "--methods", "head", "adapter", "--seeds", "0", "--out", str(tmp_path)]
+    runs = 1 + len(cli.GRID_SIZES["adapter"])  # head once, the adapter at every size
+    assert main(argv) == 0 and trained == ["head"] + ["adapter"] * (runs - 1)
+    assert main(argv) == 0 and len(trained) == runs  # everything finished: nothing retrains
+    log = tmp_path / "runs.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    records[1]["peft_config"]["dropout"] = 0.1  # as if r=16 had run under an older default
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(argv) == 0 and trained[runs:] == ["adapter"]
+    assert "wrote" in capsys.readouterr().out

@@ -3,7 +3,7 @@
 import json
 import math
 
-from adapterlib.compare import run_grid, summarize, write_results
+from adapterlib.compare import learning_rate_curves, plot_learning_rates, run_grid, summarize, write_results
 from adapterlib.train import Recipe
 
 
@@ -30,3 +30,19 @@ def test_summary_statistics_and_files(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "| lora r=8 | 74,498 |" in table and "87.0 ± 1.0% (3 seeds)" in table
     assert (tmp_path / "comparison.png").stat().st_size > 10_000
+
+
+def test_learning_rate_curves_keep_only_default_configurations():
+    def record(method, lr, accuracy, pooling="mean", options=None):
+        recipe = Recipe(method, lr, pooling=pooling, method_options=options or {})
+        return {"method": method, "recipe": recipe.__dict__, "accuracy": accuracy}
+
+    records = [
+        record("lora", 1e-3, 0.86), record("lora", 1e-4, 0.80), record("lora", 1e-3, 0.85, pooling="cls"),
+        record("adapter", 1e-3, 0.85, options={"dropout": 0.0}), record("adapter", 1e-3, 0.84),
+        record("adapter", 1e-3, 0.83, options={"dropout": 0.0, "placement": "houlsby"}),
+    ]
+    curves = learning_rate_curves(records)
+    assert curves == {"lora": [(1e-4, 80.0), (1e-3, 86.0)], "adapter": [(1e-3, 85.0)]}
+    ax = plot_learning_rates(curves, defaults={"lora": 1e-3, "adapter": 1e-3})
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_legend().get_texts()] == ["adapter", "LoRA"]
