@@ -7,13 +7,17 @@ It costs :math:`2dr + d + r` parameters with biases (:math:`2dr` without), again
 for one dense layer. :math:`W_{up}` starts at zero, so at initialisation :math:`h' = h` and
 the adapted model computes exactly what the base model computes.
 
-Placement inside a post-LayerNorm BERT layer (the adapter reads the sub-layer's projection
-output, before the residual and LayerNorm):
+Where it goes in a post-LayerNorm BERT layer, whose sub-layers compute :math:`\mathrm{LN}(x + F(x))`:
 
-* ``houlsby``: after the attention output projection and after the FFN output (two per layer);
-* ``pfeiffer``: after the FFN output only (one per layer, half the parameters).
+* placement ``houlsby``: after the attention block and after the FFN (two per layer);
+  ``pfeiffer``: after the FFN only (one per layer, half the parameters);
+* position ``after_layer_norm``: the adapter reads the normalised output,
+  :math:`h = \mathrm{LN}(x + F(x))`, and the next sub-layer reads :math:`h'`;
+  ``before_layer_norm``: it reads the projection :math:`F(x)`, giving
+  :math:`\mathrm{LN}(x + F(x) + s\,W_{up}\sigma(W_{down}F(x)))`.
 
-The default placement is chosen by measurement on SST-2; see :class:`adapterlib.AdapterConfig`.
+The defaults (``pfeiffer``, ``after_layer_norm``) were chosen by measurement on SST-2; see
+:class:`adapterlib.AdapterConfig`.
 """
 
 from __future__ import annotations

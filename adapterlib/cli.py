@@ -74,7 +74,8 @@ def command_train(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} exists and is not empty; choose a new directory.")
-    model, record = train_and_evaluate(recipe, args.model, args.data_dir, output_dir=str(out / "trainer"), progress=True)
+    model, record = train_and_evaluate(recipe, args.model, args.data_dir, output_dir=str(out / "trainer"), progress=True,
+                                       evaluate_each_epoch=args.evaluate_each_epoch)
     out.mkdir(parents=True, exist_ok=True)
     record["changes_from_seed_recipe"] = changes_from_seed_recipe(recipe)
     save_trained(model, out, record)
@@ -216,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=float, default=3.0)
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--evaluate-each-epoch", action="store_true", help="also report validation accuracy after every epoch")
     train.add_argument("--data-dir", help="GLUE-format SST-2 folder (default: $ADAPTERLIB_SST2_DIR, else the hub)")
     train.add_argument("--out", required=True, help="new directory for the checkpoint and metrics.json")
     train.set_defaults(run=command_train)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .train import Recipe
+from .train import DEFAULT_POOLING, Recipe, peft_config_for
 
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 METHOD_LABELS = {"head": "head only", "full": "full fine-tuning", "adapter": "adapter", "lora": "LoRA", "prefix": "prefix tuning"}
@@ -91,8 +91,10 @@ def plot_comparison(rows: list[dict[str, Any]], ax=None):
         )
         offset = (6, 8) if method == "lora" else (6, -14)  # LoRA and adapters sit close together
         for p in points:
-            ax.annotate(p["variant"], (p["trainable_parameters"], p["accuracy_mean"]),
-                        textcoords="offset points", xytext=offset, fontsize=8)
+            size = p["variant"].removeprefix(method).strip()  # "r=16": the legend names the method
+            if size:
+                ax.annotate(size, (p["trainable_parameters"], p["accuracy_mean"]),
+                            textcoords="offset points", xytext=offset, fontsize=8)
     ax.set(xscale="log", xlabel="trainable parameters (log scale)", ylabel="SST-2 validation accuracy (%)",
            title="Accuracy vs trainable parameters (mean ± sd over seeds)")
     ax.grid(alpha=0.3)
@@ -101,15 +103,14 @@ def plot_comparison(rows: list[dict[str, Any]], ax=None):
 
 
 def learning_rate_curves(records: Iterable[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
-    """``{method: [(learning rate, accuracy %), ...]}`` from tuning-slice runs of each method's
-    default configuration (mean pooling, no other option changed except the adapter's dropout of 0)."""
-    defaults = {"adapter": {"dropout": 0.0}}
+    """``{method: [(learning rate, accuracy %), ...]}`` from the tuning-slice runs that used each
+    method's default configuration (the default PEFT config and pooling; only the rate varies)."""
     curves: dict[str, list[tuple[float, float]]] = {}
     for record in records:
-        recipe = record["recipe"]
-        if recipe["pooling"] != "mean" or recipe["method_options"] != defaults.get(record["method"], {}):
+        default = peft_config_for(record["method"], {})
+        if record["recipe"]["pooling"] != DEFAULT_POOLING or record["peft_config"] != (default and default.to_dict()):
             continue
-        curves.setdefault(record["method"], []).append((recipe["learning_rate"], 100 * record["accuracy"]))
+        curves.setdefault(record["method"], []).append((record["recipe"]["learning_rate"], 100 * record["accuracy"]))
     return {method: sorted(points) for method, points in curves.items()}
 
 

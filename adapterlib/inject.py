@@ -126,6 +126,12 @@ def check_config(model: nn.Module, config: PeftConfig) -> list[nn.Module]:
         )
     if isinstance(config, AdapterConfig):
         check_rank(config.r, hidden_size(layers[0]), "the hidden size")
+        attribute = adapter_attribute(config)
+        if not all(isinstance(getattr(p, attribute, None), nn.Module) for layer in layers for p in adapter_parents(layer, config)):
+            raise TypeError(
+                f"position={config.position!r} needs a `{attribute}` module in every sub-layer output block "
+                f"(BERT's post-LayerNorm layout); use position='before_layer_norm' for this model."
+            )
     elif isinstance(config, LoraConfig):
         for layer in layers:
             targets = linear_targets(layer)
@@ -157,14 +163,23 @@ def wrap(parent: nn.Module, attribute: str, site_class: type[AdapterSite]) -> Ad
     return module
 
 
+def adapter_parents(layer: nn.Module, config: AdapterConfig) -> list[nn.Module]:
+    """The sub-layer output blocks (projection, residual, LayerNorm) that receive an adapter."""
+    return [layer.attention.output, layer.output] if config.placement == "houlsby" else [layer.output]
+
+
+def adapter_attribute(config: AdapterConfig) -> str:
+    """The module whose output the adapter reads: the LayerNorm or the projection before it."""
+    return "LayerNorm" if config.position == "after_layer_norm" else "dense"
+
+
 def insert_adapter(layers: list[nn.Module], config: AdapterConfig, name: str) -> None:
     for layer in layers:
-        parents = [layer.attention.output, layer.output] if config.placement == "houlsby" else [layer.output]
-        for parent in parents:
+        for parent in adapter_parents(layer, config):
             adapter = BottleneckAdapter(
                 hidden_size(layer), config.r, config.alpha, config.dropout, config.activation, config.bias
             )
-            wrap(parent, "dense", BottleneckSite).add(name, adapter)
+            wrap(parent, adapter_attribute(config), BottleneckSite).add(name, adapter)
 
 
 def insert_lora(layers: list[nn.Module], config: LoraConfig, name: str) -> None:

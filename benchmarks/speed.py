@@ -1,7 +1,7 @@
 """Speed of each method on the packaged BERT, measured side by side in one process.
 
 Inference and training steps run at batch 32 x 64 tokens on the CPU, the methods interleaved
-round after round so that drift of a shared machine hits all of them alike; medians and
+in a new random order every round so that drift of a shared machine hits all of them alike; medians and
 inter-quartile ranges are reported with ratios to the baseline (base model for inference,
 full fine-tuning for training). Two more sections use real SST-2 sentences: examples per second
 with random vs length-grouped batches, and seconds per training step of every method at the
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 from pathlib import Path
@@ -60,13 +61,15 @@ def make_batch() -> dict[str, torch.Tensor]:
 
 
 def interleaved(steps: dict[str, callable], rounds: int) -> dict[str, list[float]]:
+    """Each round runs every variant once, in a new random order, so no variant always follows another."""
     times = {name: [] for name in steps}
     for step in steps.values():
         step()  # warm-up
+    order = random.Random(0)
     for _ in range(rounds):
-        for name, step in steps.items():
+        for name in order.sample(list(steps), len(steps)):
             start = time.perf_counter()
-            step()
+            steps[name]()
             times[name].append(time.perf_counter() - start)
     return times
 

@@ -16,23 +16,26 @@ import datasets
 
 from adapterlib.train import Recipe, train_and_evaluate
 
+BEFORE_LN = "before_layer_norm"  # the adapter's position before it was measured against after_layer_norm
 GRID = [
-    Recipe("adapter", 1e-3, pooling="cls"),
-    Recipe("adapter", 1e-3, pooling="mean"),
-    Recipe("adapter", 1e-3, pooling="mean", method_options={"placement": "houlsby"}),
-    Recipe("adapter", 3e-3, pooling="mean"),
+    Recipe("adapter", 1e-3, pooling="cls", method_options={"dropout": 0.1, "position": BEFORE_LN}),
+    Recipe("adapter", 1e-3, pooling="mean", method_options={"dropout": 0.1, "position": BEFORE_LN}),
+    Recipe("adapter", 1e-3, pooling="mean", method_options={"dropout": 0.1, "position": BEFORE_LN, "placement": "houlsby"}),
+    Recipe("adapter", 3e-3, pooling="mean", method_options={"dropout": 0.1, "position": BEFORE_LN}),
     Recipe("lora", 1e-3, pooling="mean"),
     Recipe("lora", 3e-3, pooling="mean"),
     Recipe("prefix", 1e-2, pooling="mean"),
     Recipe("full", 5e-5, pooling="mean"),
     Recipe("full", 5e-5, pooling="cls"),
-    Recipe("adapter", 1e-3, pooling="mean", method_options={"dropout": 0.0}),
+    Recipe("adapter", 1e-3, pooling="mean", method_options={"dropout": 0.0, "position": BEFORE_LN}),
     # Learning-rate sweep around each default (notebook 6's sensitivity figure).
-    *(Recipe("adapter", lr, pooling="mean", method_options={"dropout": 0.0}) for lr in (1e-4, 3e-4, 3e-3, 1e-2)),
+    *(Recipe("adapter", lr, pooling="mean", method_options={"dropout": 0.0, "position": BEFORE_LN}) for lr in (1e-4, 3e-4, 3e-3, 1e-2)),
     *(Recipe("lora", lr, pooling="mean") for lr in (1e-4, 3e-4, 1e-2)),
     *(Recipe("prefix", lr, pooling="mean") for lr in (1e-3, 3e-3, 3e-2)),
     *(Recipe("head", lr, pooling="mean") for lr in (1e-3, 3e-3, 1e-2)),
     *(Recipe("full", lr, pooling="mean") for lr in (2e-5, 1e-4)),
+    # The adapter reading the sub-layer output after its LayerNorm, at every learning rate above.
+    *(Recipe("adapter", lr, pooling="mean", method_options={"dropout": 0.0, "position": "after_layer_norm"}) for lr in (1e-3, 1e-4, 3e-4, 3e-3, 1e-2)),
 ]
 
 

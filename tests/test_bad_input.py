@@ -20,6 +20,7 @@ def test_non_positive_sizes_are_rejected(make):
     [
         (lambda: AdapterConfig(r=2.5), "must be an int"),
         (lambda: AdapterConfig(placement="middle"), "houlsby, pfeiffer"),
+        (lambda: AdapterConfig(position="inside"), "after_layer_norm, before_layer_norm"),
         (lambda: AdapterConfig(activation="swish"), "relu, gelu"),
         (lambda: LoraConfig(dropout=1.5), "dropout"),
         (lambda: LoraConfig(target_modules=()), "target_modules is empty"),
@@ -116,3 +117,12 @@ def test_exercise_checker(capsys):
     assert "Correct" in capsys.readouterr().out
     with pytest.raises(AssertionError, match="Hint: think"):
         check(9, 8, hint="think")
+
+
+def test_adapter_after_layer_norm_needs_a_layer_norm():
+    model = tiny_classifier()
+    del model.bert.encoder.layer[1].output.LayerNorm  # a layer laid out without a post-LayerNorm
+    before = snapshot(model)
+    with pytest.raises(TypeError, match="position='after_layer_norm' needs a `LayerNorm`.*before_layer_norm"):
+        get_peft_model(model, AdapterConfig())
+    assert_unchanged(model, before)

@@ -28,16 +28,17 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.mark.parametrize("method", ["lora", "head"])
 def test_train_then_predict(method, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--method", method, "--model", tiny_model_dir, "--train-size", "32", "--epochs", "1",
-                 "--data-dir", DATA, "--out", str(out)])
+    code = main(["train", "--method", method, "--model", tiny_model_dir, "--train-size", "32", "--epochs", "2",
+                 "--evaluate-each-epoch", "--data-dir", DATA, "--out", str(out)])
     assert code == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert summary.startswith(f"{method}: validation accuracy") and str(out) in summary
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["evaluation_examples"] == 872 and metrics["train_examples"] == 32
     assert 0 <= metrics["accuracy"] <= 1 and metrics["trainable_parameters"] < metrics["total_parameters"]
+    assert len(metrics["accuracy_per_epoch"]) == 2 and metrics["accuracy_per_epoch"][-1] == metrics["accuracy"]
     changes = metrics["changes_from_seed_recipe"]
-    assert changes["train_size"] == [2000, 32] and changes["pooling"] == ["cls", "mean"] and changes["epochs"] == [3.0, 1.0]
+    assert changes["train_size"] == [2000, 32] and changes["pooling"] == ["cls", "mean"] and changes["epochs"] == [3.0, 2.0]
     tsv = tmp_path / "few.tsv"
     tsv.write_text("sentence\tlabel\na gripping , funny film \t1\na dull mess \t0\n")
     assert main(["predict", "--checkpoint", str(out), "--file", str(tsv)]) == 0

@@ -35,14 +35,16 @@ def test_summary_statistics_and_files(tmp_path):
 def test_learning_rate_curves_keep_only_default_configurations():
     def record(method, lr, accuracy, pooling="mean", options=None):
         recipe = Recipe(method, lr, pooling=pooling, method_options=options or {})
-        return {"method": method, "recipe": recipe.__dict__, "accuracy": accuracy}
+        config = recipe.peft_config()
+        return {"method": method, "recipe": recipe.__dict__, "peft_config": config and config.to_dict(), "accuracy": accuracy}
 
     records = [
         record("lora", 1e-3, 0.86), record("lora", 1e-4, 0.80), record("lora", 1e-3, 0.85, pooling="cls"),
-        record("adapter", 1e-3, 0.85, options={"dropout": 0.0}), record("adapter", 1e-3, 0.84),
-        record("adapter", 1e-3, 0.83, options={"dropout": 0.0, "placement": "houlsby"}),
+        record("adapter", 1e-3, 0.85), record("adapter", 1e-3, 0.84, options={"dropout": 0.1}),
+        record("adapter", 1e-3, 0.83, options={"position": "before_layer_norm"}), record("full", 5e-5, 0.87),
     ]
     curves = learning_rate_curves(records)
-    assert curves == {"lora": [(1e-4, 80.0), (1e-3, 86.0)], "adapter": [(1e-3, 85.0)]}
+    assert curves == {"lora": [(1e-4, 80.0), (1e-3, 86.0)], "adapter": [(1e-3, 85.0)], "full": [(5e-5, 87.0)]}
     ax = plot_learning_rates(curves, defaults={"lora": 1e-3, "adapter": 1e-3})
-    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_legend().get_texts()] == ["adapter", "LoRA"]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["full fine-tuning", "adapter", "LoRA"]

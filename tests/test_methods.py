@@ -13,6 +13,7 @@ IMPLEMENTATIONS = ["eager", "sdpa"]
 START_AT_BASE = [
     AdapterConfig(placement="houlsby", task_type=TaskType.SEQ_CLS),
     AdapterConfig(placement="pfeiffer", task_type=TaskType.SEQ_CLS, activation="gelu"),
+    AdapterConfig(placement="houlsby", position="before_layer_norm", task_type=TaskType.SEQ_CLS),
     LoraConfig(task_type=TaskType.SEQ_CLS),
     LoraConfig(r=4, target_modules=("query", "key", "value", "dense"), task_type=TaskType.SEQ_CLS),
 ]
@@ -26,7 +27,7 @@ def test_tutorial_toy_layer_output_shape():
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-@pytest.mark.parametrize("config", START_AT_BASE, ids=lambda c: f"{c.method}-{getattr(c, 'placement', '')}")
+@pytest.mark.parametrize("config", START_AT_BASE, ids=lambda c: f"{c.method}-{getattr(c, 'placement', '')}-{getattr(c, 'position', '')}")
 def test_adapted_model_starts_at_base_model(config, implementation, batch):
     model = tiny_classifier(implementation)
     expected = model(**batch).logits
@@ -34,12 +35,25 @@ def test_adapted_model_starts_at_base_model(config, implementation, batch):
     torch.testing.assert_close(peft_model(**batch).logits, expected, rtol=0, atol=1e-6)
 
 
-def test_bottleneck_placements_wrap_the_right_projections():
-    houlsby = get_peft_model(tiny_encoder(), AdapterConfig(placement="houlsby"))
-    pfeiffer = get_peft_model(tiny_encoder(), AdapterConfig(placement="pfeiffer"))
+@pytest.mark.parametrize("position, module", [("after_layer_norm", "LayerNorm"), ("before_layer_norm", "dense")])
+def test_bottleneck_placements_wrap_the_right_modules(position, module):
+    houlsby = get_peft_model(tiny_encoder(), AdapterConfig(placement="houlsby", position=position))
+    pfeiffer = get_peft_model(tiny_encoder(), AdapterConfig(placement="pfeiffer", position=position))
     wrapped = lambda m: sorted(n for n, s in m.base_model.named_modules() if isinstance(s, BottleneckSite))
-    assert wrapped(houlsby) == [f"encoder.layer.{i}.{p}.dense" for i in range(2) for p in ("attention.output", "output")]
-    assert wrapped(pfeiffer) == [f"encoder.layer.{i}.output.dense" for i in range(2)]
+    assert wrapped(houlsby) == [f"encoder.layer.{i}.{p}.{module}" for i in range(2) for p in ("attention.output", "output")]
+    assert wrapped(pfeiffer) == [f"encoder.layer.{i}.output.{module}" for i in range(2)]
+
+
+def test_adapter_after_layer_norm_adds_its_update_to_the_normalised_output():
+    torch.manual_seed(0)
+    model = get_peft_model(tiny_encoder(), AdapterConfig(r=4))
+    block = model.base_model.encoder.layer[0].output
+    adapter = block.LayerNorm.adapters["default"]
+    torch.nn.init.normal_(adapter.up.weight)
+    hidden, residual = torch.randn(2, 5, block.dense.in_features), torch.randn(2, 5, block.dense.out_features)
+    normalised = block.LayerNorm.base_layer(residual + block.dense(hidden))
+    expected = normalised + adapter.scaling * adapter.up(adapter.act(adapter.down(normalised)))
+    torch.testing.assert_close(block(hidden, residual), expected)
 
 
 @pytest.mark.parametrize(
