@@ -89,7 +89,7 @@ def plot_comparison(rows: list[dict[str, Any]], ax=None):
             yerr=[p["accuracy_sd"] for p in points], marker=markers[method], markersize=8, capsize=3,
             linestyle="-" if len(points) > 1 else "none", label=label,
         )
-        offset = (6, 8) if method == "lora" else (6, -14)  # LoRA and adapters sit close together
+        offset = (6, 8) if method == "adapter" else (6, -14)  # adapters and LoRA sit close: one above, one below
         for p in points:
             size = p["variant"].removeprefix(method).strip()  # "r=16": the legend names the method
             if size:
