@@ -183,8 +183,7 @@ def command_compare(args: argparse.Namespace) -> None:
                for method in args.methods for options in GRID_SIZES[method]]
 
     def train(recipe: Recipe) -> dict:
-        config = recipe.peft_config()
-        key = run_key(asdict(recipe), None if config is None else config.to_dict())
+        key = run_key(asdict(recipe), recipe.peft_config_dict())
         if key in finished:
             return finished[key]
         _, record = train_and_evaluate(recipe, args.model, args.data_dir, output_dir=str(out / "trainer"), progress=False)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .train import DEFAULT_POOLING, Recipe, peft_config_for
+from .train import DEFAULT_POOLING, Recipe
 
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 METHOD_LABELS = {"head": "head only", "full": "full fine-tuning", "adapter": "adapter", "lora": "LoRA", "prefix": "prefix tuning"}
@@ -107,8 +107,8 @@ def learning_rate_curves(records: Iterable[dict[str, Any]]) -> dict[str, list[tu
     method's default configuration (the default PEFT config and pooling; only the rate varies)."""
     curves: dict[str, list[tuple[float, float]]] = {}
     for record in records:
-        default = peft_config_for(record["method"], {})
-        if record["recipe"]["pooling"] != DEFAULT_POOLING or record["peft_config"] != (default and default.to_dict()):
+        default = Recipe(record["method"]).peft_config_dict()
+        if record["recipe"]["pooling"] != DEFAULT_POOLING or record["peft_config"] != default:
             continue
         curves.setdefault(record["method"], []).append((record["recipe"]["learning_rate"], 100 * record["accuracy"]))
     return {method: sorted(points) for method, points in curves.items()}

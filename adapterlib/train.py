@@ -68,6 +68,11 @@ class Recipe:
     def peft_config(self) -> PeftConfig | None:
         return peft_config_for(self.method, self.method_options)
 
+    def peft_config_dict(self) -> dict[str, Any] | None:
+        """The full PEFT config as saved in result records, defaults included; None for full and head."""
+        config = self.peft_config()
+        return None if config is None else config.to_dict()
+
 
 def changes_from_seed_recipe(recipe: Recipe) -> dict[str, Any]:
     """``{field: [seed value, this value]}`` for every way ``recipe`` departs from the seed recipe."""
@@ -212,7 +217,7 @@ def train_and_evaluate(
     record = {
         "method": recipe.method,
         "recipe": asdict(recipe),
-        "peft_config": None if recipe.peft_config() is None else recipe.peft_config().to_dict(),
+        "peft_config": recipe.peft_config_dict(),
         "model": resolve_model_name(model_name),
         "trainable_parameters": trainable,
         "total_parameters": total,

@@ -13,6 +13,7 @@ seed recipe's real lengths (batches of 16).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import statistics
@@ -115,10 +116,9 @@ def training_benchmark(rounds: int) -> dict:
 def sst2_examples(data_dir: str | None, examples: int) -> list[dict]:
     """The first ``examples`` of the seed recipe's shuffle, tokenised, with their labels."""
     from adapterlib.data import load_sst2
-    from adapterlib.modeling import load_tokenizer
     from adapterlib.train import MAX_LENGTH, SHUFFLE_SEED
 
-    tokenizer = load_tokenizer()
+    tokenizer = collator().tokenizer
     sentences = load_sst2(data_dir)["train"].shuffle(seed=SHUFFLE_SEED).select(range(examples))
     encoded = [tokenizer(s, truncation=True, max_length=MAX_LENGTH) for s in sentences["sentence"]]
     for item, label in zip(encoded, sentences["label"]):
@@ -126,12 +126,18 @@ def sst2_examples(data_dir: str | None, examples: int) -> list[dict]:
     return encoded
 
 
-def batches_in_order(encoded: list[dict], order: list[int], size: int) -> list[dict[str, torch.Tensor]]:
+@functools.cache
+def collator():
+    """Pads a list of tokenised examples into one batch (one tokenizer for the whole script)."""
     from transformers import DataCollatorWithPadding
 
     from adapterlib.modeling import load_tokenizer
 
-    collate = DataCollatorWithPadding(load_tokenizer())
+    return DataCollatorWithPadding(load_tokenizer())
+
+
+def batches_in_order(encoded: list[dict], order: list[int], size: int) -> list[dict[str, torch.Tensor]]:
+    collate = collator()
     return [collate([encoded[i] for i in order[s : s + size]]) for s in range(0, len(order), size)]
 
 

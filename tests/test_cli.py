@@ -77,9 +77,8 @@ def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(tmp_p
 
     def fake_train_and_evaluate(recipe, model_name, data_dir, output_dir, progress):
         trained.append(recipe.method)
-        config = recipe.peft_config()
         return None, {
-            "method": recipe.method, "recipe": asdict(recipe), "peft_config": None if config is None else config.to_dict(),
+            "method": recipe.method, "recipe": asdict(recipe), "peft_config": recipe.peft_config_dict(),
             "accuracy": 0.8, "evaluation_examples": 872, "trainable_parameters": 1_000, "trainable_fraction": 0.01,
             "seconds_per_step": 0.1, "train_seconds": 1.0, "versions": {"torch": "x"}, "device": "cpu",
         }

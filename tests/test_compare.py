@@ -35,8 +35,7 @@ def test_summary_statistics_and_files(tmp_path):
 def test_learning_rate_curves_keep_only_default_configurations():
     def record(method, lr, accuracy, pooling="mean", options=None):
         recipe = Recipe(method, lr, pooling=pooling, method_options=options or {})
-        config = recipe.peft_config()
-        return {"method": method, "recipe": recipe.__dict__, "peft_config": config and config.to_dict(), "accuracy": accuracy}
+        return {"method": method, "recipe": recipe.__dict__, "peft_config": recipe.peft_config_dict(), "accuracy": accuracy}
 
     records = [
         record("lora", 1e-3, 0.86), record("lora", 1e-4, 0.80), record("lora", 1e-3, 0.85, pooling="cls"),
