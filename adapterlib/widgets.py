@@ -42,17 +42,22 @@ class Count:
         return self.trainable / self.total
 
 
+def base_parameter_count(shape) -> int:
+    """The model before any method: the toy layers alone, or BERT with its 2-class head."""
+    if isinstance(shape, ToyConfig):
+        return shape.num_hidden_layers * layer_parameter_count(shape)
+    return bert_parameter_count(shape, num_labels=2)
+
+
 def count(shape, peft_config: PeftConfig) -> Count:
     """Trainable and total parameters of ``get_peft_model`` on this shape (2-class head for BERT)."""
     inserted = method_parameter_count(shape, peft_config)
-    if isinstance(shape, ToyConfig):
-        return Count(inserted, shape.num_hidden_layers * layer_parameter_count(shape) + inserted)
-    head = head_parameter_count(shape, 2)
-    return Count(inserted + head, bert_parameter_count(shape, num_labels=2) + inserted + head)
+    head = 0 if isinstance(shape, ToyConfig) else head_parameter_count(shape, 2)  # the head's trainable copy
+    return Count(inserted + head, base_parameter_count(shape) + inserted + head)
 
 
 def full_fine_tuning(shape) -> Count:
-    total = layer_parameter_count(shape) * shape.num_hidden_layers if isinstance(shape, ToyConfig) else bert_parameter_count(shape, 2)
+    total = base_parameter_count(shape)
     return Count(total, total)
 
 
@@ -111,13 +116,14 @@ def draw_curves(explorer: Explorer, shape):
     """Trainable fraction vs r (adapter, LoRA) and vs prefix length, current setting marked."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     ranks = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, shape.hidden_size} & set(range(1, shape.hidden_size + 1)))
+    current = explorer.counts()
     for name, colour in (("adapter", "C0"), ("LoRA", "C1")):
         fractions = [100 * count(shape, explorer.configs(r=r)[name]).fraction for r in ranks]
         left.plot(ranks, fractions, color=colour, label=name)
-        left.plot(explorer.r.value, 100 * explorer.counts()[name].fraction, "o", color=colour, markersize=9)
+        left.plot(explorer.r.value, 100 * current[name].fraction, "o", color=colour, markersize=9)
     lengths = [1, 2, 5, 10, 20, 50, 100, 200]
     right.plot(lengths, [100 * count(shape, explorer.configs(n=n)["prefix"]).fraction for n in lengths], color="C2", label="prefix")
-    right.plot(explorer.prefix_length.value, 100 * explorer.counts()["prefix"].fraction, "o", color="C2", markersize=9)
+    right.plot(explorer.prefix_length.value, 100 * current["prefix"].fraction, "o", color="C2", markersize=9)
     for ax, xlabel in ((left, "r (bottleneck width / LoRA rank)"), (right, "prefix length n")):
         ax.axhline(100, color="grey", linestyle="--", label="full fine-tuning")
         ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="trainable parameters (%)")

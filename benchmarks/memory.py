@@ -89,7 +89,7 @@ def checkpoint_bytes(model: torch.nn.Module) -> int:
 def measure(method: str) -> dict[str, float]:
     """All memory figures of one method, in MiB (run in its own process)."""
     torch.manual_seed(0)
-    model = build("base" if method == "full" else method).train()
+    model = build(method).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     batch = make_batch()

@@ -18,6 +18,7 @@ import json
 import random
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,7 +36,7 @@ VARIANTS = {
 
 
 def build(name: str, pooling: str = "cls"):
-    """A model for one benchmark variant, in train mode, with its optimizer."""
+    """The model of one benchmark variant; ``base`` or ``full``: the plain model, every weight trainable."""
     torch.manual_seed(0)
     model = load_classifier(pooling=pooling)
     if name == "peft-lora":
@@ -50,6 +51,19 @@ def build(name: str, pooling: str = "cls"):
         model.requires_grad_(False)
         model.classifier.requires_grad_(True)
     return model
+
+
+def training_step(name: str, pooling: str = "cls", lr: float = 1e-4) -> Callable[[dict[str, torch.Tensor]], None]:
+    """One AdamW step of a variant on a batch: zero the gradients, forward, backward, update."""
+    model = build(name, pooling).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+    def step(batch: dict[str, torch.Tensor]) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model(**batch).loss.backward()
+        optimizer.step()
+
+    return step
 
 
 def make_batch() -> dict[str, torch.Tensor]:
@@ -99,17 +113,7 @@ def inference_benchmark(rounds: int) -> dict:
 
 def training_benchmark(rounds: int) -> dict:
     batch = make_batch()
-    steps = {}
-    for name in ("full", "adapter", "lora", "peft-lora", "prefix", "head"):
-        model = build(name if name != "full" else "base").train()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-        def run(model=model, optimizer=optimizer):
-            optimizer.zero_grad(set_to_none=True)
-            model(**batch).loss.backward()
-            optimizer.step()
-
-        steps[name] = run
+    steps = {name: functools.partial(training_step(name), batch) for name in ("full", "adapter", "lora", "peft-lora", "prefix", "head")}
     return summary(interleaved(steps, rounds), "full")
 
 
@@ -150,8 +154,7 @@ def grouped_order(encoded: list[dict], size: int) -> list[int]:
 
 def length_grouping_benchmark(encoded: list[dict]) -> dict:
     """Examples per second of the adapter, batches of 16, random vs length-grouped order."""
-    model = build("adapter").train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    step = training_step("adapter", lr=1e-3)
     orders = {
         "random": torch.randperm(len(encoded), generator=torch.Generator().manual_seed(0)).tolist(),
         "length-grouped": grouped_order(encoded, 16),
@@ -161,9 +164,7 @@ def length_grouping_benchmark(encoded: list[dict]) -> dict:
         batches = batches_in_order(encoded, order, 16)
         start = time.perf_counter()
         for batch in batches:
-            optimizer.zero_grad(set_to_none=True)
-            model(**batch).loss.backward()
-            optimizer.step()
+            step(batch)
         seconds = time.perf_counter() - start
         padded = statistics.fmean(b["input_ids"].shape[1] for b in batches)
         result[name] = {"examples_per_second": len(encoded) / seconds, "mean_padded_length": padded}
@@ -175,17 +176,7 @@ def seed_recipe_step_benchmark(encoded: list[dict]) -> dict:
     """Seconds per training step at real SST-2 lengths (length-grouped batches of 16, as in the
     seed recipe), every method on the same batch in turn; ratios of medians to full fine-tuning."""
     batches = batches_in_order(encoded, grouped_order(encoded, 16), 16)
-    steps = {}
-    for name in ("full", "adapter", "lora", "prefix", "head"):
-        model = build(name if name != "full" else "base", pooling="mean").train()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-        def run(batch, model=model, optimizer=optimizer):
-            optimizer.zero_grad(set_to_none=True)
-            model(**batch).loss.backward()
-            optimizer.step()
-
-        steps[name] = run
+    steps = {name: training_step(name, pooling="mean") for name in ("full", "adapter", "lora", "prefix", "head")}
     times = {name: [] for name in steps}
     for batch in batches:
         for name, run in steps.items():
