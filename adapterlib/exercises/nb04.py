@@ -1,0 +1,315 @@
+r"""Exercises of notebook 4 (LoRA): a LoRA layer with merging, and injecting it into BERT by name.
+
+The layer computes :math:`y = W x + b + \frac{\alpha}{r} B A x` and is graded against the package's
+:class:`~adapterlib.lora.LoraLinear` and against peft's LoRA layer, given the same :math:`A` and
+:math:`B`. The injection is graded on a tiny random ``BertModel`` against ``get_peft_model``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+
+from ..config import LoraConfig
+from ..lora import LoraLinear, LoraUpdate
+from ..peft_model import get_peft_model
+from . import NotYet, close_enough, exercise
+
+IN_FEATURES, OUT_FEATURES, R, ALPHA = 12, 10, 4, 6  # alpha / r = 1.5: catches r / alpha and alpha // r
+FLOAT_TOLERANCE = 1e-5
+
+
+# ---------------------------------------------------------------- what the notebook falls back on
+
+
+class PackageLoRALinear(LoraLinear):
+    """The package's ``LoraLinear`` behind the notebook's interface ``LoRALinear(base, r, alpha)``."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: float) -> None:
+        super().__init__(base.requires_grad_(False))
+        self.add("default", LoraUpdate(base.in_features, base.out_features, r, alpha))
+        self.active_adapter = "default"
+
+    @property
+    def base(self) -> nn.Linear:
+        return self.base_layer
+
+    @property
+    def A(self) -> nn.Parameter:
+        return self.active.A
+
+    @property
+    def B(self) -> nn.Parameter:
+        return self.active.B
+
+    @property
+    def scaling(self) -> float:
+        return self.active.scaling
+
+
+def is_target(name: str, targets: Sequence[str]) -> bool:
+    """A module name matches a target when it is the target or ends with ``"." + target``."""
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def package_replace_linear_with_lora(model: nn.Module, targets: Sequence[str], r: int, alpha: float) -> list[str]:
+    """Wrap each target ``nn.Linear`` of ``model`` in the package's LoRA layer; freeze the rest."""
+    model.requires_grad_(False)
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and is_target(n, targets)]
+    for name in names:
+        parent_name, _, attribute = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, attribute, PackageLoRALinear(getattr(parent, attribute), r, alpha))
+    return names
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+def lora_parameters(layer: nn.Module) -> tuple[nn.Parameter, nn.Parameter]:
+    """The layer's ``A`` and ``B``, or NotYet naming what is missing or misshapen."""
+    found = []
+    for name in ("A", "B"):
+        value = getattr(layer, name, None)
+        if not isinstance(value, nn.Parameter):
+            raise NotYet(f"your layer has no nn.Parameter named `{name}` (found {type(value).__name__}).")
+        found.append(value)
+    return found[0], found[1]
+
+
+def check_shapes(A: torch.Tensor, B: torch.Tensor, in_features: int, out_features: int, r: int) -> None:
+    if tuple(A.shape) != (r, in_features):
+        raise NotYet(f"A has shape {tuple(A.shape)} for r={r} on a Linear({in_features}, {out_features}); "
+                     "A should be r x in_features.")
+    if tuple(B.shape) != (out_features, r):
+        raise NotYet(f"B has shape {tuple(B.shape)} for r={r} on a Linear({in_features}, {out_features}); "
+                     "B should be out_features x r.")
+
+
+def package_layer(base: nn.Linear, A: torch.Tensor, B: torch.Tensor, r: int, alpha: float) -> LoraLinear:
+    """The package's LoRA layer on a copy of ``base``, holding the given A and B."""
+    site = LoraLinear(copy.deepcopy(base))
+    site.add("default", LoraUpdate(base.in_features, base.out_features, r, alpha))
+    site.active_adapter = "default"
+    with torch.no_grad():
+        site.active.A.copy_(A)
+        site.active.B.copy_(B)
+    return site
+
+
+def peft_layer(base: nn.Linear, A: torch.Tensor, B: torch.Tensor, r: int, alpha: float) -> nn.Module:
+    """peft's LoRA layer on a copy of ``base``, holding the given A and B."""
+    import peft
+    from peft.tuners.lora import Linear as PeftLoraLinear
+
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0)
+    layer = PeftLoraLinear(copy.deepcopy(base), "default", config=config, r=r, lora_alpha=alpha, lora_dropout=0.0)
+    with torch.no_grad():
+        layer.lora_A["default"].weight.copy_(A)
+        layer.lora_B["default"].weight.copy_(B)
+    return layer
+
+
+def call_method(layer: nn.Module, method: str) -> None:
+    """Call ``layer.merge()`` or ``layer.unmerge()``; NotYet if it is missing or still the template."""
+    if not callable(getattr(layer, method, None)):
+        raise NotYet(f"your layer has no `{method}()` method.")
+    try:
+        getattr(layer, method)()
+    except NotImplementedError:
+        raise NotYet(f"the layer itself works; `{method}()` still raises NotImplementedError.") from None
+
+
+# ---------------------------------------------------------------- 4.lora_linear
+
+
+@exercise("4.lora_linear", reference=lambda: PackageLoRALinear)
+def grade_lora_linear(layer_class: type) -> str:
+    """A LoRA layer: starts at the base layer, matches adapterlib and peft, merges once, unmerges exactly."""
+    torch.manual_seed(0)
+    base = nn.Linear(IN_FEATURES, OUT_FEATURES)
+    original_weight = base.weight.detach().clone()
+    reference_base = copy.deepcopy(base)
+    layer = layer_class(base, R, ALPHA)
+    A, B = lora_parameters(layer)
+    check_shapes(A, B, IN_FEATURES, OUT_FEATURES, R)
+    x = torch.randn(2, 3, IN_FEATURES)
+
+    with torch.no_grad():
+        start = max_difference(layer(x), reference_base(x))
+    if start > 1e-6:
+        raise NotYet(f"at initialisation your layer changed the Linear's output by {start:.3g}; "
+                     "LoRA must start exactly at the pre-trained layer (which of A and B starts at zero?).")
+    if A.detach().abs().max() == 0:
+        raise NotYet("A starts at zero: with B = 0 as well, no gradient reaches either matrix and nothing trains.")
+
+    trainable = [p for p in layer.parameters() if p.requires_grad]
+    if any(p is base.weight or p is base.bias for p in trainable):
+        raise NotYet("the base layer's weight or bias is still trainable; LoRA freezes W and b.")
+    if {id(p) for p in trainable} != {id(A), id(B)}:
+        raise NotYet(f"{len(trainable)} parameter tensors are trainable; only A and B should be.")
+
+    layer(x).pow(2).sum().backward()
+    if B.grad is None or B.grad.abs().max() == 0:
+        raise NotYet("no gradient reached B after a backward pass; the update must use A and B in forward.")
+
+    with torch.no_grad():
+        B.normal_(0, 0.5)  # as if training had moved B
+        ours = layer(x)
+        package = package_layer(reference_base, A, B, R, ALPHA)(x)
+        theirs = peft_layer(reference_base, A, B, R, ALPHA)(x)
+    to_package, to_peft = max_difference(ours, package), max_difference(ours, theirs)
+    if to_package > FLOAT_TOLERANCE:
+        update, expected_update = ours - reference_base(x), package - reference_base(x)
+        ratio = (update.norm() / expected_update.norm()).item()
+        raise NotYet(f"with the same A and B your output differs from adapterlib's LoraLinear by {to_package:.3g} "
+                     f"(your update B A x is {ratio:.3g} times the size it should be for alpha={ALPHA}, r={R}).")
+    if to_peft > FLOAT_TOLERANCE:
+        raise NotYet(f"with the same A and B your output differs from peft's LoRA layer by {to_peft:.3g}.")
+
+    delta = (package_layer(reference_base, A, B, R, ALPHA).active.delta_weight()).detach()
+    call_method(layer, "merge")
+    with torch.no_grad():
+        merged_change = max_difference(base.weight, original_weight + delta)
+        if merged_change > FLOAT_TOLERANCE:
+            raise NotYet(f"after merge() base.weight is {merged_change:.3g} away from W + (alpha/r) B A.")
+        merged = max_difference(layer(x), ours)
+    if merged > FLOAT_TOLERANCE:
+        raise NotYet(f"after merge() the output changed by {merged:.3g}: a merged layer must not add B A x again.")
+
+    merged_weight = base.weight.detach().clone()
+    try:
+        layer.merge()
+    except (RuntimeError, ValueError):
+        pass  # refusing a second merge is as good as ignoring it
+    twice = max_difference(base.weight, merged_weight)
+    if twice > 0:
+        raise NotYet(f"calling merge() a second time changed the weight again by {twice:.3g}; "
+                     "the update must be folded in once.")
+
+    call_method(layer, "unmerge")
+    restored = max_difference(base.weight, original_weight)
+    if restored > 1e-6:
+        raise NotYet(f"after unmerge() base.weight is {restored:.3g} away from the original W.")
+    with torch.no_grad():
+        unmerged = max_difference(layer(x), ours)
+    if unmerged > FLOAT_TOLERANCE:
+        raise NotYet(f"after unmerge() the output differs from before merging by {unmerged:.3g}; "
+                     "an unmerged layer adds the update in forward again.")
+    layer.unmerge()
+    again = max_difference(base.weight, original_weight)
+    if again > 1e-6:
+        raise NotYet(f"calling unmerge() on an unmerged layer moved the weight by {again:.3g}.")
+    return ("starts at the base layer, only A and B train, same output as adapterlib's and peft's LoRA "
+            f"(largest difference {max(to_package, to_peft):.1e}), merge() folds the update in once, unmerge() restores W.")
+
+
+# ---------------------------------------------------------------- 4.inject
+
+
+def tiny_bert(seed: int = 0) -> BertModel:
+    """A random 2-layer BERT encoder (no pooler) small enough to grade on in milliseconds."""
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, attn_implementation="eager")
+    torch.manual_seed(seed)
+    return BertModel(config, add_pooling_layer=False).eval()
+
+
+def tiny_batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return {"input_ids": torch.randint(1, 100, (2, 6), generator=generator),
+            "attention_mask": torch.tensor([[1] * 6, [1] * 3 + [0] * 3])}
+
+
+def lora_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The outermost modules of ``model`` that carry LoRA matrices ``A`` and ``B``, by name."""
+    found: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():  # parents come before their children
+        has_lora = all(isinstance(getattr(module, p, None), nn.Parameter) for p in ("A", "B"))
+        if has_lora and not any(name.startswith(outer + ".") for outer in found):
+            found[name] = module
+    return found
+
+
+def grade_one_injection(replace: Callable, targets: tuple[str, ...]) -> float:
+    """Grade ``replace`` for one target list; return its largest difference to the package."""
+    model, original = tiny_bert(), tiny_bert()
+    reference = get_peft_model(tiny_bert(), LoraConfig(r=R, alpha=ALPHA, dropout=0.0, target_modules=targets))
+    expected = {n.removeprefix("base_model."): m for n, m in reference.named_modules() if isinstance(m, LoraLinear)}
+
+    returned = replace(model, list(targets), R, ALPHA)
+    wrapped = lora_modules(model)
+    extra, missing = sorted(set(wrapped) - set(expected)), sorted(set(expected) - set(wrapped))
+    if extra:
+        raise NotYet(f"with targets {list(targets)} you wrapped {len(extra)} module(s) that are not targets, "
+                     f"e.g. {extra[0]}.")
+    if missing:
+        raise NotYet(f"with targets {list(targets)} {len(missing)} target Linear layer(s) were not wrapped, "
+                     f"e.g. {missing[0]}.")
+    if returned is None or sorted(returned) != sorted(wrapped):
+        raise NotYet("the returned list should hold the names of exactly the modules you wrapped "
+                     f"({len(wrapped)} of them); it holds {0 if returned is None else len(returned)}.")
+
+    batch = tiny_batch()
+    with torch.no_grad():
+        start = max_difference(model(**batch).last_hidden_state, original(**batch).last_hidden_state)
+    if start > 1e-6:
+        raise NotYet(f"at initialisation the wrapped model's output differs from the original by {start:.3g}.")
+
+    lora = {id(p) for m in wrapped.values() for p in (m.A, m.B)}
+    still_trainable = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in lora]
+    if still_trainable:
+        raise NotYet(f"{len(still_trainable)} parameter tensors of the base model are still trainable, "
+                     f"e.g. {still_trainable[0]}; only the LoRA matrices should train.")
+    frozen_lora = [n for n, m in wrapped.items() if not (m.A.requires_grad and m.B.requires_grad)]
+    if frozen_lora:
+        raise NotYet(f"the LoRA matrices of {frozen_lora[0]} are frozen; they are what trains.")
+
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, module in wrapped.items():
+            module.B.normal_(0, 0.5)
+            expected[name].active.A.copy_(module.A)
+            expected[name].active.B.copy_(module.B)
+        difference = max_difference(model(**batch).last_hidden_state, reference(**batch).last_hidden_state)
+    if difference > FLOAT_TOLERANCE:
+        raise NotYet(f"given the same A and B, your model's output differs from get_peft_model's by {difference:.3g}.")
+    return difference
+
+
+@exercise("4.inject", reference=lambda: package_replace_linear_with_lora)
+def grade_inject(replace: Callable) -> str:
+    """Injection by name on a tiny BERT, against ``get_peft_model(model, LoraConfig(target_modules=...))``."""
+    if replace is package_replace_linear_with_lora:
+        raise NotYet("that is the package's own implementation; write your own code for this exercise.")
+    target_lists = [("query", "value"), ("key", "output.dense")]
+    differences = [grade_one_injection(replace, targets) for targets in target_lists]
+    return (f"on a tiny BERT with targets {[list(t) for t in target_lists]}: the same modules as get_peft_model, "
+            f"output unchanged at the start, only A and B trainable, same outputs given the same A and B "
+            f"(largest difference {max(differences):.1e}).")
+
+
+# ---------------------------------------------------------------- 4.scaling (a number)
+
+
+def scaling_for(alpha: float, r: int) -> float:
+    return alpha / r
+
+
+@exercise("4.scaling")
+def grade_scaling(answer: float) -> str:
+    """The factor applied to B A with alpha = 16 and r = 16."""
+    if not isinstance(answer, (int, float)):
+        raise NotYet(f"the answer should be a number, got {type(answer).__name__}.")
+    if not close_enough(answer, scaling_for(16, 16)):
+        raise NotYet(f"{answer:g} is not the factor that multiplies B A for alpha = 16, r = 16 "
+                     "(look at how the scaling is defined).")
+    return f"{answer:g}: with alpha fixed, doubling r halves the factor, so larger ranks do not start with larger updates."
