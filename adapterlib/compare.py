@@ -74,7 +74,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_comparison(rows: list[dict[str, Any]], ax=None):
-    """Validation accuracy against trainable parameters (log x), one marker per method."""
+    """Validation accuracy against trainable parameters (log x), one marker per method, with both 95%
+    intervals: the spread between seeds (thick bars) and the validation set's sampling error (thin bars)."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -84,11 +85,11 @@ def plot_comparison(rows: list[dict[str, Any]], ax=None):
         points = [row for row in rows if row["method"] == method]
         if not points:
             continue
-        ax.errorbar(
-            [p["trainable_parameters"] for p in points], [p["accuracy_mean"] for p in points],
-            yerr=[p["accuracy_sd"] for p in points], marker=markers[method], markersize=8, capsize=3,
-            linestyle="-" if len(points) > 1 else "none", label=label,
-        )
+        x, y = [p["trainable_parameters"] for p in points], [p["accuracy_mean"] for p in points]
+        seeds = ax.errorbar(x, y, yerr=[p["ci95_seeds"] or 0 for p in points], marker=markers[method], markersize=8,
+                            elinewidth=4, linestyle="-" if len(points) > 1 else "none", label=label)
+        ax.errorbar(x, y, yerr=[p["ci95_sampling"] for p in points], fmt="none", elinewidth=1, capsize=4,
+                    color=seeds.lines[0].get_color())
         offset = (6, 8) if method == "adapter" else (6, -14)  # adapters and LoRA sit close: one above, one below
         for p in points:
             size = p["variant"].removeprefix(method).strip()  # "r=16": the legend names the method
@@ -96,7 +97,8 @@ def plot_comparison(rows: list[dict[str, Any]], ax=None):
                 ax.annotate(size, (p["trainable_parameters"], p["accuracy_mean"]),
                             textcoords="offset points", xytext=offset, fontsize=8)
     ax.set(xscale="log", xlabel="trainable parameters (log scale)", ylabel="SST-2 validation accuracy (%)",
-           title="Accuracy vs trainable parameters (mean ± sd over seeds)")
+           title="Accuracy vs trainable parameters (mean over seeds)\n"
+                 "95% intervals: thick, over seeds; thin, sampling of the validation set")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return ax

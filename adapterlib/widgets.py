@@ -2,8 +2,10 @@
 
 ``explorer()`` returns an ipywidgets box. Every number it shows comes from the closed forms in
 :mod:`adapterlib.counting`, which the tests check against models built on the ``meta`` device.
-For the BERT shapes the model is a 2-class sequence classifier (the head trains with every
-method); the toy layer has no head.
+The adapter's bottleneck width and LoRA's rank have a slider each: the same ``r`` means different
+things (and costs) in the two methods. For the BERT shapes the model is a 2-class
+``BertForSequenceClassification``, pooler included (the head trains with every method); the toy
+layer has no head.
 """
 
 from __future__ import annotations
@@ -67,21 +69,24 @@ class Explorer:
     def __init__(self) -> None:
         self.shapes = model_shapes()
         self.shape = widgets.Dropdown(options=list(self.shapes), value="MiniLM-L6 (packaged, d=384)", description="model")
-        self.r = widgets.IntSlider(value=16, min=1, max=384, description="r", continuous_update=True)
+        self.adapter_r = widgets.IntSlider(value=16, min=1, max=384, description="adapter r")
+        self.lora_r = widgets.IntSlider(value=8, min=1, max=384, description="LoRA r")
         self.prefix_length = widgets.IntSlider(value=20, min=1, max=200, description="prefix n")
         self.placement = widgets.ToggleButtons(options=["pfeiffer", "houlsby"], value="pfeiffer", description="placement")
         self.targets = widgets.SelectMultiple(options=LORA_TARGETS, value=("query", "value"), rows=6, description="LoRA on")
         self.table = widgets.HTML()
         self.plot = widgets.Output()
-        for control in (self.shape, self.r, self.prefix_length, self.placement, self.targets):
+        self.controls = (self.shape, self.adapter_r, self.lora_r, self.prefix_length, self.placement, self.targets)
+        for control in self.controls:
             control.observe(self.update, names="value")
         self.update()
 
-    def configs(self, r: int | None = None, n: int | None = None) -> dict[str, PeftConfig]:
+    def configs(self, adapter_r: int | None = None, lora_r: int | None = None, n: int | None = None) -> dict[str, PeftConfig]:
+        """The three methods at the sliders' settings, or at the sizes given."""
         targets = self.targets.value or ("query",)
         return {
-            "adapter": AdapterConfig(r=r or self.r.value, placement=self.placement.value),
-            "LoRA": LoraConfig(r=r or self.r.value, target_modules=targets),
+            "adapter": AdapterConfig(r=adapter_r or self.adapter_r.value, placement=self.placement.value),
+            "LoRA": LoraConfig(r=lora_r or self.lora_r.value, target_modules=targets),
             "prefix": PrefixTuningConfig(num_virtual_tokens=n or self.prefix_length.value),
         }
 
@@ -91,7 +96,8 @@ class Explorer:
 
     def update(self, change=None) -> None:
         shape = self.shapes[self.shape.value]
-        self.r.max = shape.hidden_size  # r never exceeds the hidden size
+        for slider in (self.adapter_r, self.lora_r):
+            slider.max = shape.hidden_size  # r never exceeds the hidden size
         rows = "".join(
             f"<tr><td>{name}</td><td style='text-align:right'>{c.trainable:,}</td><td style='text-align:right'>{100 * c.fraction:.3f}%</td></tr>"
             for name, c in self.counts().items()
@@ -108,19 +114,18 @@ class Explorer:
             plt.close(figure)
 
     def widget(self) -> widgets.Widget:
-        controls = widgets.VBox([self.shape, self.r, self.prefix_length, self.placement, self.targets])
-        return widgets.VBox([widgets.HBox([controls, self.table]), self.plot])
+        return widgets.VBox([widgets.HBox([widgets.VBox(list(self.controls)), self.table]), self.plot])
 
 
 def draw_curves(explorer: Explorer, shape):
-    """Trainable fraction vs r (adapter, LoRA) and vs prefix length, current setting marked."""
+    """Trainable fraction vs r (adapter, LoRA) and vs prefix length, each slider's setting marked."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     ranks = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, shape.hidden_size} & set(range(1, shape.hidden_size + 1)))
     current = explorer.counts()
-    for name, colour in (("adapter", "C0"), ("LoRA", "C1")):
-        fractions = [100 * count(shape, explorer.configs(r=r)[name]).fraction for r in ranks]
+    for name, slider, colour in (("adapter", explorer.adapter_r, "C0"), ("LoRA", explorer.lora_r, "C1")):
+        fractions = [100 * count(shape, explorer.configs(adapter_r=r, lora_r=r)[name]).fraction for r in ranks]
         left.plot(ranks, fractions, color=colour, label=name)
-        left.plot(explorer.r.value, 100 * current[name].fraction, "o", color=colour, markersize=9)
+        left.plot(slider.value, 100 * current[name].fraction, "o", color=colour, markersize=9)
     lengths = [1, 2, 5, 10, 20, 50, 100, 200]
     right.plot(lengths, [100 * count(shape, explorer.configs(n=n)["prefix"]).fraction for n in lengths], color="C2", label="prefix")
     right.plot(explorer.prefix_length.value, 100 * current["prefix"].fraction, "o", color="C2", markersize=9)

@@ -1,8 +1,11 @@
 """The r explorer in a real browser: JupyterLab on localhost, headless Chromium driven by Playwright.
 
-Opens notebooks/07_explore_r.ipynb, runs it, moves the r slider one step with the keyboard and
-checks that the table shows the count for the new r. Saves a screenshot to test-artifacts/.
-Needs Debian's chromium (/usr/bin/chromium) and the playwright package; .ci/run installs both.
+Opens notebooks/07_explore_r.ipynb, runs it, moves the adapter's r slider one step with the keyboard
+and checks that the table shows the adapter's count for the new r while LoRA's count stays, then
+the same for LoRA's slider. Saves screenshots to test-artifacts/. The server, its kernel and the
+browser keep their state (workspaces, settings, history) in the test's temporary folder, never in
+the home directory. Needs Debian's chromium (/usr/bin/chromium) and the playwright package;
+.ci/run installs both.
 """
 
 import os
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from adapterlib import AdapterConfig
+from adapterlib import AdapterConfig, LoraConfig
 from adapterlib.widgets import count, model_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,11 +54,15 @@ def jupyter_lab(tmp_path):
     served = tmp_path / "notebooks"
     served.mkdir()
     shutil.copy(ROOT / "notebooks" / "07_explore_r.ipynb", served)
+    state = {name: tmp_path / name for name in ("runtime", "data", "ipython", "matplotlib", "workspaces", "user-settings")}
+    environment = {**os.environ, "JUPYTER_RUNTIME_DIR": str(state["runtime"]), "JUPYTER_DATA_DIR": str(state["data"]),
+                   "IPYTHONDIR": str(state["ipython"]), "MPLCONFIGDIR": str(state["matplotlib"])}
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
          f"--ServerApp.token={token}", f"--ServerApp.root_dir={served}", "--LabApp.news_url=",
+         f"--LabApp.workspaces_dir={state['workspaces']}", f"--LabApp.user_settings_dir={state['user-settings']}",
          "--ServerApp.disable_check_xsrf=True"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -73,15 +80,22 @@ def jupyter_lab(tmp_path):
         server.wait(timeout=30)
 
 
-def test_r_slider_moves_the_trainable_count(jupyter_lab):
+def table_row(method: str, trainable: int) -> str:
+    """How the explorer's table shows one method's trainable count, as the browser renders its text."""
+    return f"{method}{trainable:,}"
+
+
+def test_each_r_slider_moves_its_own_count(jupyter_lab, tmp_path):
     from playwright.sync_api import TimeoutError, expect, sync_playwright
 
     base, token = jupyter_lab
     minilm = model_shapes()["MiniLM-L6 (packaged, d=384)"]
-    expected = {r: f"{count(minilm, AdapterConfig(r=r)).trainable:,}" for r in (16, 17)}
+    adapter = {r: table_row("adapter", count(minilm, AdapterConfig(r=r)).trainable) for r in (16, 17)}
+    lora = {r: table_row("LoRA", count(minilm, LoraConfig(r=r)).trainable) for r in (8, 9)}
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        # a temporary profile; HOME keeps chromium's crash-report and dconf folders in the temporary folder too
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, env={**os.environ, "HOME": str(tmp_path)})
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{base}/lab/tree/07_explore_r.ipynb?token={token}")
         page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
@@ -94,14 +108,17 @@ def test_r_slider_moves_the_trainable_count(jupyter_lab):
         page.get_by_text("Run All Cells", exact=True).click()
         table = page.locator(".widget-html-content table").first
         try:
-            expect(table).to_contain_text(expected[16], timeout=120_000)
+            expect(table).to_contain_text(adapter[16], timeout=120_000)
+            expect(table).to_contain_text(lora[8])
         finally:
             page.screenshot(path=str(ARTIFACTS / "explorer-loaded.png"))
-        handle = page.locator(".widget-slider:has(label:text-is('r')) .noUi-handle").first
-        handle.focus()
-        page.keyboard.press("ArrowRight")
-        expect(table).to_contain_text(expected[17], timeout=30_000)
-        slider_value = page.locator(".widget-slider:has(label:text-is('r')) .widget-readout").first
-        expect(slider_value).to_have_text("17")
+        for label, moved, kept in (("adapter r", adapter, lora[8]), ("LoRA r", lora, adapter[17])):
+            slider = page.locator(f".widget-slider:has(label:text-is('{label}'))").first
+            slider.locator(".noUi-handle").focus()
+            page.keyboard.press("ArrowRight")
+            new = max(moved)
+            expect(slider.locator(".widget-readout")).to_have_text(str(new), timeout=30_000)
+            expect(table).to_contain_text(moved[new], timeout=30_000)
+            expect(table).to_contain_text(kept)
         page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
         browser.close()

@@ -26,35 +26,58 @@ def built_counts(explorer: Explorer) -> dict[str, tuple[int, int]]:
 
 
 @pytest.mark.parametrize(
-    "shape, r, n, placement, targets",
+    "shape, adapter_r, lora_r, n, placement, targets",
     [
-        ("toy TransformerLayer (d=128)", 1, 1, "houlsby", ("query",)),
-        ("toy TransformerLayer (d=128)", 128, 200, "pfeiffer", ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")),
-        ("MiniLM-L6 (packaged, d=384)", 16, 20, "pfeiffer", ("query", "value")),
-        ("MiniLM-L6 (packaged, d=384)", 384, 1, "houlsby", ("intermediate.dense",)),
-        ("BERT-large (d=1024)", 1024, 100, "houlsby", ("value",)),
+        ("toy TransformerLayer (d=128)", 1, 128, 1, "houlsby", ("query",)),
+        ("toy TransformerLayer (d=128)", 128, 3, 200, "pfeiffer", ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")),
+        ("MiniLM-L6 (packaged, d=384)", 16, 8, 20, "pfeiffer", ("query", "value")),
+        ("MiniLM-L6 (packaged, d=384)", 384, 384, 1, "houlsby", ("intermediate.dense",)),
+        ("BERT-large (d=1024)", 1024, 64, 100, "houlsby", ("value",)),
     ],
 )
-def test_displayed_numbers_equal_built_models(shape, r, n, placement, targets):
+def test_displayed_numbers_equal_built_models(shape, adapter_r, lora_r, n, placement, targets):
     explorer = Explorer()
     explorer.shape.value = shape
-    explorer.r.value = r
+    explorer.adapter_r.value = adapter_r
+    explorer.lora_r.value = lora_r
     explorer.prefix_length.value = n
     explorer.placement.value = placement
     explorer.targets.value = targets
-    assert explorer.r.value == r  # within the slider's range for this shape
+    assert (explorer.adapter_r.value, explorer.lora_r.value) == (adapter_r, lora_r)  # within the sliders' range
     shown = {name: (c.trainable, c.total) for name, c in explorer.counts().items()}
     assert shown == built_counts(explorer)
     for name, (trainable, _) in shown.items():
         assert f"<td>{name}</td><td style='text-align:right'>{trainable:,}</td>" in explorer.table.value
 
 
-def test_r_slider_is_capped_at_the_hidden_size():
+def test_r_sliders_are_capped_at_the_hidden_size():
     explorer = Explorer()
     explorer.shape.value = "BERT-large (d=1024)"
-    assert explorer.r.max == 1024
+    assert explorer.adapter_r.max == explorer.lora_r.max == 1024
+    explorer.adapter_r.value = explorer.lora_r.value = 1024
     explorer.shape.value = "toy TransformerLayer (d=128)"
-    assert explorer.r.max == 128 and explorer.r.value <= 128
+    assert explorer.adapter_r.max == explorer.lora_r.max == 128
+    assert explorer.adapter_r.value <= 128 and explorer.lora_r.value <= 128
+
+
+def test_each_r_slider_moves_only_its_own_method():
+    explorer = Explorer()
+    before = explorer.counts()
+    explorer.adapter_r.value = 32
+    after_adapter = explorer.counts()
+    assert after_adapter["adapter"].trainable > before["adapter"].trainable
+    assert after_adapter["LoRA"] == before["LoRA"] and after_adapter["prefix"] == before["prefix"]
+    explorer.lora_r.value = 4
+    after_lora = explorer.counts()
+    assert after_lora["LoRA"].trainable < after_adapter["LoRA"].trainable
+    assert after_lora["adapter"] == after_adapter["adapter"]
+
+
+def test_starting_ranks_are_the_package_defaults():
+    from adapterlib import AdapterConfig, LoraConfig
+
+    explorer = Explorer()
+    assert (explorer.adapter_r.value, explorer.lora_r.value) == (AdapterConfig().r, LoraConfig().r)
 
 
 def test_prefix_on_bert_base_matches_the_documented_figure():
