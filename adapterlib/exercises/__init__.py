@@ -9,8 +9,9 @@ The expected values and the reference implementations live here, in one module p
 
 * **unanswered** (the answer is ``...``, or the learner's code still raises ``NotImplementedError``):
   it says so and returns the package's reference, so the cells after the exercise keep working;
-* **wrong**: it raises :class:`NotYet`, whose message names the behaviour that failed and by how much
-  ("at initialisation your module changed its input by 0.37"), never the expected value;
+* **wrong**: it prints a message that names the behaviour that failed and by how much
+  ("at initialisation your module changed its input by 0.37"), never the expected value, and
+  returns the package's reference, so that a wrong answer never feeds the later cells;
 * **right**: it prints what was verified and returns the learner's own answer, which the cells after it use.
 
 Handing in the package's own classes or functions is refused: the point is to write them.
@@ -100,20 +101,43 @@ def grade(exercise_id: str, answer: Any) -> str:
         raise Unanswered from error
 
 
+_require_correct = False
+
+
+def require_correct_answers(required: bool = True) -> None:
+    """Make :func:`check` raise :class:`NotYet` on a wrong or missing answer (for solutions notebooks and tests)."""
+    global _require_correct
+    _require_correct = required
+
+
+def _fallback(exercise_entry: Exercise | None, answer: Any) -> Any:
+    if exercise_entry is not None and exercise_entry.reference is not None:
+        print("The cells below use the package's version until yours passes: fix it and run this cell again.")
+        return exercise_entry.reference()
+    return answer
+
+
 def check(exercise_id: str, answer: Any) -> Any:
-    """Grade the learner's answer; return it if right, the package's reference if unanswered."""
+    """Grade the learner's answer and return what the cells after the exercise should use.
+
+    Right: prints what was verified and returns the answer. Unanswered or wrong: prints why and
+    returns the package's reference, so that a half-finished answer never feeds the later cells
+    (after :func:`require_correct_answers`, a wrong or missing answer raises :class:`NotYet` instead).
+    """
     exercise_entry = EXERCISES.get(exercise_id)
     try:
         summary = grade(exercise_id, answer)
     except Unanswered:
-        if exercise_entry is not None and exercise_entry.reference is not None:
-            print(f"[{exercise_id}] Not answered yet. The cells below use the package's version until you write yours "
-                  "and run this cell again.")
-            return exercise_entry.reference()
-        print(f"[{exercise_id}] Not answered yet: replace the ... with your answer and run the cell again.")
-        return answer
+        if _require_correct:
+            raise NotYet(f"[{exercise_id}] not answered") from None
+        print(f"[{exercise_id}] Not answered yet: write your answer in place of the ... or the NotImplementedError, "
+              "and run the cell again.")
+        return _fallback(exercise_entry, answer)
     except NotYet as failure:
-        raise NotYet(f"[{exercise_id}] Not yet: {failure}") from None
+        if _require_correct:
+            raise NotYet(f"[{exercise_id}] Not yet: {failure}") from None
+        print(f"[{exercise_id}] Not yet: {failure}")
+        return _fallback(exercise_entry, answer)
     print(f"[{exercise_id}] Correct: {summary}")
     return answer
 
