@@ -1,10 +1,14 @@
 """Reading SST-2: the shared copy, hand-made folders with edge cases, and the errors."""
 
+import http.server
 import os
+import threading
+import time
 
 import pytest
 
-from adapterlib.data import load_sst2
+from adapterlib import data
+from adapterlib.data import load_sst2, resolve_data_dir
 
 SHARED = os.environ.get("ADAPTERLIB_SST2_DIR")
 
@@ -71,3 +75,54 @@ def test_no_data_reachable_names_both_ways(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(FileNotFoundError, match=r"ADAPTERLIB_SST2_DIR.*hub for nyu-mll/glue"):
         load_sst2()
+
+
+def test_relative_folder_is_made_absolute_when_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_data_dir("d") == tmp_path / "d"
+    monkeypatch.setenv("ADAPTERLIB_SST2_DIR", "e")
+    from_environment = resolve_data_dir()
+    monkeypatch.chdir(tmp_path.parent)
+    assert from_environment == tmp_path / "e" and from_environment.is_absolute()
+    assert resolve_data_dir() == tmp_path.parent / "e"
+
+
+@pytest.fixture
+def hub_variables_unset(monkeypatch):
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "ADAPTERLIB_SST2_DIR", "NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_hub_reachable_on_any_http_answer_and_not_without_one(hub_variables_unset, monkeypatch):
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(data, "HUB_URL", f"http://127.0.0.1:{server.server_port}")
+        assert data.hub_reachable()
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        assert not data.hub_reachable()  # switched off: not even asked
+    finally:
+        server.shutdown()
+        server.server_close()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert not data.hub_reachable()  # the server is gone: connection refused
+
+
+def test_unreachable_hub_fails_at_once_without_retries(hub_variables_unset, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # refuses every connection
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("the hub client was called"))
+    started = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match=r"pass data_dir= .*The hub does not answer"):
+        load_sst2()
+    assert time.perf_counter() - started < 5
