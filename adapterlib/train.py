@@ -2,17 +2,32 @@
 
 :func:`train_and_evaluate` is the one call behind the command line, the comparison grid and
 the notebooks. It returns a result record with the method, its hyper-parameters, the
-parameter counts, validation accuracy and timings.
+parameter counts, validation accuracy, timings and the precision it ran in.
 
 The seed recipe: the train split shuffled with seed 42, its first 2,000 examples, 3 epochs,
 batch 16, AdamW with linear decay, gradient clipping 1.0, the full 872-example validation
 split. Examples 2,000-2,999 of the same shuffle form the *tuning slice*, used instead of the
 validation split while choosing hyper-parameters (``evaluate_on="tuning"``).
+
+Hardware. A CUDA GPU when there is one, else the CPU (Apple's ``mps`` in a single process).
+Launched by ``torchrun --nproc_per_node N``, the N processes train one model together
+(data parallel, gloo on CPUs, NCCL on GPUs): each step, every process computes the gradient of
+its own ``batch_size / N`` examples, the gradients are averaged, and every process applies the
+same update, so the run is the same recipe with the same global batch; evaluation is shared the
+same way, and only the first process (rank 0) writes results.
+
+Precision (``Recipe.precision``). ``fp32``: everything in float32. ``bf16``: the forward and
+backward passes run under bfloat16 autocast (matrix products in bf16, 8 bits of mantissa instead
+of 23), while weights, gradients and AdamW's state stay float32. ``auto``: bf16 where the hardware
+computes it natively (a GPU with bf16, fp16 on older GPUs, a CPU with AVX512-BF16 or AMX), fp32
+elsewhere. The default stays fp32 until bf16's accuracy has been measured side by side
+(``benchmarks/precision.py``).
 """
 
 from __future__ import annotations
 
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,20 +38,30 @@ import transformers
 from torch import nn
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from .config import AdapterConfig, LoraConfig, PeftConfig, PrefixTuningConfig, TaskType
+from .config import PeftConfig
 from .counting import count_parameters
-from .data import load_sst2
-from .modeling import load_classifier, load_tokenizer, resolve_model_name
+from .data import load_sst2, resolve_data_dir
+from .modeling import (
+    DEFAULT_POOLING,
+    METHODS,
+    PRECISIONS,
+    load_classifier,
+    load_tokenizer,
+    peft_config_for,
+    process_count,
+    resolve_model_name,
+    resolve_precision,
+    training_device,
+)
 from .peft_model import get_peft_model
 
-METHODS = ("adapter", "lora", "prefix", "full", "head")
 # Learning rate and pooling per method, chosen on the tuning slice (results/tuning.jsonl, README):
 # the best score, and between choices within 0.5 points the one already in place.
 DEFAULT_LEARNING_RATES = {"adapter": 3e-3, "lora": 1e-3, "prefix": 1e-2, "full": 5e-5, "head": 3e-3}
-DEFAULT_POOLING = "mean"
 SHUFFLE_SEED = 42
 TUNING_SLICE = range(2_000, 3_000)
 MAX_LENGTH = 128
+DEFAULT_PRECISION = "fp32"
 
 
 # The recipe the comparison started from: random batches, [CLS] pooling, these learning rates.
@@ -58,10 +83,13 @@ class Recipe:
     pooling: str = DEFAULT_POOLING
     weight_decay: float = 0.0
     method_options: dict[str, Any] = field(default_factory=dict)
+    precision: str = DEFAULT_PRECISION  # "fp32", "bf16" or "auto" (see the module docstring)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method {self.method!r} is not known; use one of: {', '.join(METHODS)}.")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not known; use one of: {', '.join(PRECISIONS)}.")
         if self.learning_rate is None:
             self.learning_rate = DEFAULT_LEARNING_RATES[self.method]
 
@@ -82,14 +110,6 @@ def changes_from_seed_recipe(recipe: Recipe) -> dict[str, Any]:
         changes["learning_rate"] = [seed_rate, recipe.learning_rate]
     changes["batch_order"] = ["random", "length-grouped"]
     return changes
-
-
-def peft_config_for(method: str, options: dict[str, Any]) -> PeftConfig | None:
-    """The adapterlib config of a PEFT method for classification; None for ``full`` and ``head``."""
-    configs = {"adapter": AdapterConfig, "lora": LoraConfig, "prefix": PrefixTuningConfig}
-    if method not in configs:
-        return None
-    return configs[method](task_type=TaskType.SEQ_CLS, **options)
 
 
 def prepare_model(recipe: Recipe, model_name: str | None) -> nn.Module:
@@ -126,20 +146,13 @@ class CompactLog(TrainerCallback):
     """One plain line per logging step instead of a progress bar (for notebooks)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
+        if logs and "loss" in logs and state.is_world_process_zero:
             print(f"step {state.global_step:>5}/{state.max_steps}  epoch {logs.get('epoch', 0):.2f}  loss {logs['loss']:.4f}")
 
 
 def accuracy_metric(predictions) -> dict[str, float]:
     """The Trainer's ``compute_metrics``: the share of argmax predictions equal to the label."""
     return {"accuracy": float((predictions.predictions.argmax(-1) == predictions.label_ids).mean())}
-
-
-def mixed_precision() -> dict[str, bool]:
-    """bf16 where the GPU supports it, else fp16 on a GPU, nothing on a CPU."""
-    if not torch.cuda.is_available():
-        return {}
-    return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
 
 
 def library_versions() -> dict[str, str]:
@@ -155,27 +168,38 @@ def train_and_evaluate(
     recipe: Recipe,
     model_name: str | None = None,
     data_dir: str | None = None,
-    output_dir: str = "runs/last",
+    output_dir: str | None = None,
     evaluate_on: str = "validation",
     progress: bool = True,
     evaluate_each_epoch: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``recipe`` and return ``(model, result record)``.
 
-    ``progress=True`` shows the Trainer's progress bar; ``False`` prints a few compact lines.
-    ``evaluate_each_epoch`` also scores the evaluation split after every epoch (the record's
-    ``accuracy_per_epoch``); the training time excludes those evaluations.
+    ``output_dir`` is the Trainer's working folder; by default a temporary folder, removed at the
+    end whether training finishes or fails. ``progress=True`` shows the Trainer's progress bar;
+    ``False`` prints a few compact lines. ``evaluate_each_epoch`` also scores the evaluation split
+    after every epoch (the record's ``accuracy_per_epoch``); the training time excludes those
+    evaluations. Under ``torchrun`` every process returns the same model and record.
     """
     if evaluate_on not in ("validation", "tuning"):
         raise ValueError("evaluate_on must be 'validation' or 'tuning'.")
+    processes = process_count()
+    if recipe.batch_size % processes:
+        raise ValueError(f"batch size {recipe.batch_size} does not split evenly over {processes} processes; "
+                         f"choose a multiple of {processes}.")
+    if output_dir is None:
+        with tempfile.TemporaryDirectory(prefix="adapterlib-trainer-") as workdir:
+            return train_and_evaluate(recipe, model_name, data_dir, workdir, evaluate_on, progress, evaluate_each_epoch)
     set_seed(recipe.seed)
     tokenizer = load_tokenizer(model_name)
     train, evaluation = tokenized_splits(tokenizer, data_dir, recipe.train_size, evaluate_on)
     model = prepare_model(recipe, model_name)
+    device = training_device()
+    precision = resolve_precision(recipe.precision, device)
     steps_per_epoch = -(-len(train) // recipe.batch_size)
     args = TrainingArguments(
         output_dir=output_dir,
-        per_device_train_batch_size=recipe.batch_size,
+        per_device_train_batch_size=recipe.batch_size // processes,
         per_device_eval_batch_size=64,
         num_train_epochs=recipe.epochs,
         learning_rate=recipe.learning_rate,
@@ -191,8 +215,13 @@ def train_and_evaluate(
         report_to="none",
         seed=recipe.seed,
         disable_tqdm=not progress,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        **mixed_precision(),
+        dataloader_pin_memory=device == "cuda",
+        # Without use_cpu, accelerate only sets up several processes for an accelerator and a
+        # torchrun launch on CPUs would start independent trainings.
+        use_cpu=device == "cpu",
+        ddp_backend="gloo" if device == "cpu" and processes > 1 else None,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
     )
     trainer = Trainer(
         model=model,
@@ -210,15 +239,19 @@ def train_and_evaluate(
     train_output = trainer.train()
     epoch_scores = [log for log in trainer.state.log_history if "eval_accuracy" in log]
     seconds = time.perf_counter() - started - sum(log["eval_runtime"] for log in epoch_scores)
-    predictions = trainer.predict(evaluation)
+    predictions = trainer.predict(evaluation)  # shared between the processes, gathered in every one
     accuracy = accuracy_metric(predictions)["accuracy"]
+    # The plain model: without the distributed wrapper and without the autocast patched onto forward.
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     trainable, total, fraction = count_parameters(model)
     steps = train_output.global_step
+    folder = resolve_data_dir(data_dir)
     record = {
         "method": recipe.method,
         "recipe": asdict(recipe),
         "peft_config": recipe.peft_config_dict(),
         "model": resolve_model_name(model_name),
+        "data_dir": None if folder is None else str(folder),
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trainable_fraction": fraction,
@@ -231,7 +264,8 @@ def train_and_evaluate(
         "seconds_per_step": seconds / steps,
         "examples_per_second": len(train) * recipe.epochs / seconds,
         "device": str(args.device),
-        "mixed_precision": next(iter(mixed_precision()), "none"),
+        "processes": processes,
+        "precision": precision,
         "versions": library_versions(),
     }
     return model, record

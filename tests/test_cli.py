@@ -1,27 +1,70 @@
-"""The command line end to end, on a tiny random BERT saved to a folder and a few SST-2 rows."""
+"""The command line end to end, on a tiny random BERT saved to a folder, tiny hand-made data and a
+few SST-2 rows; failing fast when the hub is out of reach; leaving nothing behind."""
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from adapterlib.cli import main
+import adapterlib.train
+from adapterlib.cli import GRID_SIZES, main, ran_in, run_key
 from adapterlib.modeling import PACKAGED_MODEL, load_tokenizer
+from adapterlib.train import Recipe
 
 DATA = os.environ.get("ADAPTERLIB_SST2_DIR")
 needs_data = pytest.mark.skipif(not DATA, reason="set ADAPTERLIB_SST2_DIR to the shared SST-2 folder")
+RESULTS = Path(__file__).parents[1] / "results"
+HUB_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "ADAPTERLIB_SST2_DIR", "ADAPTERLIB_MODEL")
+WORDS = ["good", "great", "fine", "warm", "funny", "bad", "dull", "poor", "weak", "cold"]
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-bert")
+def write_tiny_model(folder: Path) -> str:
+    """A 2-layer, 32-wide random BERT with the packaged tokenizer, saved like a hub model."""
     torch.manual_seed(0)
     config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=2)
     BertForSequenceClassification(config).save_pretrained(folder)
     load_tokenizer(PACKAGED_MODEL).save_pretrained(folder)
     return str(folder)
+
+
+def write_tiny_sst2(folder: Path, train: int = 64, dev: int = 16) -> str:
+    """A GLUE-format folder of distinct short sentences, labelled by their first word."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def rows(count: int, offset: int) -> str:
+        lines = [f"{WORDS[i % 10]} film {WORDS[(i // 10) % 10]} plot {i + offset}\t{int(i % 10 < 5)}" for i in range(count)]
+        return "sentence\tlabel\n" + "\n".join(lines) + "\n"
+
+    (folder / "train.tsv").write_text(rows(train, 0))
+    (folder / "dev.tsv").write_text(rows(dev, 1_000))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module")
+def tiny_data_dir(tmp_path_factory):
+    return write_tiny_sst2(tmp_path_factory.mktemp("tiny-sst2"))
+
+
+def fake_record(recipe: Recipe) -> dict:
+    return {
+        "method": recipe.method, "recipe": asdict(recipe), "peft_config": recipe.peft_config_dict(),
+        "accuracy": 0.8, "evaluation_examples": 872, "trainable_parameters": 1_000, "trainable_fraction": 0.01,
+        "seconds_per_step": 0.1, "train_seconds": 1.0, "versions": {"torch": "x"}, "device": "cpu",
+        "precision": "bf16" if recipe.precision == "auto" else recipe.precision,
+    }
 
 
 @needs_data
@@ -32,11 +75,14 @@ def test_train_then_predict(method, tiny_model_dir, tmp_path, capsys):
                  "--evaluate-each-epoch", "--data-dir", DATA, "--out", str(out)])
     assert code == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert summary.startswith(f"{method}: validation accuracy") and str(out) in summary
+    assert summary.startswith(f"{method}: validation accuracy") and "after 2 epochs" in summary and str(out) in summary
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no trainer/ folder, no half-written copy
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["evaluation_examples"] == 872 and metrics["train_examples"] == 32
     assert 0 <= metrics["accuracy"] <= 1 and metrics["trainable_parameters"] < metrics["total_parameters"]
     assert len(metrics["accuracy_per_epoch"]) == 2 and metrics["accuracy_per_epoch"][-1] == metrics["accuracy"]
+    assert metrics["precision"] == "fp32" and metrics["processes"] == 1
+    assert metrics["data_dir"] == str(Path(DATA).absolute())
     changes = metrics["changes_from_seed_recipe"]
     assert changes["train_size"] == [2000, 32] and changes["pooling"] == ["cls", "mean"] and changes["epochs"] == [3.0, 2.0]
     tsv = tmp_path / "few.tsv"
@@ -49,19 +95,112 @@ def test_train_then_predict(method, tiny_model_dir, tmp_path, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
 
 
+def test_one_epoch_relative_data_dir_and_no_folders_left(tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch, capsys):
+    """A relative --data-dir is read against the current directory; the Trainer's working folder
+    is a temporary one, gone afterwards; the record keeps the data folder as an absolute path."""
+    shutil.copytree(tiny_data_dir, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    working_folders = []
+    original_train = adapterlib.train.Trainer.train
+
+    def spy_train(trainer, *args, **kwargs):
+        working_folders.append(Path(trainer.args.output_dir))
+        return original_train(trainer, *args, **kwargs)
+
+    monkeypatch.setattr(adapterlib.train.Trainer, "train", spy_train)
+    assert main(["train", "--method", "adapter", "--r", "4", "--model", tiny_model_dir, "--epochs", "1",
+                 "--batch-size", "16", "--train-size", "0", "--data-dir", "data", "--out", "runs/adapter"]) == 0
+    assert "after 1 epoch |" in capsys.readouterr().out
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_dir()) == ["data", "runs", "runs/adapter"]
+    assert len(working_folders) == 1 and not working_folders[0].exists()
+    metrics = json.loads((tmp_path / "runs/adapter/metrics.json").read_text())
+    assert metrics["data_dir"] == str(tmp_path / "data") and metrics["train_examples"] == 64
+
+
+def test_offline_without_data_fails_in_one_line_naming_the_options(tmp_path):
+    """No data folder and no hub (a proxy that refuses every connection): exit 2, one line on
+    stderr naming --data-dir and $ADAPTERLIB_SST2_DIR, nothing written."""
+    env = {k: v for k, v in os.environ.items() if k not in HUB_VARIABLES}
+    env.update(HTTPS_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", NO_PROXY="", no_proxy="")
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "adapterlib", "train", "--method", "adapter", "--r", "16", "--out", "runs/adapter"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    seconds = time.perf_counter() - started
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("adapterlib train: error: no SST-2 data: pass --data-dir PATH")
+    assert "$ADAPTERLIB_SST2_DIR" in lines[0] and "data_dir=" not in lines[0]
+    assert list(tmp_path.iterdir()) == []
+    assert seconds < 30  # the hub client's retries alone take about 30 s
+
+
+def test_offline_checks_take_no_hub_retries(tmp_path, monkeypatch, capsys):
+    """In process (imports done): the refusal comes within 5 s and never calls the hub clients."""
+    for name in HUB_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", lambda *a, **k: pytest.fail("training started"))
+    started = time.perf_counter()
+    assert main(["train", "--method", "adapter", "--out", str(tmp_path / "x")]) == 2
+    assert main(["train", "--method", "adapter", "--data-dir", str(tmp_path), "--model", "someone/bert", "--out", str(tmp_path / "x")]) == 2
+    assert time.perf_counter() - started < 5
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert "pass --data-dir PATH" in lines[0] and "does not answer" in lines[0]
+    assert lines[1].startswith("adapterlib train: error: --model someone/bert is not a local folder") and "leave --model out" in lines[1]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["train", "--method", "lora", "--r", "0", "--out", "{tmp}/x"], "r must be a positive integer"),
         (["train", "--method", "adapter", "--data-dir", "{tmp}/nowhere", "--out", "{tmp}/x"], "does not exist"),
+        (["train", "--method", "adapter", "--out", "{tmp}"], "exists and is not an empty folder"),
         (["predict", "--checkpoint", "{tmp}", "text"], "not a checkpoint written by `adapterlib train`"),
     ],
 )
 def test_bad_arguments_exit_2_and_write_nothing(argv, message, tmp_path, capsys):
+    (tmp_path / "keep").write_text("")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+
+
+def test_ctrl_c_prints_one_line_exit_130_and_a_rerun_works(tiny_data_dir, tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    argv = ["train", "--method", "head", "--data-dir", tiny_data_dir, "--out", str(out)]
+    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", interrupted)
+    assert main(argv) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["adapterlib train: interrupted; nothing was saved"]
+    assert list(tmp_path.iterdir()) == []
+
+    def finished(recipe, *args, **kwargs):
+        model = torch.nn.Linear(2, 2)
+        return model, fake_record(recipe) | {"model": "m", "total_parameters": 6_000}
+
+    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", finished)
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.safetensors"]
+
+
+def test_trainer_working_folder_is_removed_when_training_fails(tiny_model_dir, tiny_data_dir, monkeypatch):
+    working_folders = []
+
+    def failing_train(trainer, *args, **kwargs):
+        working_folders.append(Path(trainer.args.output_dir))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(adapterlib.train.Trainer, "train", failing_train)
+    with pytest.raises(KeyboardInterrupt):
+        adapterlib.train.train_and_evaluate(Recipe("head", train_size=8), tiny_model_dir, tiny_data_dir, progress=False)
+    assert len(working_folders) == 1 and not working_folders[0].exists()
 
 
 def test_count_packaged_model(capsys):
@@ -70,27 +209,48 @@ def test_count_packaged_model(capsys):
 
 
 def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(tmp_path, monkeypatch, capsys):
-    import adapterlib.cli as cli
-    from dataclasses import asdict
-
     trained = []
 
-    def fake_train_and_evaluate(recipe, model_name, data_dir, output_dir, progress):
+    def fake_train_and_evaluate(recipe, model_name, data_dir, progress):
         trained.append(recipe.method)
-        return None, {
-            "method": recipe.method, "recipe": asdict(recipe), "peft_config": recipe.peft_config_dict(),
-            "accuracy": 0.8, "evaluation_examples": 872, "trainable_parameters": 1_000, "trainable_fraction": 0.01,
-            "seconds_per_step": 0.1, "train_seconds": 1.0, "versions": {"torch": "x"}, "device": "cpu",
-        }
+        return None, fake_record(recipe)
 
-    monkeypatch.setattr(cli, "train_and_evaluate", fake_train_and_evaluate)
-    argv = ["compare", "--methods", "head", "adapter", "--seeds", "0", "--out", str(tmp_path)]
-    runs = 1 + len(cli.GRID_SIZES["adapter"])  # head once, the adapter at every size
+    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", fake_train_and_evaluate)
+    argv = ["compare", "--methods", "head", "adapter", "--seeds", "0", "--data-dir", str(tmp_path), "--out", str(tmp_path / "grid")]
+    runs = 1 + len(GRID_SIZES["adapter"])  # head once, the adapter at every size
     assert main(argv) == 0 and trained == ["head"] + ["adapter"] * (runs - 1)
+    assert "wrote" in capsys.readouterr().out
     assert main(argv) == 0 and len(trained) == runs  # everything finished: nothing retrains
-    log = tmp_path / "runs.jsonl"
+    assert f"nothing new to train: all {runs} runs reused" in capsys.readouterr().out
+    log = tmp_path / "grid" / "runs.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines()]
     records[1]["peft_config"]["dropout"] = 0.1  # as if r=16 had run under an older default
     log.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert main(argv) == 0 and trained[runs:] == ["adapter"]
-    assert "wrote" in capsys.readouterr().out
+    assert main(argv + ["--precision", "bf16"]) == 0 and len(trained) == 2 * runs + 1  # another precision: all again
+    assert main(argv + ["--precision", "bf16"]) == 0 and len(trained) == 2 * runs + 1
+
+
+def test_compare_with_nothing_new_leaves_the_committed_results_byte_identical(tmp_path, monkeypatch, capsys):
+    """A dry resume of the committed grid reuses every run and rewrites no file."""
+    copy = tmp_path / "results"
+    shutil.copytree(RESULTS, copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", lambda *a, **k: pytest.fail("a finished run retrained"))
+    command = json.loads(before["results.json"])["command"].split()[1:]
+    assert command[0] == "compare" and "--out" in command
+    command[command.index("--out") + 1] = str(copy)
+    assert main(command) == 0
+    runs = len(json.loads(before["results.json"])["runs"])
+    assert f"nothing new to train: all {runs} runs reused" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
+def test_resume_key_treats_records_from_before_the_precision_field_as_fp32():
+    recipe = Recipe("adapter", method_options={"r": 16})
+    old = asdict(recipe)
+    del old["precision"]
+    key = run_key(asdict(recipe), recipe.peft_config_dict(), "fp32")
+    assert run_key(old, recipe.peft_config_dict(), ran_in({"mixed_precision": "none"})) == key
+    assert run_key(old, recipe.peft_config_dict(), ran_in({"mixed_precision": "bf16"})) != key
+    assert ran_in({"precision": "bf16", "recipe": asdict(Recipe("head", precision="auto"))}) == "bf16"

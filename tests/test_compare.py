@@ -3,7 +3,7 @@
 import json
 import math
 
-from adapterlib.compare import learning_rate_curves, plot_learning_rates, run_grid, summarize, write_results
+from adapterlib.compare import counted, learning_rate_curves, markdown_table, plot_learning_rates, run_grid, summarize, write_results
 from adapterlib.train import Recipe
 
 
@@ -47,3 +47,10 @@ def test_learning_rate_curves_keep_only_default_configurations():
     ax = plot_learning_rates(curves, defaults={"lora": 1e-3, "adapter": 1e-3})
     assert ax.get_xscale() == "log"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["full fine-tuning", "adapter", "LoRA"]
+
+
+def test_counts_are_singular_for_one():
+    assert [counted(1, "epoch"), counted(1.0, "epoch"), counted(2.0, "epoch"), counted(0.5, "epoch")] == [
+        "1 epoch", "1 epoch", "2 epochs", "0.5 epochs"]
+    one_seed = markdown_table(summarize(run_grid([Recipe("head")], seeds=[0], train=fake_record)))
+    assert "70.0 ± 0.0% (1 seed) | n/a |" in one_seed
