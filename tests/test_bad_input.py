@@ -108,17 +108,6 @@ def test_checkpoint_from_another_shape(tmp_path):
     assert torch.is_tensor(load_adapter(tiny_classifier(), tmp_path).base_model.classifier.active.weight)
 
 
-def test_exercise_checker(capsys):
-    from adapterlib.exercises import check
-
-    check(..., 8, hint="think")
-    assert "Not answered yet" in capsys.readouterr().out
-    check(8, 8, hint="think")
-    assert "Correct" in capsys.readouterr().out
-    with pytest.raises(AssertionError, match="Hint: think"):
-        check(9, 8, hint="think")
-
-
 def test_adapter_after_layer_norm_needs_a_layer_norm():
     model = tiny_classifier()
     del model.bert.encoder.layer[1].output.LayerNorm  # a layer laid out without a post-LayerNorm
