@@ -220,6 +220,7 @@ def train_and_evaluate(
         # torchrun launch on CPUs would start independent trainings.
         use_cpu=device == "cpu",
         ddp_backend="gloo" if device == "cpu" and processes > 1 else None,
+        ddp_find_unused_parameters=False,  # every trainable tensor takes part in every forward pass
         bf16=precision == "bf16",
         fp16=precision == "fp16",
     )
