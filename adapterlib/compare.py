@@ -25,6 +25,11 @@ def counted(number: float, noun: str) -> str:
     return f"{number:g} {noun}" if number == 1 else f"{number:g} {noun}s"
 
 
+def percent(fraction: float) -> str:
+    """``0.34%``: two decimals, or one significant digit below 0.01% (``0.003%``, not ``0.00%``)."""
+    return f"{100 * fraction:.2f}%" if fraction >= 1e-4 else f"{100 * fraction:.1g}%"
+
+
 def variant_name(record: dict[str, Any]) -> str:
     """``adapter r=16``, ``prefix n=20``, ``full``: one name per point of the chart."""
     options = record["recipe"]["method_options"]
@@ -71,7 +76,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         seeds_ci = f"±{row['ci95_seeds']:.1f}" if row["ci95_seeds"] is not None else "n/a"
         lines.append(
-            f"| {row['variant']} | {row['trainable_parameters']:,} | {100 * row['trainable_fraction']:.2f}% | "
+            f"| {row['variant']} | {row['trainable_parameters']:,} | {percent(row['trainable_fraction'])} | "
             f"{row['accuracy_mean']:.1f} ± {row['accuracy_sd']:.1f}% ({counted(row['seeds'], 'seed')}) | {seeds_ci} | "
             f"±{row['ci95_sampling']:.1f} | {row['learning_rate']:g} | {row['seconds_per_step']:.2f} | {row['train_seconds']:.0f} |"
         )

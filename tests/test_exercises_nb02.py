@@ -148,6 +148,24 @@ def changes_base_weights(layer, r):
     return add_adapter(layer, r)
 
 
+class NormThenAdapter(nn.Module):
+    """Adds h to the adapter's output, although BottleneckAdapter already returns h + A(h)."""
+
+    def __init__(self, norm: nn.Module, adapter: nn.Module) -> None:
+        super().__init__()
+        self.norm, self.adapter = norm, adapter
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        return h + self.adapter(h)
+
+
+def doubled_residual(layer, r):
+    layer.requires_grad_(False)
+    layer.output.LayerNorm = NormThenAdapter(layer.output.LayerNorm, BottleneckAdapter(layer.config.hidden_size, r))
+    return layer
+
+
 def forgets_to_return(layer, r):
     add_adapter(layer, r)
 
@@ -167,6 +185,7 @@ def test_own_bottleneck_from_notebook_1_passes():
         (frozen_after_inserting, "nothing in your layer trains"),
         (no_residual, "at initialisation your layer's output differs from the frozen layer's by"),
         (replaces_the_layer_norm, "at initialisation your layer's output differs from the frozen layer's by"),
+        (doubled_residual, "the residual is doubled"),
         (after_attention, "the adapter belongs after `output.LayerNorm`"),
         (houlsby, "more than one bottleneck adapter"),
         (never_called, "the adapter is not on the forward path"),

@@ -41,13 +41,21 @@ def test_sampling_interval_agrees_with_the_comparison_table():
 
 
 @pytest.mark.parametrize("mistake, words", [
-    (standard_error_only, "standard errors"),
+    (standard_error_only, "1 standard error sqrt"),
     (root_outside, "1/sqrt(n)"),
     (in_percent, "not in percent"),
 ])
 def test_sampling_interval_mistakes_are_named(mistake, words):
     with pytest.raises(NotYet, match=words.replace("(", r"\(").replace(")", r"\)")):
         grade("6.sampling_interval", mistake)
+
+
+def test_sampling_interval_names_one_standard_error_in_the_singular():
+    with pytest.raises(NotYet) as failure:
+        grade("6.sampling_interval", standard_error_only)
+    assert "which is 1 standard error sqrt" in str(failure.value)
+    with pytest.raises(NotYet, match="is 0.51 standard errors"):
+        grade("6.sampling_interval", lambda p, n: standard_error_only(p, n) / 1.96)
 
 
 def test_sampling_interval_unanswered_returns_the_reference():
@@ -103,7 +111,8 @@ def divides_by_disagreements(correct_a: np.ndarray, correct_b: np.ndarray) -> bo
 
 @pytest.mark.parametrize("right", [exact_mcnemar, chi_square_mcnemar])
 def test_significant_right_answers_pass(right):
-    assert "McNemar" in grade("6.significant", right)
+    summary = grade("6.significant", right)
+    assert "McNemar" in summary and "lopsided splits" in summary and "one-sided" not in summary
 
 
 def test_reference_is_mcnemar_on_every_case():

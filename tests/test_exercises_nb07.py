@@ -68,7 +68,7 @@ def test_reference_is_the_closed_form():
     (ignores_biases, "fewer than the adapter's"),
     (square_ffn, "the adapter's"),
     (one_site_for_houlsby, "fewer than the adapter's"),
-    (one_matrix_per_name, "already trains"),
+    (one_matrix_per_name, "also wraps `attention.output.dense`"),
 ])
 def test_mistakes_are_caught(mistake, words):
     with pytest.raises(NotYet, match=words):

@@ -3,7 +3,8 @@ r"""Notebook 2 (an adapter inside a Transformer layer): the learner freezes para
 * ``2.freeze``: ``freeze_all_but(model, keep)`` sets ``requires_grad = keep(name)`` on every named parameter
   and returns the number of trainable parameters (numbers, not tensors).
 * ``2.insert``: ``add_adapter(layer, r)`` freezes a :class:`~adapterlib.toy.TransformerLayer` and makes it
-  return :math:`h + A(h)`, :math:`A` a bottleneck adapter of width :math:`r` with biases and
+  return ``adapter(h)`` :math:`= h + A(h)` (the adapter adds the residual itself), :math:`A` a bottleneck of
+  width :math:`r` with biases and
   :math:`h` the output of the feed-forward block (after its LayerNorm): the Pfeiffer placement.
 """
 
@@ -125,7 +126,12 @@ def grade_insert(add_adapter: Callable[[TransformerLayer, int], nn.Module]) -> s
                              "leave the layer's own weights as they are.")
 
         with torch.no_grad():
-            change = (model(x, mask) - frozen(x, mask)).abs().max().item()
+            out, base_out = model(x, mask), frozen(x, mask)
+        change = (out - base_out).abs().max().item()
+        if change > 1e-6 and torch.allclose(out, 2 * base_out, atol=1e-5):
+            raise NotYet("at initialisation your layer returns 2h, twice the frozen layer's output: the residual is "
+                         "doubled. BottleneckAdapter (like your Bottleneck from notebook 1) already returns h + A(h), "
+                         "so the layer should return adapter(h), not h + adapter(h).")
         if change > 1e-6:
             raise NotYet(f"at initialisation your layer's output differs from the frozen layer's by {change:.3g} "
                          "(largest entry); the adapter must add to the feed-forward block's output, with its residual "

@@ -41,9 +41,10 @@ def grade_sampling_interval(answer: Callable[[float, int], float]) -> str:
     for p, n in cases:
         value = float(answer(p, n))
         if not math.isclose(value, sampling_interval(p, n), rel_tol=1e-3):
-            standard_error = math.sqrt(p * (1 - p) / n)
+            ratio = f"{value / math.sqrt(p * (1 - p) / n):.3g}"
+            errors = "standard error" if ratio == "1" else "standard errors"
             raise NotYet(f"for accuracy {p} on {n} sentences your half-width is {value:.4g}, which is "
-                         f"{value / standard_error:.3g} standard errors sqrt(p(1-p)/n); check the spread of a "
+                         f"{ratio} {errors} sqrt(p(1-p)/n); check the spread of a "
                          "single sentence, p(1-p), and the multiplier of a two-sided 95% normal interval.")
     return f"your half-width agrees with 1.96 sqrt(p(1-p)/n) on {len(cases)} accuracies and set sizes."
 
@@ -67,7 +68,7 @@ def differs(correct_a: np.ndarray, correct_b: np.ndarray) -> bool:
 
 
 def paired_outcomes(b: int, c: int, both_right: int, n: int = N_SENTENCES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-sentence correctness of two methods with ``b`` and ``c`` one-sided wins, in shuffled order."""
+    """Per-sentence correctness of two methods: ``b`` sentences only A gets right, ``c`` only B, in shuffled order."""
     both_wrong = n - both_right - b - c
     if both_wrong < 0:
         raise ValueError(f"b + c + both_right = {b + c + both_right} exceeds n = {n}")
@@ -82,7 +83,7 @@ def paired_outcomes(b: int, c: int, both_right: int, n: int = N_SENTENCES, seed:
 SIGNIFICANCE_CASES = [
     (0, 0, 700),      # identical predictions
     (30, 18, 680),    # a 1.4-point gap among few disagreements: chance
-    (20, 2, 690),     # a 2.1-point gap, small but one-sided: real
+    (20, 2, 690),     # a 2.1-point gap, small but lopsided: real
     (2, 20, 690),     # the same with A and B swapped
     (250, 210, 360),  # a 4.6-point gap among 460 disagreements: chance
     (60, 20, 650),    # a 4.6-point gap among 80 disagreements: real
@@ -111,7 +112,7 @@ def grade_significant(answer: Callable[[np.ndarray, np.ndarray], bool]) -> str:
                          "the two-sided p-value of min(b, c) under Binomial(b + c, 1/2), and compare it with 0.05; "
                          "the sentences where both are right or both wrong carry no information about which is better.")
     return (f"your test agrees with McNemar's exact test at the 5% level on {len(SIGNIFICANCE_CASES)} pairs of "
-            "methods, small one-sided gaps and large two-sided ones included.")
+            "methods, among them small gaps with lopsided splits and large gaps with near-even splits.")
 
 
 @exercise("6.merges")

@@ -69,6 +69,18 @@ RANK_CASES = [
 ]
 
 
+def _rank_missing_attention_output(shape, adapter_r: int, placement: str, targets: Sequence[str]) -> int | None:
+    """The rank a count without `attention.output.dense` gives, where only the suffix rule (the target
+    `output.dense`) catches that matrix; None where it is named itself or not caught at all."""
+    targeted = targeted_matrices(shape, targets)
+    if "attention.output.dense" not in targeted or "attention.output.dense" in targets:
+        return None
+    d = shape.hidden_size
+    adapter = (2 if placement == "houlsby" else 1) * (2 * d * adapter_r + d + adapter_r)
+    per_rank = sum(m + k for name, (m, k) in targeted.items() if name != "attention.output.dense")
+    return math.ceil(adapter / per_rank) if per_rank else None
+
+
 def _lora_count(shape, r: int, targets: Sequence[str]) -> int:
     return method_parameter_count(shape, LoraConfig(r=r, target_modules=tuple(targets)))
 
@@ -84,6 +96,11 @@ def grade_matching_rank(answer: Callable[..., int]) -> str:
         if isinstance(rank, bool) or not float(rank).is_integer() or rank < 1:
             raise NotYet(f"for {case} your function returned {rank!r}; a rank is a positive whole number.")
         rank = int(rank)
+        if rank != matching_rank(shape, adapter_r, placement, targets) and rank == _rank_missing_attention_output(
+                shape, adapter_r, placement, targets):
+            raise NotYet(f"for {case}: your rank is the one LoRA would need if `output.dense` wrapped the FFN's "
+                         "output.dense alone. A target matches every Linear whose name equals it or ends in "
+                         "\".\" + target, so `output.dense` also wraps `attention.output.dense`: count both.")
         lora = _lora_count(shape, rank, targets)
         if lora < adapter:
             raise NotYet(f"for {case}: LoRA at your rank {rank} trains {lora:,} parameters, fewer than the adapter's "
