@@ -161,11 +161,19 @@ def test_unanswered_mlp_returns_the_reference(capsys):
 @pytest.mark.parametrize(
     "answer, message",
     [(46_080 // 2, "key vector \\*and\\* a value vector"), (46_080 // 6, "one layer"), (46_080 * 2, "12 layers"),
-     (46_080 // 12, "head width"), (1234, "not the count")],
+     (46_080 // 12, "head width d_h .* without the key/value pair"), (46_080 + 770, "classifier head"),
+     (1234, "not the count")],
 )
 def test_prefix_count_mistakes_are_named(answer, message):
     with pytest.raises(NotYet, match=message):
         grade("5.prefix_params", answer)
+
+
+def test_prefix_count_hints_do_not_spell_out_the_formula():
+    for answer in (46_080 + 770, 1234):
+        with pytest.raises(NotYet) as failure:
+            grade("5.prefix_params", answer)
+        assert "46,080" not in str(failure.value) and "multiply" not in str(failure.value)
 
 
 def test_prefix_count_right_and_unanswered():

@@ -26,7 +26,7 @@ FLOAT_TOLERANCE = 1e-5
 # ---------------------------------------------------------------- what the notebook falls back on
 
 
-class PackageLoRALinear(LoraLinear):
+class LoRALinear(LoraLinear):
     """The package's ``LoraLinear`` behind the notebook's interface ``LoRALinear(base, r, alpha)``."""
 
     def __init__(self, base: nn.Linear, r: int, alpha: float) -> None:
@@ -63,7 +63,7 @@ def package_replace_linear_with_lora(model: nn.Module, targets: Sequence[str], r
     for name in names:
         parent_name, _, attribute = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, attribute, PackageLoRALinear(getattr(parent, attribute), r, alpha))
+        setattr(parent, attribute, LoRALinear(getattr(parent, attribute), r, alpha))
     return names
 
 
@@ -131,7 +131,7 @@ def call_method(layer: nn.Module, method: str) -> None:
 # ---------------------------------------------------------------- 4.lora_linear
 
 
-@exercise("4.lora_linear", reference=lambda: PackageLoRALinear)
+@exercise("4.lora_linear", reference=lambda: LoRALinear)
 def grade_lora_linear(layer_class: type) -> str:
     """A LoRA layer: starts at the base layer, matches adapterlib and peft, merges once, unmerges exactly."""
     torch.manual_seed(0)
@@ -239,18 +239,36 @@ def lora_modules(model: nn.Module) -> dict[str, nn.Module]:
     return found
 
 
+def linear_names(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+def extra_modules_message(targets: tuple[str, ...], extra: list[str]) -> str:
+    """Name the modules wrapped that are not targets and, if it explains them, substring matching."""
+    message = f"with targets {list(targets)} you wrapped {len(extra)} module(s) that are not targets, e.g. {extra[0]}."
+    inside = [t for t in targets if t in extra[0]]
+    if inside:
+        message += (f" \"{inside[0]}\" occurs inside that name, but a name matches a target only when it equals the "
+                    f"target or ends with \".{inside[0]}\"; `target in name` also catches names that merely contain it.")
+    return message
+
+
 def grade_one_injection(replace: Callable, targets: tuple[str, ...]) -> float:
-    """Grade ``replace`` for one target list; return its largest difference to the package."""
+    """Grade ``replace`` for one target list; return its largest difference to the package.
+
+    Targets that match no name by the suffix rule are left out of the reference (the package
+    refuses them); the learner's function must wrap nothing for them.
+    """
     model, original = tiny_bert(), tiny_bert()
-    reference = get_peft_model(tiny_bert(), LoraConfig(r=R, alpha=ALPHA, dropout=0.0, target_modules=targets))
+    matching = tuple(t for t in targets if any(is_target(n, [t]) for n in linear_names(original)))
+    reference = get_peft_model(tiny_bert(), LoraConfig(r=R, alpha=ALPHA, dropout=0.0, target_modules=matching))
     expected = {n.removeprefix("base_model."): m for n, m in reference.named_modules() if isinstance(m, LoraLinear)}
 
     returned = replace(model, list(targets), R, ALPHA)
     wrapped = lora_modules(model)
     extra, missing = sorted(set(wrapped) - set(expected)), sorted(set(expected) - set(wrapped))
     if extra:
-        raise NotYet(f"with targets {list(targets)} you wrapped {len(extra)} module(s) that are not targets, "
-                     f"e.g. {extra[0]}.")
+        raise NotYet(extra_modules_message(targets, extra))
     if missing:
         raise NotYet(f"with targets {list(targets)} {len(missing)} target Linear layer(s) were not wrapped, "
                      f"e.g. {missing[0]}.")
@@ -290,7 +308,7 @@ def grade_inject(replace: Callable) -> str:
     """Injection by name on a tiny BERT, against ``get_peft_model(model, LoraConfig(target_modules=...))``."""
     if replace is package_replace_linear_with_lora:
         raise NotYet("that is the package's own implementation; write your own code for this exercise.")
-    target_lists = [("query", "value"), ("key", "output.dense")]
+    target_lists = [("query", "value"), ("key", "output.dense"), ("value", "attention")]
     differences = [grade_one_injection(replace, targets) for targets in target_lists]
     return (f"on a tiny BERT with targets {[list(t) for t in target_lists]}: the same modules as get_peft_model, "
             f"output unchanged at the start, only A and B trainable, same outputs given the same A and B "
@@ -309,7 +327,14 @@ def grade_scaling(answer: float) -> str:
     """The factor applied to B A with alpha = 16 and r = 16."""
     if not isinstance(answer, (int, float)):
         raise NotYet(f"the answer should be a number, got {type(answer).__name__}.")
+    if close_enough(answer, scaling_for(16, 16) / scaling_for(16, 8)):
+        raise NotYet(f"{answer:g} is how much the factor changes when r doubles; the question asks for the factor "
+                     "itself, alpha / r, at alpha = 16 and r = 16.")
+    if close_enough(answer, scaling_for(16, 8)):
+        raise NotYet(f"{answer:g} is the factor at r = 8; the question doubles r and keeps alpha.")
     if not close_enough(answer, scaling_for(16, 16)):
         raise NotYet(f"{answer:g} is not the factor that multiplies B A for alpha = 16, r = 16 "
                      "(look at how the scaling is defined).")
-    return f"{answer:g}: with alpha fixed, doubling r halves the factor, so larger ranks do not start with larger updates."
+    return (f"{answer:g}: with alpha fixed, doubling r halves the factor. Every rank starts at Delta W = 0 (B = 0); "
+            "what alpha / r buys is that the size of the update does not grow with r, so the learning rate "
+            "need not be retuned when you change r.")

@@ -196,8 +196,14 @@ def grade_prefix_params(answer: Any) -> str:
     if answer * layers == expected * 12:
         raise NotYet(f"{answer:,} counts 12 layers (BERT-base); MiniLM-L6 has {layers}.")
     if answer * MINILM.num_attention_heads == expected:
-        raise NotYet(f"{answer:,} uses the head width d_h; a prefix vector spans all heads: width d = {d}.")
-    raise NotYet(f"{answer:,} is not the count; multiply the layers, the two (keys, values), n and d.")
+        raise NotYet(f"{answer:,} is 1/{MINILM.num_attention_heads} of the count. Two mistakes give this number on "
+                     f"MiniLM: using the head width d_h where a prefix vector spans all heads (width d = {d}), or "
+                     "counting one n x d matrix, without the layers and without the key/value pair.")
+    head = d * 2 + 2
+    if answer - head == expected:
+        raise NotYet(f"{answer:,} includes the classifier head ({head:,} parameters); the question asks for the "
+                     "prefix alone.")
+    raise NotYet(f"{answer:,} is not the count; count the numbers one virtual token adds to one layer, then scale up.")
 
 
 # --------------------------------------------------------------------------- 5.prefix_mlp
