@@ -329,7 +329,7 @@ def grade_scaling(answer: float) -> str:
         raise NotYet(f"the answer should be a number, got {type(answer).__name__}.")
     if close_enough(answer, scaling_for(16, 16) / scaling_for(16, 8)):
         raise NotYet(f"{answer:g} is how much the factor changes when r doubles; the question asks for the factor "
-                     "itself, alpha / r, at alpha = 16 and r = 16.")
+                     "itself, the number that multiplies B A once r is 16.")
     if close_enough(answer, scaling_for(16, 8)):
         raise NotYet(f"{answer:g} is the factor at r = 8; the question doubles r and keeps alpha.")
     if not close_enough(answer, scaling_for(16, 16)):
