@@ -1,6 +1,7 @@
 """Settings for the whole test run: the SST-2 folder, and caches kept out of the home folder.
 
-``--data-dir PATH`` names the GLUE-format SST-2 folder (``train.tsv``, ``dev.tsv``). A relative path
+``--data-dir=PATH`` names the GLUE-format SST-2 folder (``train.tsv``, ``dev.tsv``); with ``=``, because
+pytest takes a bare path argument for a folder of tests (and looks for its configuration there). A relative path
 is resolved against the directory pytest was started in, then handed on as an absolute
 ``$ADAPTERLIB_SST2_DIR``, so the notebooks' kernels (which start inside ``notebooks/``) and the
 command-line tests find the same folder. Without the option, an existing ``$ADAPTERLIB_SST2_DIR``
