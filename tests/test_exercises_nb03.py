@@ -141,11 +141,13 @@ def test_unanswered_switch_falls_back_to_reference(two_adapters, capsys):
 
 def test_houlsby_count_and_slips():
     right = houlsby_parameters()
-    assert right == 6 * 2 * (2 * 384 * 16 + 384 + 16) + 384 * 2 + 2  # the packaged MiniLM-L6: d = 384, 6 layers
+    assert right == 6 * 2 * (2 * 384 * 8 + 384 + 8) + 384 * 2 + 2  # the packaged MiniLM-L6: d = 384, 6 layers; r = 8
     assert "trainable parameters" in grade("3.houlsby", right)
     with pytest.raises(NotYet, match="Pfeiffer"):
-        grade("3.houlsby", 6 * (2 * 384 * 16 + 384 + 16) + 770)
+        grade("3.houlsby", 6 * (2 * 384 * 8 + 384 + 8) + 770)
     with pytest.raises(NotYet, match="head"):
         grade("3.houlsby", right - 770)
+    with pytest.raises(NotYet, match="r = 16, the model above"):
+        grade("3.houlsby", 6 * 2 * (2 * 384 * 16 + 384 + 16) + 770)
     with pytest.raises(NotYet, match="too high"):
         grade("3.houlsby", right + 1)
