@@ -5,9 +5,8 @@ into a toy Transformer layer, with an API shaped like Hugging Face ``peft``.
 """
 
 from . import toy
-from .bottleneck import BottleneckAdapter
 from .checkpoint import load_adapter, save_adapter
-from .config import AdapterConfig, LoraConfig, PeftConfig, PrefixTuningConfig, TaskType
+from .config import PeftConfig, TaskType
 from .counting import (
     ParameterCount,
     bert_parameter_count,
@@ -17,9 +16,11 @@ from .counting import (
     method_parameter_count,
     print_trainable_parameters,
 )
-from .lora import LoraLinear, LoraUpdate
+from .methods import get_method, method_names, methods
+from .methods.adapter import AdapterConfig, BottleneckAdapter
+from .methods.lora import LoraConfig, LoraLinear, LoraUpdate
+from .methods.prefix import PrefixEncoder, PrefixSelfAttention, PrefixTuningConfig
 from .peft_model import PeftModel, PeftModelForSequenceClassification, get_peft_model
-from .prefix import PrefixEncoder, PrefixSelfAttention
 
 __version__ = "0.1.0"
 
@@ -40,10 +41,13 @@ __all__ = [
     "bert_parameter_count",
     "count_parameters",
     "expected_trainable_parameters",
+    "get_method",
     "get_peft_model",
     "head_parameter_count",
     "load_adapter",
+    "method_names",
     "method_parameter_count",
+    "methods",
     "print_trainable_parameters",
     "save_adapter",
     "toy",

@@ -2,27 +2,46 @@
 
 A checkpoint is a directory with two files, named as in peft:
 
-* ``adapter_config.json``: the method's config, the base model's shape (and, when given, a
-  portable name of the base model, never a path);
-* ``adapter_model.safetensors``: only the adapter's tensors (and its copy of the task head).
+* ``adapter_config.json``: the format version, the method's config, the base model's shape and
+  a fingerprint of its weights (and, when given, a portable name of the base model, never a
+  path), and a SHA-256 of the weights file;
+* ``adapter_model.safetensors``: only the adapter's tensors (and its copy of the task head),
+  named relative to the layer and site they belong to (:meth:`PeftModel.adapter_state_dict`),
+  so the names do not depend on what else is installed in the model.
 
-It is a few hundred kilobytes where the base model is tens or hundreds of megabytes.
+It is a few hundred kilobytes where the base model is tens or hundreds of megabytes. Loading
+checks the files, the shape and the tensors before it changes the model, and warns when the
+base model's weights differ from those the adapter was trained on. Checkpoints written before
+format version 2 (keys were module paths) still load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
+import warnings
 from pathlib import Path
+from typing import Any
 
-from safetensors.torch import load_file, save_file
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from .config import TaskType, config_from_dict
-from .inject import base_linear, find_layers, hidden_size
-from .peft_model import PeftModel, get_peft_model
+from .config import TaskType
+from .inject import base_fingerprint, base_linear, find_layers, hidden_size
+from .methods import config_from_dict
+from .peft_model import PeftModel, wrap_model
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
+FORMAT_VERSION = 2
+
+
+class DifferentBaseWarning(UserWarning):
+    """The adapter was trained on other base weights of the same shape."""
 
 
 def model_shape(model: nn.Module) -> dict[str, int]:
@@ -38,34 +57,58 @@ def model_shape(model: nn.Module) -> dict[str, int]:
     }
     classifier = getattr(model, "classifier", None)
     if classifier is not None:
-        shape["num_labels"] = base_linear(classifier).out_features
+        linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
+        shape["num_labels"] = linears[-1].out_features  # the last Linear of the head (BERT: the only one)
     return shape
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write into a temporary file beside ``path``, then rename it: ``path`` is old or new, never half."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def save_adapter(
     model: PeftModel, directory: str | Path, adapter_name: str | None = None, base_model_name: str | None = None
 ) -> Path:
-    """Write one adapter (default: the active one) of ``model`` into ``directory``."""
+    """Write one adapter (default: the active one) of ``model`` into ``directory``.
+
+    Everything is computed and checked before a file is written; each file is replaced whole.
+    """
     if not isinstance(model, PeftModel):
         raise TypeError(f"save_adapter needs the PeftModel returned by get_peft_model, got {type(model).__name__}.")
     name = adapter_name or model.active_adapter
     if name not in model.peft_config:
         raise ValueError(f"no adapter named {name!r}; this model has: {', '.join(model.peft_config)}.")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.adapter_state_dict(name).items()}
-    save_file(tensors, directory / WEIGHTS_FILE)
+    broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
+    if broken:
+        raise ValueError(f"adapter {name!r} holds NaN or infinite values ({broken[0]}); training diverged, "
+                         f"lower the learning rate. Nothing was saved.")
+    weights = save_safetensors(tensors)
     meta = {
+        "format_version": FORMAT_VERSION,
         "peft_config": model.peft_config[name].to_dict(),
         "base_model_shape": model_shape(model.base_model),
+        "base_model_fingerprint": model.base_model_fingerprint,
         "base_model_name": base_model_name,
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
     }
-    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomically(directory / WEIGHTS_FILE, weights)
+    write_atomically(directory / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
     return directory
 
 
-def read_adapter_config(directory: str | Path) -> dict:
-    """The parsed ``adapter_config.json``, or a clear error if the checkpoint is incomplete."""
+def read_adapter_config(directory: str | Path) -> dict[str, Any]:
+    """The parsed ``adapter_config.json``, or a clear error if the checkpoint is incomplete or damaged."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"adapter checkpoint directory {directory} does not exist.")
@@ -75,33 +118,96 @@ def read_adapter_config(directory: str | Path) -> dict:
             f"adapter checkpoint {directory} is incomplete: {', '.join(missing)} missing "
             f"(save_adapter writes {CONFIG_FILE} and {WEIGHTS_FILE})."
         )
-    return json.loads((directory / CONFIG_FILE).read_text())
+    try:
+        meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{directory / CONFIG_FILE} is not valid JSON ({error}); the checkpoint is damaged.") from None
+    absent = [k for k in ("peft_config", "base_model_shape") if not isinstance(meta, dict) or k not in meta]
+    if absent:
+        raise ValueError(f"{directory / CONFIG_FILE} lacks {', '.join(absent)}: it was not written by save_adapter.")
+    if meta.get("format_version", 1) > FORMAT_VERSION:
+        raise ValueError(f"{directory} uses checkpoint format {meta['format_version']}; this adapterlib reads up to "
+                         f"{FORMAT_VERSION}. Upgrade adapterlib.")
+    return meta
+
+
+def read_weights(directory: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of ``adapter_model.safetensors``, checked against the recorded SHA-256 and for NaN."""
+    path = directory / WEIGHTS_FILE
+    data = path.read_bytes()
+    recorded = meta.get("weights_sha256")
+    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+        raise ValueError(f"{path} differs from the file that was saved (its SHA-256 does not match "
+                         f"{CONFIG_FILE}); it is damaged or was replaced. Save the adapter again.")
+    try:
+        tensors = load_safetensors(data)
+    except Exception as error:  # safetensors raises its own error types for every kind of damage
+        raise ValueError(f"{path} is not a readable safetensors file ({error}); it is truncated or damaged.") from None
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise ValueError(f"{path} holds NaN or infinite values ({broken[0]}); it cannot be used.")
+    return tensors
+
+
+def keys_from_format_1(tensors: dict[str, torch.Tensor], base: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename format-1 keys (full module paths, e.g. ``bert.encoder.layer.3.output.LayerNorm.down.weight``)
+    to format 2 (``layers.3.output.LayerNorm.down.weight``)."""
+    layer_index = {id(layer): index for index, layer in enumerate(find_layers(base))}
+    layer_paths = {path: layer_index[id(m)] for path, m in base.named_modules() if id(m) in layer_index}
+    renamed = {}
+    for key, tensor in tensors.items():
+        parts = [p for p in key.split(".") if p != "base_layer"]
+        if parts[0] == "prefix_encoder":
+            parts[0] = "shared"
+        for cut in range(len(parts), 0, -1):
+            if ".".join(parts[:cut]) in layer_paths:
+                parts = ["layers", str(layer_paths[".".join(parts[:cut])])] + parts[cut:]
+                break
+        renamed[".".join(parts)] = tensor
+    return renamed
+
+
+def check_base(meta: dict[str, Any], base: nn.Module, fingerprint: str, directory: Path, with_head: bool) -> None:
+    """Refuse another shape; warn about other weights of the same shape."""
+    expected, actual = dict(meta["base_model_shape"]), model_shape(base)
+    if not with_head:
+        expected.pop("num_labels", None)
+        actual.pop("num_labels", None)
+    if expected != actual:
+        differ = ", ".join(f"{k}: saved {expected.get(k)} vs model {actual.get(k)}"
+                           for k in sorted(set(expected) | set(actual)) if expected.get(k) != actual.get(k))
+        raise ValueError(f"adapter in {directory} was trained on a base model of another shape ({differ}).")
+    recorded = meta.get("base_model_fingerprint")
+    if recorded is not None and recorded != fingerprint:
+        name = meta.get("base_model_name") or "an unnamed model"
+        warnings.warn(
+            f"adapter in {directory} was trained on {name} with weights fingerprint {recorded}; this base model "
+            f"has the same shape but fingerprint {fingerprint}, so its weights differ and the adapter may not fit them.",
+            DifferentBaseWarning,
+            stacklevel=3,
+        )
 
 
 def load_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "default") -> PeftModel:
-    """Put a saved adapter onto ``model``: a fresh base model, or a PeftModel to add it to.
+    """Put a saved adapter onto ``model``, a fresh base model or a PeftModel to add it to, and
+    make it the active adapter.
 
-    Checks the base model's shape against the one recorded at saving time before changing
-    anything, and fails with a clear error when they differ.
+    The files, the base model's shape and the tensors are checked before anything changes; on
+    any error the model is left as it was.
     """
+    directory = Path(directory)
     meta = read_adapter_config(directory)
     config = config_from_dict(meta["peft_config"])
+    tensors = read_weights(directory, meta)
     base = model.base_model if isinstance(model, PeftModel) else model
-    expected, actual = meta["base_model_shape"], model_shape(base)
-    if config.task_type != TaskType.SEQ_CLS:
-        expected, actual = ({k: v for k, v in s.items() if k != "num_labels"} for s in (expected, actual))
-    if expected != actual:
-        differ = ", ".join(f"{k}: saved {expected.get(k)} vs model {actual.get(k)}" for k in expected if expected.get(k) != actual.get(k))
-        raise ValueError(f"adapter in {directory} was trained on a base model of another shape ({differ}).")
-    tensors = load_file(Path(directory) / WEIGHTS_FILE)
-    if isinstance(model, PeftModel):
-        model.add_adapter(adapter_name, config)
-        peft_model = model
-    else:
-        peft_model = get_peft_model(model, config, adapter_name)
-    target = peft_model.adapter_state_dict(adapter_name)
-    if set(target) != set(tensors) or any(target[k].shape != tensors[k].shape for k in target):
-        raise ValueError(f"{Path(directory) / WEIGHTS_FILE} does not hold the tensors its config describes; it is corrupt.")
-    for key, tensor in tensors.items():
-        target[key].copy_(tensor)
-    return peft_model
+    fingerprint = model.base_model_fingerprint if isinstance(model, PeftModel) else base_fingerprint(base)
+    check_base(meta, base, fingerprint, directory, with_head=config.task_type == TaskType.SEQ_CLS)
+    if meta.get("format_version", 1) == 1:
+        tensors = keys_from_format_1(tensors, base)
+    try:
+        if isinstance(model, PeftModel):
+            model.add_adapter(adapter_name, config, weights=tensors)
+            return model
+        return wrap_model(model, config, adapter_name, weights=tensors)
+    except ValueError as error:
+        raise ValueError(f"{directory}: {error}") from None

@@ -5,15 +5,17 @@ trainable head is the ``classifier`` only (the pooler stays frozen, as in peft);
 "head only" baseline trains ``classifier`` and ``pooler``. ``total`` counts every parameter of
 the model as it stands, including the inserted modules.
 
-Closed forms, per Transformer layer of width ``d`` (``i``: FFN width, ``r``: rank or bottleneck,
-``n``: prefix length, ``L``: layers):
+Closed forms: each method's file states its own (for a model of width ``d`` with ``L`` layers,
+``r``: rank or bottleneck, ``n``: prefix length):
 
 * bottleneck adapter: ``2dr + d + r`` per site (``2dr`` without biases), 1 site per layer
   (pfeiffer) or 2 (houlsby);
 * LoRA: ``r (k + m)`` per targeted ``m x k`` Linear;
 * prefix tuning: ``L * 2 * n * d``; with the MLP of width ``h``:
   ``n d + (d h + h) + (h * 2 L d + 2 L d)``;
-* classification head: ``d * labels + labels``; pooler: ``d^2 + d``.
+
+and this module adds the rest of the model: classification head ``d * labels + labels``,
+pooler ``d^2 + d``, BERT's embeddings and layers.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import NamedTuple
 
 from torch import nn
 
-from .config import AdapterConfig, LoraConfig, PeftConfig, PrefixTuningConfig
+from .config import PeftConfig
+from .inject import bert_layer_linears
+from .methods import method_of
 
 
 class ParameterCount(NamedTuple):
@@ -45,38 +49,10 @@ def print_trainable_parameters(model: nn.Module) -> None:
     print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * fraction:.4f}")
 
 
-def bert_layer_linears(config) -> dict[str, tuple[int, int]]:
-    """``{layer-relative name: (in_features, out_features)}`` of a BERT-style layer."""
-    d, i = config.hidden_size, config.intermediate_size
-    return {
-        "attention.self.query": (d, d),
-        "attention.self.key": (d, d),
-        "attention.self.value": (d, d),
-        "attention.output.dense": (d, d),
-        "intermediate.dense": (d, i),
-        "output.dense": (i, d),
-    }
-
-
 def method_parameter_count(model_config, peft_config: PeftConfig) -> int:
-    """Parameters the method inserts into a model of shape ``model_config`` (no head)."""
-    d, layers = model_config.hidden_size, model_config.num_hidden_layers
-    if isinstance(peft_config, AdapterConfig):
-        r = peft_config.r
-        per_site = 2 * d * r + (d + r if peft_config.bias else 0)
-        sites = 2 if peft_config.placement == "houlsby" else 1
-        return layers * sites * per_site
-    if isinstance(peft_config, LoraConfig):
-        linears = bert_layer_linears(model_config)
-        targeted = [n for n in linears if any(n == t or n.endswith("." + t) for t in peft_config.target_modules)]
-        return layers * sum(peft_config.r * sum(linears[n]) for n in targeted)
-    if isinstance(peft_config, PrefixTuningConfig):
-        n = peft_config.num_virtual_tokens
-        if not peft_config.prefix_projection:
-            return layers * 2 * n * d
-        h = peft_config.encoder_hidden_size or d
-        return n * d + (d * h + h) + (h * 2 * layers * d + 2 * layers * d)
-    raise TypeError(f"no closed form for {type(peft_config).__name__}.")
+    """Parameters the method inserts into a model of shape ``model_config`` (no head): the
+    closed form its method file states (:mod:`adapterlib.methods`)."""
+    return method_of(peft_config).parameter_count(model_config, peft_config)
 
 
 def head_parameter_count(model_config, num_labels: int, with_pooler: bool = False) -> int:
@@ -103,3 +79,16 @@ def expected_trainable_parameters(model_config, peft_config: PeftConfig, num_lab
     """Trainable parameters of ``get_peft_model`` on this shape: the method plus, if any, the classifier."""
     head = head_parameter_count(model_config, num_labels) if num_labels else 0
     return method_parameter_count(model_config, peft_config) + head
+
+
+__all__ = [
+    "ParameterCount",
+    "bert_layer_linears",
+    "bert_parameter_count",
+    "count_parameters",
+    "expected_trainable_parameters",
+    "head_parameter_count",
+    "layer_parameter_count",
+    "method_parameter_count",
+    "print_trainable_parameters",
+]

@@ -5,27 +5,24 @@ A supported model is any module tree containing BERT-style layers: modules with
 ``intermediate.dense`` and ``output.dense``. That covers Hugging Face BERT and its close family
 (RoBERTa, ELECTRA, MiniLM) and :class:`adapterlib.toy.TransformerLayer`.
 
-Every ``check_*`` function raises before anything is changed; every ``insert_*`` function
-assumes its check passed.
+What each method inserts is decided in its own file in :mod:`adapterlib.methods`; this module
+knows only the anatomy of a layer.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 
+import torch
 from torch import nn
 
-from .bottleneck import BottleneckAdapter, BottleneckSite
-from .config import AdapterConfig, LoraConfig, PeftConfig, PrefixTuningConfig, TaskType
-from .lora import LoraLinear, LoraUpdate
-from .prefix import PrefixEncoder, PrefixSelfAttention
 from .sites import AdapterSite, HeadSite
 
 SUPPORTED = (
     "BERT-family encoders from transformers (BertModel, BertForSequenceClassification, RoBERTa, ELECTRA, "
     "MiniLM) and adapterlib.toy.TransformerLayer"
 )
-SELF_ATTENTION_ATTRIBUTES = ("query", "key", "value", "num_attention_heads", "attention_head_size", "dropout")
 
 
 def is_transformer_layer(module: nn.Module) -> bool:
@@ -54,13 +51,50 @@ def base_linear(module: nn.Module) -> nn.Linear:
     return module
 
 
+def bert_layer_linears(config) -> dict[str, tuple[int, int]]:
+    """``{layer-relative name: (in_features, out_features)}`` of a BERT-style layer of this shape."""
+    d, i = config.hidden_size, config.intermediate_size
+    return {
+        "attention.self.query": (d, d),
+        "attention.self.key": (d, d),
+        "attention.self.value": (d, d),
+        "attention.output.dense": (d, d),
+        "intermediate.dense": (d, i),
+        "output.dense": (i, d),
+    }
+
+
 def hidden_size(layer: nn.Module) -> int:
     return base_linear(layer.output.dense).out_features
 
 
 def is_adapted(model: nn.Module) -> bool:
     """True when adapterlib modules were already inserted into ``model``."""
-    return any(isinstance(m, (AdapterSite, PrefixSelfAttention)) for m in model.modules())
+    return any(isinstance(m, AdapterSite) for m in model.modules())
+
+
+def base_fingerprint(model: nn.Module, samples: int = 256) -> str | None:
+    """A short hash that tells one set of base weights from another of the same shape.
+
+    It reads the Transformer layers' own parameters (never an adapter's), ``samples`` evenly
+    spaced values of each, rounded to bfloat16 so the same weights in float32 or bfloat16 give
+    the same hash. Any fine-tuning or a different pre-trained checkpoint changes it; it does not
+    depend on the device, the wrapper class or the head. None for a model on the ``meta`` device
+    (shapes without weights).
+    """
+    if any(p.is_meta for p in model.parameters()):
+        return None
+    digest = hashlib.sha256()
+    for layer in find_layers(model):
+        for path, parameter in layer.named_parameters():
+            parts = path.split(".")
+            if "adapters" in parts:
+                continue
+            values = parameter.detach().flatten()
+            picked = values[torch.linspace(0, values.numel() - 1, min(samples, values.numel())).long().to(values.device)]
+            digest.update(".".join(p for p in parts if p != "base_layer").encode())
+            digest.update(picked.to(torch.bfloat16).float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def attention_implementation(model: nn.Module) -> str:
@@ -85,7 +119,8 @@ def linear_targets(layer: nn.Module) -> dict[str, tuple[nn.Module, str]]:
         if not path or "adapters" in parts:
             continue
         parent = layer.get_submodule(".".join(parts[:-1]))
-        if isinstance(module, LoraLinear) or (isinstance(module, nn.Linear) and not isinstance(parent, LoraLinear)):
+        stands_in = isinstance(module, AdapterSite) and module.stands_in_for_linear
+        if stands_in or (isinstance(module, nn.Linear) and not getattr(parent, "stands_in_for_linear", False)):
             name = ".".join(p for p in parts if p != "base_layer")
             targets[name] = (parent, parts[-1])
     return targets
@@ -104,54 +139,7 @@ def match_targets(layer: nn.Module, target_modules: tuple[str, ...]) -> list[str
     return sorted({n for found in matched.values() for n in found}, key=names.index)
 
 
-# ---------------------------------------------------------------- checks (no changes made)
-
-
-def check_rank(r: int, limit: int, what: str) -> None:
-    if r > limit:
-        raise ValueError(f"r={r} is larger than {what} ({limit}); choose 1 <= r <= {limit}.")
-
-
-def check_config(model: nn.Module, config: PeftConfig) -> list[nn.Module]:
-    """Raise a clear error if ``config`` cannot be applied to ``model``; return its layers."""
-    if not isinstance(config, PeftConfig) or not config.method:
-        raise TypeError(
-            f"expected an AdapterConfig, LoraConfig or PrefixTuningConfig, got {type(config).__name__}."
-        )
-    layers = find_layers(model)
-    if config.task_type == TaskType.SEQ_CLS and not isinstance(getattr(model, "classifier", None), nn.Module):
-        raise ValueError(
-            f"task_type SEQ_CLS needs a model with a `classifier` head such as BertForSequenceClassification; "
-            f"{type(model).__name__} has none. Use task_type=None for a bare encoder."
-        )
-    if isinstance(config, AdapterConfig):
-        check_rank(config.r, hidden_size(layers[0]), "the hidden size")
-        attribute = adapter_attribute(config)
-        if not all(isinstance(getattr(p, attribute, None), nn.Module) for layer in layers for p in adapter_parents(layer, config)):
-            raise TypeError(
-                f"position={config.position!r} needs a `{attribute}` module in every sub-layer output block "
-                f"(BERT's post-LayerNorm layout); use position='before_layer_norm' for this model."
-            )
-    elif isinstance(config, LoraConfig):
-        for layer in layers:
-            targets = linear_targets(layer)
-            for name in match_targets(layer, config.target_modules):
-                parent, attribute = targets[name]
-                linear = base_linear(getattr(parent, attribute))
-                check_rank(config.r, min(linear.in_features, linear.out_features), f"the smaller side of {name}")
-    elif isinstance(config, PrefixTuningConfig):
-        attention = layers[0].attention.self
-        attention = attention.base_layer if isinstance(attention, PrefixSelfAttention) else attention
-        missing = [a for a in SELF_ATTENTION_ATTRIBUTES if not hasattr(attention, a)]
-        if missing:
-            raise TypeError(
-                f"prefix tuning needs self-attention modules with {', '.join(SELF_ATTENTION_ATTRIBUTES)}; "
-                f"{type(attention).__name__} lacks {', '.join(missing)}. Supported: {SUPPORTED}."
-            )
-    return layers
-
-
-# ---------------------------------------------------------------- insertion
+# ---------------------------------------------------------------- inserting
 
 
 def wrap(parent: nn.Module, attribute: str, site_class: type[AdapterSite]) -> AdapterSite:
@@ -163,47 +151,11 @@ def wrap(parent: nn.Module, attribute: str, site_class: type[AdapterSite]) -> Ad
     return module
 
 
-def adapter_parents(layer: nn.Module, config: AdapterConfig) -> list[nn.Module]:
-    """The sub-layer output blocks (projection, residual, LayerNorm) that receive an adapter."""
-    return [layer.attention.output, layer.output] if config.placement == "houlsby" else [layer.output]
-
-
-def adapter_attribute(config: AdapterConfig) -> str:
-    """The module whose output the adapter reads: the LayerNorm or the projection before it."""
-    return "LayerNorm" if config.position == "after_layer_norm" else "dense"
-
-
-def insert_adapter(layers: list[nn.Module], config: AdapterConfig, name: str) -> None:
-    for layer in layers:
-        for parent in adapter_parents(layer, config):
-            adapter = BottleneckAdapter(
-                hidden_size(layer), config.r, config.alpha, config.dropout, config.activation, config.bias
-            )
-            wrap(parent, adapter_attribute(config), BottleneckSite).add(name, adapter)
-
-
-def insert_lora(layers: list[nn.Module], config: LoraConfig, name: str) -> None:
-    for layer in layers:
-        targets = linear_targets(layer)
-        for target in match_targets(layer, config.target_modules):
-            parent, attribute = targets[target]
-            site = wrap(parent, attribute, LoraLinear)
-            linear = base_linear(site)
-            site.add(name, LoraUpdate(linear.in_features, linear.out_features, config.r, config.alpha, config.dropout))
-
-
-def insert_prefix(layers: list[nn.Module], config: PrefixTuningConfig, implementation: str) -> PrefixEncoder:
-    for layer in layers:
-        if not isinstance(layer.attention.self, PrefixSelfAttention):
-            layer.attention.self = PrefixSelfAttention(layer.attention.self, implementation)
-    return PrefixEncoder(
-        len(layers),
-        hidden_size(layers[0]),
-        config.num_virtual_tokens,
-        config.prefix_projection,
-        config.encoder_hidden_size,
-        config.init_std,
-    )
+def place_like(module: nn.Module, reference: nn.Module) -> nn.Module:
+    """``module`` moved to the device and floating-point type of ``reference``'s weights, so an
+    adapter on a bf16 base or on a GPU computes where and how its base layer does."""
+    parameter = next(reference.parameters(), None)
+    return module if parameter is None else module.to(device=parameter.device, dtype=parameter.dtype)
 
 
 def insert_head(model: nn.Module, name: str) -> None:

@@ -12,8 +12,8 @@ Two ways to turn token states into one vector for the classifier (``pooling``):
 * ``mean``: the average of the real tokens' states then the classifier, the pooling the
   packaged sentence-embedding model was trained with.
 
-What trains (``METHODS``): a PEFT method's inserted weights plus the head (``adapter``,
-``lora``, ``prefix``), every weight (``full``), or the head alone (``head``).
+What trains (:func:`training_choices`): a PEFT method's inserted weights plus the head (every
+method in :mod:`adapterlib.methods`), every weight (``full``), or the head alone (``head``).
 
 Where and in what number format it trains: :func:`training_device` and :func:`resolve_precision`
 (``fp32``; ``bf16``, autocast with float32 weights; ``auto``, bf16 where the hardware computes
@@ -35,13 +35,14 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as hf_logging
 
-from .config import AdapterConfig, LoraConfig, PeftConfig, PrefixTuningConfig, TaskType
+from .config import PeftConfig, TaskType
+from .methods import get_method, method_names
 
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
 MODEL_VARIABLE = "ADAPTERLIB_MODEL"
 POOLINGS = ("cls", "mean")
 DEFAULT_POOLING = "mean"
-METHODS = ("adapter", "lora", "prefix", "full", "head")
+BASELINES = ("full", "head")  # training without a PEFT method: every weight, or the head alone
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -60,14 +61,18 @@ def needs_hub(name: str) -> bool:
     return name != PACKAGED_MODEL and not Path(name).is_dir()
 
 
+def training_choices() -> tuple[str, ...]:
+    """What ``--method`` accepts: every registered PEFT method, then the two baselines."""
+    return method_names() + BASELINES
+
+
 def peft_config_for(method: str, options: dict[str, Any]) -> PeftConfig | None:
     """The adapterlib config of a PEFT method for classification; None for ``full`` and ``head``."""
-    configs = {"adapter": AdapterConfig, "lora": LoraConfig, "prefix": PrefixTuningConfig}
-    if method not in METHODS:
-        raise ValueError(f"method {method!r} is not known; use one of: {', '.join(METHODS)}.")
-    if method not in configs:
+    if method in BASELINES:
         return None
-    return configs[method](task_type=TaskType.SEQ_CLS, **options)
+    if method not in method_names():
+        raise ValueError(f"method {method!r} is not known; use one of: {', '.join(training_choices())}.")
+    return get_method(method).config_class(task_type=TaskType.SEQ_CLS, **options)
 
 
 def model_location(name: str) -> str:

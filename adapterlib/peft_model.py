@@ -4,6 +4,11 @@ The wrapper works like ``peft.PeftModel``: it holds the base model (``base_model
 adapter modules inserted in place, freezes every base parameter, and forwards calls to it.
 Several adapters can live on one frozen base; :meth:`PeftModel.set_adapter` switches between
 them by name, and only the active adapter (with its own copy of the task head) is trainable.
+Every adapter's modules sit inside the base model, so calling the original model object
+computes the same as calling the wrapper.
+
+Every call that can fail checks first and changes nothing when it fails: a new adapter is
+inserted completely or not at all, and the model keeps its active adapter and trainable parts.
 For ``TaskType.SEQ_CLS`` the returned :class:`PeftModelForSequenceClassification` has an
 explicit ``forward`` signature, which is what the Hugging Face ``Trainer`` inspects.
 """
@@ -12,70 +17,136 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .config import AdapterConfig, LoraConfig, PeftConfig, PrefixTuningConfig, TaskType
+from .config import PeftConfig, TaskType
 from .counting import print_trainable_parameters
-from .inject import (
-    attention_implementation,
-    check_config,
-    insert_adapter,
-    insert_head,
-    insert_lora,
-    insert_prefix,
-    is_adapted,
-)
-from .lora import LoraLinear
-from .prefix import PrefixSelfAttention
-from .sites import AdapterSite, check_adapter_name
+from .inject import base_fingerprint, find_layers, insert_head, is_adapted
+from .methods import method_of
+from .methods.lora import LoraLinear
+from .sites import AdapterSite, check_adapter_name, remove_adapter_modules, shared_module
 
 
 class PeftModel(nn.Module):
     """A frozen base model with one or more named adapters, one of them active."""
 
-    def __init__(self, model: nn.Module, config: PeftConfig, adapter_name: str = "default") -> None:
+    def __init__(self, model: nn.Module, config: PeftConfig, adapter_name: str = "default",
+                 weights: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.base_model = model
         self.peft_config: dict[str, PeftConfig] = {}
-        self.prefix_encoders = nn.ModuleDict()
         self.active_adapter: str | None = None
-        self.add_adapter(adapter_name, config)
+        # Taken before any adapter exists or is merged: what checkpoints record and check.
+        self.base_model_fingerprint = base_fingerprint(model)
+        self.add_adapter(adapter_name, config, weights=weights)
 
-    def add_adapter(self, adapter_name: str, config: PeftConfig) -> None:
-        """Insert a new adapter, make it the active one and the only trainable part."""
+    # ------------------------------------------------------------ adding and removing adapters
+
+    def add_adapter(self, adapter_name: str, config: PeftConfig, *, weights: dict[str, torch.Tensor] | None = None) -> None:
+        """Insert a new adapter, make it the active one and the only trainable part.
+
+        ``weights``: tensors to start from, keyed as :meth:`adapter_state_dict` keys them (how
+        :func:`adapterlib.load_adapter` restores a checkpoint). On any error the model is left as it was.
+        """
+        method, layers = self._check_new_adapter(adapter_name, config)
+        trainable = {parameter: parameter.requires_grad for parameter in self.parameters()}
+        previous = self.active_adapter
+        try:
+            method.insert(self.base_model, layers, config, adapter_name)
+            if config.task_type == TaskType.SEQ_CLS:
+                insert_head(self.base_model, adapter_name)
+            self.peft_config[adapter_name] = config
+            self.train(self.base_model.training)  # new modules follow the base model's train/eval mode
+            self.set_adapter(adapter_name)
+            if weights is not None:
+                self._copy_weights(adapter_name, weights)
+        except BaseException:
+            remove_adapter_modules(self.base_model, adapter_name)
+            self.peft_config.pop(adapter_name, None)
+            self.active_adapter = previous
+            for site in self.sites(AdapterSite):
+                site.active_adapter = previous
+            for parameter, flag in trainable.items():
+                parameter.requires_grad_(flag)
+            raise
+
+    def _check_new_adapter(self, adapter_name: str, config: PeftConfig):
+        """Everything that can be known to fail before the model is touched."""
         check_adapter_name(adapter_name)
         if adapter_name in self.peft_config:
             raise ValueError(f"an adapter named {adapter_name!r} exists already; pick another name.")
-        layers = check_config(self.base_model, config)
-        if isinstance(config, AdapterConfig):
-            insert_adapter(layers, config, adapter_name)
-        elif isinstance(config, LoraConfig):
-            insert_lora(layers, config, adapter_name)
-        elif isinstance(config, PrefixTuningConfig):
-            implementation = attention_implementation(self.base_model)
-            self.prefix_encoders[adapter_name] = insert_prefix(layers, config, implementation)
-        if config.task_type == TaskType.SEQ_CLS:
-            insert_head(self.base_model, adapter_name)
-        self.peft_config[adapter_name] = config
-        self.train(self.base_model.training)  # new modules follow the base model's train/eval mode
-        self.set_adapter(adapter_name)
+        method = method_of(config)
+        config.validate()
+        self._refuse_while_merged("adding an adapter")
+        layers = find_layers(self.base_model)
+        if config.task_type == TaskType.SEQ_CLS and not isinstance(getattr(self.base_model, "classifier", None), nn.Module):
+            raise ValueError(
+                f"task_type SEQ_CLS needs a model with a `classifier` head such as BertForSequenceClassification; "
+                f"{type(self.base_model).__name__} has none. Use task_type=None for a bare encoder."
+            )
+        method.check(self.base_model, layers, config)
+        return method, layers
+
+    def _copy_weights(self, adapter_name: str, weights: dict[str, torch.Tensor]) -> None:
+        target = self.adapter_state_dict(adapter_name)
+        missing, unexpected = sorted(set(target) - set(weights)), sorted(set(weights) - set(target))
+        wrong_shape = [k for k in target if k in weights and weights[k].shape != target[k].shape]
+        if missing or unexpected or wrong_shape:
+            details = "; ".join(
+                f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", wrong_shape)) if keys
+            )
+            raise ValueError(f"the weights do not match the adapter their config describes ({details}).")
+        with torch.no_grad():
+            for key, tensor in target.items():
+                tensor.copy_(weights[key])
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """Remove an adapter's modules; a site left empty gives way to its base module again.
+        Deleting the active adapter activates the first one left (or none)."""
+        self._check_known(adapter_name)
+        self._refuse_while_merged("deleting an adapter")
+        remove_adapter_modules(self.base_model, adapter_name)
+        del self.peft_config[adapter_name]
+        if self.active_adapter == adapter_name:
+            remaining = next(iter(self.peft_config), None)
+            if remaining is None:
+                self.active_adapter = None
+                self.requires_grad_(False)
+            else:
+                self.set_adapter(remaining)
+
+    # ------------------------------------------------------------ switching
 
     def set_adapter(self, adapter_name: str) -> None:
         """Activate ``adapter_name`` everywhere; freeze everything but its parameters."""
-        if adapter_name not in self.peft_config:
-            raise ValueError(f"no adapter named {adapter_name!r}; this model has: {', '.join(self.peft_config)}.")
-        if any(site.merged_adapter for site in self.sites(LoraLinear)):
-            raise RuntimeError("a LoRA adapter is merged into the weights; call unmerge_adapter() before switching.")
+        self._check_known(adapter_name)
+        self._refuse_while_merged("switching adapters")
         self.active_adapter = adapter_name
         self.requires_grad_(False)
         for site in self.sites(AdapterSite):
             site.active_adapter = adapter_name
             if adapter_name in site.adapters:
                 site.adapters[adapter_name].requires_grad_(True)
-        if adapter_name in self.prefix_encoders:
-            self.prefix_encoders[adapter_name].requires_grad_(True)
+        shared = shared_module(self.base_model, adapter_name)
+        if shared is not None:
+            shared.requires_grad_(True)
+
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """``with model.disable_adapter():`` computes the base model alone (its original head too)."""
+        self._refuse_while_merged("disabling adapters")
+        sites = self.sites(AdapterSite)
+        for site in sites:
+            site.active_adapter = None
+        try:
+            yield
+        finally:
+            for site in sites:
+                site.active_adapter = self.active_adapter
 
     @property
     def active_config(self) -> PeftConfig:
@@ -84,18 +155,18 @@ class PeftModel(nn.Module):
     def sites(self, kind: type[nn.Module]) -> list[nn.Module]:
         return [m for m in self.base_model.modules() if isinstance(m, kind)]
 
-    def adapter_state_dict(self, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
-        """Only the tensors of one adapter (default: the active one), keyed by site."""
-        name = adapter_name or self.active_adapter
-        state = {}
-        for path, module in self.base_model.named_modules():
-            if isinstance(module, AdapterSite) and name in module.adapters:
-                for key, tensor in module.adapters[name].state_dict().items():
-                    state[f"{path}.{key}"] = tensor
-        if name in self.prefix_encoders:
-            for key, tensor in self.prefix_encoders[name].state_dict().items():
-                state[f"prefix_encoder.{key}"] = tensor
-        return state
+    def _check_known(self, adapter_name: str) -> None:
+        if adapter_name not in self.peft_config:
+            have = ", ".join(self.peft_config) or "none"
+            raise ValueError(f"no adapter named {adapter_name!r}; this model has: {have}.")
+
+    def _refuse_while_merged(self, action: str) -> None:
+        merged = [site.merged_adapter for site in self.sites(LoraLinear) if site.merged_adapter]
+        if merged:
+            raise RuntimeError(f"LoRA adapter {merged[0]!r} is merged into the weights; "
+                               f"call unmerge_adapter() before {action}.")
+
+    # ------------------------------------------------------------ merging
 
     def merge_adapter(self) -> None:
         """Fold the active LoRA update into the frozen weights (inference at base-model cost)."""
@@ -106,29 +177,109 @@ class PeftModel(nn.Module):
         for site in self.sites(LoraLinear):
             site.unmerge()
 
+    def merge_and_unload(self) -> nn.Module:
+        """The base model with the active adapter folded into its weights and every adapterlib
+        module removed (the active adapter's trained head stays). Only for methods that merge."""
+        self._check_known(self.active_adapter)
+        method = method_of(self.active_config)
+        if not method.mergeable:
+            raise ValueError(f"{method.label} adds computation that cannot be folded into the base weights; "
+                             f"keep the PeftModel, or call unload() to get the base model without it.")
+        if not any(site.merged_adapter for site in self.sites(LoraLinear)):
+            self.merge_adapter()
+        return self._unload(keep=self.active_adapter)
+
+    def unload(self) -> nn.Module:
+        """The base model with every adapterlib module removed and nothing merged."""
+        self._refuse_while_merged("unloading")
+        return self._unload(keep=None)
+
+    def _unload(self, keep: str | None) -> nn.Module:
+        for name in [n for n in self.peft_config if n != keep]:
+            remove_adapter_modules(self.base_model, name)
+        if keep is not None:
+            remove_adapter_modules(self.base_model, keep, keep_head=True)
+        self.peft_config.clear()
+        self.active_adapter = None
+        return self.base_model
+
+    # ------------------------------------------------------------ saving
+
+    def adapter_state_dict(self, adapter_name: str | None = None) -> dict[str, torch.Tensor]:
+        """Only the tensors of one adapter (default: the active one), named relative to where they sit.
+
+        ``layers.{i}.{site}.{tensor}`` inside the i-th Transformer layer (``layers.0.attention.self.query.A``),
+        ``{site}.{tensor}`` outside the layers (``classifier.weight``), ``shared.{tensor}`` for a module
+        the adapter's sites share. A site's name skips the ``base_layer`` of sites around it, so the
+        names do not depend on which other adapters are installed.
+        """
+        name = adapter_name or self.active_adapter
+        self._check_known(name)
+        layer_index = {id(layer): index for index, layer in enumerate(find_layers(self.base_model))}
+        layer_paths = {path: layer_index[id(m)] for path, m in self.base_model.named_modules() if id(m) in layer_index}
+        state: dict[str, torch.Tensor] = {}
+        for path, module in self.base_model.named_modules():
+            parts = path.split(".")
+            if not isinstance(module, AdapterSite) or name not in module.adapters or "adapters" in parts:
+                continue
+            prefix = ""
+            for cut in range(len(parts), 0, -1):  # the innermost layer around the site
+                if ".".join(parts[:cut]) in layer_paths:
+                    prefix, parts = f"layers.{layer_paths['.'.join(parts[:cut])]}.", parts[cut:]
+                    break
+            site = ".".join(p for p in parts if p != "base_layer")
+            for key, tensor in module.adapters[name].state_dict().items():
+                state[f"{prefix}{site}.{key}"] = tensor
+        shared = shared_module(self.base_model, name)
+        if shared is not None:
+            state.update({f"shared.{key}": tensor for key, tensor in shared.state_dict().items()})
+        return state
+
+    def save_pretrained(self, save_directory: str | Path, selected_adapters: list[str] | None = None,
+                        base_model_name: str | None = None) -> None:
+        """Save adapters only, as peft does: ``default`` into ``save_directory``, any other into
+        ``save_directory/<name>``."""
+        from .checkpoint import save_adapter
+
+        names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
+        for name in names:
+            self._check_known(name)
+        for name in names:
+            folder = Path(save_directory) if name == "default" else Path(save_directory) / name
+            save_adapter(self, folder, name, base_model_name=base_model_name)
+
+    @classmethod
+    def from_pretrained(cls, model: nn.Module, model_id: str | Path, adapter_name: str = "default",
+                        is_trainable: bool = False) -> PeftModel:
+        """Put a saved adapter onto a fresh base model; frozen for inference unless ``is_trainable``."""
+        from .checkpoint import load_adapter
+
+        peft_model = load_adapter(model, model_id, adapter_name)
+        if not is_trainable:
+            peft_model.requires_grad_(False)
+        return peft_model
+
+    def load_adapter(self, model_id: str | Path, adapter_name: str, is_trainable: bool = False) -> None:
+        """Add a saved adapter under ``adapter_name``. The active adapter stays active, as in peft;
+        with ``is_trainable`` the loaded adapter becomes the active, trainable one (only the active
+        adapter trains here)."""
+        from .checkpoint import load_adapter
+
+        previous = self.active_adapter
+        load_adapter(self, model_id, adapter_name)
+        if not is_trainable and previous is not None:
+            self.set_adapter(previous)
+
+    # ------------------------------------------------------------ the rest
+
     def get_base_model(self) -> nn.Module:
         return self.base_model
 
     def print_trainable_parameters(self) -> None:
         print_trainable_parameters(self)
 
-    @contextlib.contextmanager
-    def prefixes_installed(self) -> Iterator[None]:
-        """Hand each attention layer its slice of the active prefixes for one forward pass."""
-        encoder = self.prefix_encoders[self.active_adapter] if self.active_adapter in self.prefix_encoders else None
-        layers = self.sites(PrefixSelfAttention)
-        if encoder is not None:
-            for attention, prefix in zip(layers, encoder()):
-                attention.prefix = prefix
-        try:
-            yield
-        finally:
-            for attention in layers:
-                attention.prefix = None
-
     def forward(self, *args, **kwargs):
-        with self.prefixes_installed():
-            return self.base_model(*args, **kwargs)
+        return self.base_model(*args, **kwargs)
 
     def __getattr__(self, name: str):
         """Fall back to the base model's attributes (``config``, ``device``...), as peft does."""
@@ -160,9 +311,15 @@ def get_peft_model(model: nn.Module, config: PeftConfig, adapter_name: str = "de
     """Insert the method described by ``config`` into ``model`` and freeze the rest.
 
     Modifies ``model`` in place (as peft does) and returns the wrapper. On bad input it raises
-    before touching the model. To put a second adapter on the same base, call
+    and leaves ``model`` as it was. To put a second adapter on the same base, call
     ``peft_model.add_adapter(name, config)`` rather than ``get_peft_model`` again.
     """
+    return wrap_model(model, config, adapter_name)
+
+
+def wrap_model(model: nn.Module, config: PeftConfig, adapter_name: str = "default",
+               weights: dict[str, torch.Tensor] | None = None) -> PeftModel:
+    """:func:`get_peft_model`, optionally starting the adapter from saved ``weights``."""
     if isinstance(model, PeftModel) or is_adapted(model):
         raise ValueError(
             "this model already carries adapterlib modules; add another adapter with "
@@ -170,4 +327,4 @@ def get_peft_model(model: nn.Module, config: PeftConfig, adapter_name: str = "de
         )
     is_classifier = getattr(config, "task_type", None) == TaskType.SEQ_CLS
     wrapper = PeftModelForSequenceClassification if is_classifier else PeftModel
-    return wrapper(model, config, adapter_name)
+    return wrapper(model, config, adapter_name, weights)

@@ -1,30 +1,38 @@
 """The place where an adapter attaches: a frozen module of the base model plus named add-ons.
 
 Every insertion point (a Linear that LoRA wraps, a sub-layer output that a bottleneck adapter
-follows, the classification head) becomes an :class:`AdapterSite`. It keeps the original module
-as ``base_layer`` and one add-on per adapter name in ``adapters``; the name in
-``active_adapter`` decides which add-on runs. That is all that several adapters on one frozen
-base need: switching task means switching a name.
+follows, a self-attention that prefix tuning extends, the classification head) becomes an
+:class:`AdapterSite`. It keeps the original module as ``base_layer`` and one add-on per adapter
+name in ``adapters``; the name in ``active_adapter`` decides which add-on runs. That is all that
+several adapters on one frozen base need: switching task means switching a name.
+
+A module that several sites of one adapter use (prefix tuning's encoder) is registered once on
+the model, in ``model.shared_adapters[adapter name]``, and reached by the sites.
 """
 
 from __future__ import annotations
 
 import re
+from typing import ClassVar
 
 from torch import nn
 
 ADAPTER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SHARED = "shared_adapters"
 
 
 def check_adapter_name(name: str) -> None:
+    """A name usable as a module key: letters, digits, underscores, and no attribute of a module."""
     if not isinstance(name, str) or not ADAPTER_NAME.match(name):
-        raise ValueError(
-            f"adapter name {name!r} is not valid; use letters, digits and underscores, e.g. 'sentiment'."
-        )
+        raise ValueError(f"adapter name {name!r} is not valid; use letters, digits and underscores, e.g. 'sentiment'.")
+    if hasattr(nn.ModuleDict, name):
+        raise ValueError(f"adapter name {name!r} is taken by a method of torch modules; choose another, e.g. '{name}_task'.")
 
 
 class AdapterSite(nn.Module):
     """A base module with named add-ons; subclasses decide how the active add-on is combined."""
+
+    stands_in_for_linear: ClassVar[bool] = False  # True where the site acts as the Linear it wraps (LoRA)
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
@@ -49,3 +57,46 @@ class HeadSite(AdapterSite):
     def forward(self, x):
         head = self.active if self.active is not None else self.base_layer
         return head(x)
+
+
+def add_shared(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Register ``module`` once on ``model`` as adapter ``name``'s shared module."""
+    if not isinstance(getattr(model, SHARED, None), nn.ModuleDict):
+        setattr(model, SHARED, nn.ModuleDict())
+    getattr(model, SHARED)[name] = module
+
+
+def shared_module(model: nn.Module, name: str) -> nn.Module | None:
+    shared = getattr(model, SHARED, None)
+    return shared[name] if shared is not None and name in shared else None
+
+
+def site_parents(model: nn.Module) -> list[tuple[nn.Module, str, AdapterSite]]:
+    """Every site of ``model`` with the module and attribute that hold it, outermost first."""
+    found = []
+    for parent in model.modules():
+        for attribute, child in parent.named_children():
+            if isinstance(child, AdapterSite):
+                found.append((parent, attribute, child))
+    return found
+
+
+def remove_adapter_modules(model: nn.Module, name: str, keep_head: bool = False) -> None:
+    """Take adapter ``name``'s add-ons out of every site; a site left empty gives way to its base
+    module again. ``keep_head``: a head site is replaced by this adapter's trained head instead."""
+    for parent, attribute, site in site_parents(model):
+        if name not in site.adapters:
+            continue
+        if keep_head and isinstance(site, HeadSite):
+            setattr(parent, attribute, site.adapters[name])
+            continue
+        del site.adapters[name]
+        if site.active_adapter == name:
+            site.active_adapter = None
+        if not site.adapters:
+            setattr(parent, attribute, site.base_layer)
+    shared = getattr(model, SHARED, None)
+    if shared is not None and name in shared:
+        del shared[name]
+        if not shared:
+            delattr(model, SHARED)

@@ -43,7 +43,6 @@ from .counting import count_parameters
 from .data import load_sst2, resolve_data_dir
 from .modeling import (
     DEFAULT_POOLING,
-    METHODS,
     PRECISIONS,
     load_classifier,
     load_tokenizer,
@@ -51,13 +50,15 @@ from .modeling import (
     process_count,
     resolve_model_name,
     resolve_precision,
+    training_choices,
     training_device,
 )
+from .methods import methods
 from .peft_model import get_peft_model
 
 # Learning rate and pooling per method, chosen on the tuning slice (results/tuning.jsonl, README):
 # the best score, and between choices within 0.5 points the one already in place.
-DEFAULT_LEARNING_RATES = {"adapter": 3e-3, "lora": 1e-3, "prefix": 1e-2, "full": 5e-5, "head": 3e-3}
+DEFAULT_LEARNING_RATES = {method.name: method.learning_rate for method in methods()} | {"full": 5e-5, "head": 3e-3}
 SHUFFLE_SEED = 42
 TUNING_SLICE = range(2_000, 3_000)
 MAX_LENGTH = 128
@@ -86,8 +87,8 @@ class Recipe:
     precision: str = DEFAULT_PRECISION  # "fp32", "bf16" or "auto" (see the module docstring)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method {self.method!r} is not known; use one of: {', '.join(METHODS)}.")
+        if self.method not in training_choices():
+            raise ValueError(f"method {self.method!r} is not known; use one of: {', '.join(training_choices())}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not known; use one of: {', '.join(PRECISIONS)}.")
         if self.learning_rate is None:

@@ -1,9 +1,10 @@
-"""An interactive explorer: how ``r`` and the prefix length trade trainable parameters, on real shapes.
+"""An interactive explorer: how each method's size trades trainable parameters, on real shapes.
 
-``explorer()`` returns an ipywidgets box. Every number it shows comes from the closed forms in
-:mod:`adapterlib.counting`, which the tests check against models built on the ``meta`` device.
-The adapter's bottleneck width and LoRA's rank have a slider each: the same ``r`` means different
-things (and costs) in the two methods. For the BERT shapes the model is a 2-class
+``explorer()`` returns an ipywidgets box. Every number it shows comes from the closed forms the
+method files state (:mod:`adapterlib.methods`), which the tests check against models built on
+the ``meta`` device. Every registered method gets a slider for its size and a control for each
+choice it declares (the adapter's placement, LoRA's targets): the same ``r`` means different
+things (and costs) in the adapter and in LoRA. For the BERT shapes the model is a 2-class
 ``BertForSequenceClassification``, pooler included (the head trains with every method); the toy
 layer has no head.
 """
@@ -17,11 +18,10 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 from transformers import BertConfig
 
-from .config import AdapterConfig, LoraConfig, PeftConfig, PrefixTuningConfig
+from .config import PeftConfig
 from .counting import bert_parameter_count, head_parameter_count, layer_parameter_count, method_parameter_count
+from .methods import Method, methods
 from .toy import ToyConfig
-
-LORA_TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 
 
 def model_shapes() -> dict[str, object]:
@@ -63,41 +63,62 @@ def full_fine_tuning(shape) -> Count:
     return Count(total, total)
 
 
+def size_limit(method: Method, shape) -> int:
+    return method.size.explorer_max or shape.hidden_size
+
+
+def choice_control(name: str, choices: tuple[str, ...], default) -> widgets.Widget:
+    """A multiple choice for a tuple-valued field (LoRA's targets), else toggle buttons."""
+    if isinstance(default, tuple):
+        return widgets.SelectMultiple(options=choices, value=default, rows=len(choices), description=name)
+    return widgets.ToggleButtons(options=choices, value=default, description=name)
+
+
 class Explorer:
     """The controls, the live numbers and the plot; ``counts()`` is what the table shows."""
 
     def __init__(self) -> None:
         self.shapes = model_shapes()
         self.shape = widgets.Dropdown(options=list(self.shapes), value="MiniLM-L6 (packaged, d=384)", description="model")
-        self.adapter_r = widgets.IntSlider(value=16, min=1, max=384, description="adapter r")
-        self.lora_r = widgets.IntSlider(value=8, min=1, max=384, description="LoRA r")
-        self.prefix_length = widgets.IntSlider(value=20, min=1, max=200, description="prefix n")
-        self.placement = widgets.ToggleButtons(options=["pfeiffer", "houlsby"], value="pfeiffer", description="placement")
-        self.targets = widgets.SelectMultiple(options=LORA_TARGETS, value=("query", "value"), rows=6, description="LoRA on")
+        self.methods = {method.name: method for method in methods()}
+        self.sizes: dict[str, widgets.IntSlider] = {}
+        self.choices: dict[str, dict[str, widgets.Widget]] = {}
+        for method in methods():
+            default = method.config_class()
+            self.sizes[method.name] = widgets.IntSlider(
+                value=getattr(default, method.size.field), min=1, max=1024,
+                description=f"{method.label} {method.size.symbol}", style={"description_width": "initial"},
+            )
+            self.choices[method.name] = {
+                field: choice_control(field.replace("_", " "), options, getattr(default, field))
+                for field, options in method.explorer_choices.items()
+            }
         self.table = widgets.HTML()
         self.plot = widgets.Output()
-        self.controls = (self.shape, self.adapter_r, self.lora_r, self.prefix_length, self.placement, self.targets)
+        self.controls = [self.shape, *self.sizes.values(), *(c for group in self.choices.values() for c in group.values())]
         for control in self.controls:
             control.observe(self.update, names="value")
         self.update()
 
-    def configs(self, adapter_r: int | None = None, lora_r: int | None = None, n: int | None = None) -> dict[str, PeftConfig]:
-        """The three methods at the sliders' settings, or at the sizes given."""
-        targets = self.targets.value or ("query",)
-        return {
-            "adapter": AdapterConfig(r=adapter_r or self.adapter_r.value, placement=self.placement.value),
-            "LoRA": LoraConfig(r=lora_r or self.lora_r.value, target_modules=targets),
-            "prefix": PrefixTuningConfig(num_virtual_tokens=n or self.prefix_length.value),
-        }
+    def config(self, name: str, size: int | None = None) -> PeftConfig:
+        """Method ``name`` at the controls' settings, or at the size given."""
+        method = self.methods[name]
+        options = {field: control.value for field, control in self.choices[name].items() if control.value}
+        options[method.size.field] = size or self.sizes[name].value
+        return method.config_class(**options)
+
+    def configs(self) -> dict[str, PeftConfig]:
+        return {name: self.config(name) for name in self.methods}
 
     def counts(self) -> dict[str, Count]:
+        """``{method label: count}`` at the controls' settings."""
         shape = self.shapes[self.shape.value]
-        return {name: count(shape, config) for name, config in self.configs().items()}
+        return {self.methods[name].label: count(shape, config) for name, config in self.configs().items()}
 
     def update(self, change=None) -> None:
         shape = self.shapes[self.shape.value]
-        for slider in (self.adapter_r, self.lora_r):
-            slider.max = shape.hidden_size  # r never exceeds the hidden size
+        for name, slider in self.sizes.items():
+            slider.max = size_limit(self.methods[name], shape)  # r never exceeds the hidden size
         rows = "".join(
             f"<tr><td>{name}</td><td style='text-align:right'>{c.trainable:,}</td><td style='text-align:right'>{100 * c.fraction:.3f}%</td></tr>"
             for name, c in self.counts().items()
@@ -114,24 +135,34 @@ class Explorer:
             plt.close(figure)
 
     def widget(self) -> widgets.Widget:
-        return widgets.VBox([widgets.HBox([widgets.VBox(list(self.controls)), self.table]), self.plot])
+        return widgets.VBox([widgets.HBox([widgets.VBox(self.controls), self.table]), self.plot])
+
+
+def sizes_to_draw(limit: int) -> list[int]:
+    """1, 2, 5, 10, 20, 50, ... up to ``limit``, and ``limit`` itself."""
+    steps = [m * 10**e for e in range(5) for m in (1, 2, 5)]
+    return sorted({s for s in steps if s <= limit} | {limit})
 
 
 def draw_curves(explorer: Explorer, shape):
-    """Trainable fraction vs r (adapter, LoRA) and vs prefix length, each slider's setting marked."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    ranks = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, shape.hidden_size} & set(range(1, shape.hidden_size + 1)))
+    """Trainable fraction against each method's size, one panel per kind of size (r, prefix
+    length n), each slider's setting marked."""
+    panels: dict[str, list[str]] = {}
+    for name, method in explorer.methods.items():
+        panels.setdefault(method.size.symbol, []).append(name)
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     current = explorer.counts()
-    for name, slider, colour in (("adapter", explorer.adapter_r, "C0"), ("LoRA", explorer.lora_r, "C1")):
-        fractions = [100 * count(shape, explorer.configs(adapter_r=r, lora_r=r)[name]).fraction for r in ranks]
-        left.plot(ranks, fractions, color=colour, label=name)
-        left.plot(slider.value, 100 * current[name].fraction, "o", color=colour, markersize=9)
-    lengths = [1, 2, 5, 10, 20, 50, 100, 200]
-    right.plot(lengths, [100 * count(shape, explorer.configs(n=n)["prefix"]).fraction for n in lengths], color="C2", label="prefix")
-    right.plot(explorer.prefix_length.value, 100 * current["prefix"].fraction, "o", color="C2", markersize=9)
-    for ax, xlabel in ((left, "r (bottleneck width / LoRA rank)"), (right, "prefix length n")):
+    colours = {name: f"C{i}" for i, name in enumerate(explorer.methods)}
+    for ax, (symbol, names) in zip(axes[0], panels.items()):
+        for name in names:
+            method = explorer.methods[name]
+            sizes = sizes_to_draw(size_limit(method, shape))
+            fractions = [100 * count(shape, explorer.config(name, size)).fraction for size in sizes]
+            ax.plot(sizes, fractions, color=colours[name], label=method.label)
+            ax.plot(explorer.sizes[name].value, 100 * current[method.label].fraction, "o", color=colours[name], markersize=9)
+        what = " / ".join(f"{explorer.methods[n].label} {symbol}" for n in names)
         ax.axhline(100, color="grey", linestyle="--", label="full fine-tuning")
-        ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel="trainable parameters (%)")
+        ax.set(xscale="log", yscale="log", xlabel=what, ylabel="trainable parameters (%)")
         ax.legend(loc="lower right", fontsize=8)
         ax.grid(alpha=0.3)
     figure.tight_layout()

@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from adapterlib import PeftModel, save_adapter
+from adapterlib import PeftModel, method_names, save_adapter
 from speed import build, make_batch
 
-METHODS = ("full", "adapter", "lora", "prefix", "head")
+METHODS = ("full", *method_names(), "head")
 MIB = 2**20
 STEPS = 3
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from adapterlib.compare import T_975
-from adapterlib.modeling import METHODS, cpu_computes_bf16, training_device
+from adapterlib.modeling import cpu_computes_bf16, training_choices, training_device
 from adapterlib.train import Recipe, train_and_evaluate
 
 PRECISIONS = ("fp32", "bf16")
@@ -60,7 +60,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=["adapter", "lora"])
+    parser.add_argument("--methods", nargs="+", choices=training_choices(), default=["adapter", "lora"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train-size", type=int, default=2_000, help="0 = the whole split")
     parser.add_argument("--epochs", type=float, default=3.0)

@@ -32,18 +32,14 @@ from typing import TypeVar
 import datasets
 import torch
 
-from adapterlib import AdapterConfig, LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
+from adapterlib import TaskType, get_peft_model, methods
 from adapterlib.modeling import load_classifier
 from stats import control_warning, load_average, machine_facts, paired_ratio
 
 BATCH, LENGTH = 32, 64
 GROUPING_BATCH, BATCHES_PER_ROUND = 16, 4
 SEQ_CLS = TaskType.SEQ_CLS
-VARIANTS = {
-    "adapter": lambda: AdapterConfig(task_type=SEQ_CLS),
-    "lora": lambda: LoraConfig(task_type=SEQ_CLS),
-    "prefix": lambda: PrefixTuningConfig(task_type=SEQ_CLS),
-}
+VARIANTS = {method.name: method.config_class for method in methods()}  # each at its default size
 Input = TypeVar("Input")
 
 
@@ -56,7 +52,7 @@ def build(name: str, pooling: str = "cls"):
 
         model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"], task_type=peft.TaskType.SEQ_CLS))
     elif name in VARIANTS or name == "lora-merged":
-        model = get_peft_model(model, VARIANTS.get(name, VARIANTS["lora"])())
+        model = get_peft_model(model, VARIANTS.get(name, VARIANTS["lora"])(task_type=SEQ_CLS))
         if name == "lora-merged":
             model.merge_adapter()
     elif name == "head":
@@ -115,7 +111,7 @@ def summary(times: dict[str, list[float]], baseline: str) -> dict:
 def inference_benchmark(rounds: int, batch: dict[str, torch.Tensor]) -> dict:
     """Forward passes; ``base-again`` is a second copy of the base model, the control."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    names = ("base", "base-again", "adapter", "lora", "lora-merged", "prefix")
+    names = ("base", "base-again", *VARIANTS, "lora-merged")
     models = {name: build(name.removesuffix("-again")).eval() for name in names}
 
     def forward(model: torch.nn.Module) -> Callable[[dict[str, torch.Tensor]], None]:
@@ -138,7 +134,7 @@ def inference_benchmark(rounds: int, batch: dict[str, torch.Tensor]) -> dict:
 
 
 def training_benchmark(rounds: int, batch: dict[str, torch.Tensor]) -> dict:
-    steps = {name: training_step(name) for name in ("full", "adapter", "lora", "peft-lora", "prefix", "head")}
+    steps = {name: training_step(name) for name in ("full", *VARIANTS, "peft-lora", "head")}
     return summary(interleaved(steps, [batch] * rounds), "full")
 
 
@@ -212,7 +208,7 @@ def seed_recipe_step_benchmark(encoded: list[dict]) -> dict:
     """Seconds per training step at real SST-2 lengths (length-grouped batches of 16, as in the
     seed recipe); one round per batch, every method on the same batch in a random order."""
     batches = batches_in_order(encoded, grouped_order(encoded, GROUPING_BATCH), GROUPING_BATCH)
-    steps = {name: training_step(name, pooling="mean") for name in ("full", "adapter", "lora", "prefix", "head")}
+    steps = {name: training_step(name, pooling="mean") for name in ("full", *VARIANTS, "head")}
     return summary(interleaved(steps, batches), "full")
 
 

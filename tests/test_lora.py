@@ -5,7 +5,7 @@ import torch
 from conftest import tiny_classifier
 
 from adapterlib import LoraConfig, TaskType, get_peft_model
-from adapterlib.lora import LoraLinear
+from adapterlib.methods.lora import LoraLinear
 
 peft = pytest.importorskip("peft", reason="peft is the reference implementation; install requirements.txt")
 

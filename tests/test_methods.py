@@ -5,8 +5,8 @@ import torch
 from conftest import tiny_classifier, tiny_encoder
 
 from adapterlib import AdapterConfig, LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
-from adapterlib.bottleneck import BottleneckSite
-from adapterlib.prefix import PrefixSelfAttention
+from adapterlib.methods.adapter import BottleneckSite
+from adapterlib.methods.prefix import PrefixSelfAttention
 from adapterlib.toy import ToyTransformerLayer, TransformerLayer
 
 IMPLEMENTATIONS = ["eager", "sdpa"]
@@ -78,7 +78,7 @@ def test_only_method_and_head_receive_gradients(config, batch):
     assert with_grad == trainable
     assert trainable, "the method must have trainable parameters"
     for name in trainable:
-        assert "adapters.default" in name or "prefix_encoders.default" in name, name
+        assert "adapters.default" in name or "shared_adapters.default" in name, name
     assert any("classifier" in n for n in trainable)
     assert not any("pooler" in n for n in trainable)
 
@@ -107,7 +107,7 @@ def test_prefix_attention_matches_reference_with_padding(implementation, batch):
     captured = {}
     attention.register_forward_hook(lambda m, args, out: captured.update(hidden=args[0], out=out[0]))
     peft_model(**batch)
-    prefix = peft_model.prefix_encoders["default"]()[0]
+    prefix = peft_model.base_model.shared_adapters["default"]()[0]
     expected, weights = reference_prefix_attention(attention, captured["hidden"], prefix, batch["attention_mask"])
     torch.testing.assert_close(captured["out"], expected, rtol=1e-5, atol=1e-5)
     # padded keys get no attention; the prefix does
@@ -125,19 +125,22 @@ def test_prefix_eager_and_sdpa_agree(batch):
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-def test_prefix_removed_equals_base_model(implementation, batch):
+def test_prefix_applies_to_the_original_model_object_and_disables(implementation, batch):
     model = tiny_encoder(implementation)
     expected = model(**batch).last_hidden_state
     peft_model = get_peft_model(model, PrefixTuningConfig(num_virtual_tokens=4, init_std=1.0))
     changed = peft_model(**batch).last_hidden_state
     assert (changed - expected).abs().max() > 1e-2, "a large random prefix must change the output"
-    # Calling the base model directly runs the wrapped attention layers with no prefix installed.
-    torch.testing.assert_close(peft_model.base_model(**batch).last_hidden_state, expected, rtol=1e-5, atol=1e-6)
+    # The prefix is part of each attention layer: calling the original object computes the same.
+    torch.testing.assert_close(model(**batch).last_hidden_state, changed, rtol=0, atol=0)
+    with peft_model.disable_adapter():
+        torch.testing.assert_close(model(**batch).last_hidden_state, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(peft_model(**batch).last_hidden_state, changed, rtol=0, atol=0)
 
 
 def test_prefix_projection_shapes():
     peft_model = get_peft_model(tiny_encoder(), PrefixTuningConfig(num_virtual_tokens=7, prefix_projection=True, encoder_hidden_size=16))
-    assert peft_model.prefix_encoders["default"]().shape == (2, 2, 7, 32)
+    assert peft_model.base_model.shared_adapters["default"]().shape == (2, 2, 7, 32)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +159,8 @@ def test_methods_apply_to_the_proper_toy_layer(config):
     assert out.shape == (2, 5, 32)
     if config.method == "prefix":
         assert (out - expected).abs().max() > 1e-3
-        torch.testing.assert_close(peft_model.base_model(x, mask), expected)
+        with peft_model.disable_adapter():
+            torch.testing.assert_close(peft_model(x, mask), expected)
     else:
         torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
     peft_model.train()

@@ -14,6 +14,7 @@ def built_counts(explorer: Explorer) -> dict[str, tuple[int, int]]:
     shape = explorer.shapes[explorer.shape.value]
     result = {}
     for name, config in explorer.configs().items():
+        name = explorer.methods[name].label
         with torch.device("meta"):
             if hasattr(shape, "vocab_size"):
                 config.task_type = TaskType.SEQ_CLS
@@ -38,12 +39,12 @@ def built_counts(explorer: Explorer) -> dict[str, tuple[int, int]]:
 def test_displayed_numbers_equal_built_models(shape, adapter_r, lora_r, n, placement, targets):
     explorer = Explorer()
     explorer.shape.value = shape
-    explorer.adapter_r.value = adapter_r
-    explorer.lora_r.value = lora_r
-    explorer.prefix_length.value = n
-    explorer.placement.value = placement
-    explorer.targets.value = targets
-    assert (explorer.adapter_r.value, explorer.lora_r.value) == (adapter_r, lora_r)  # within the sliders' range
+    explorer.sizes["adapter"].value = adapter_r
+    explorer.sizes["lora"].value = lora_r
+    explorer.sizes["prefix"].value = n
+    explorer.choices["adapter"]["placement"].value = placement
+    explorer.choices["lora"]["target_modules"].value = targets
+    assert (explorer.sizes["adapter"].value, explorer.sizes["lora"].value) == (adapter_r, lora_r)  # within range
     shown = {name: (c.trainable, c.total) for name, c in explorer.counts().items()}
     assert shown == built_counts(explorer)
     for name, (trainable, _) in shown.items():
@@ -53,21 +54,23 @@ def test_displayed_numbers_equal_built_models(shape, adapter_r, lora_r, n, place
 def test_r_sliders_are_capped_at_the_hidden_size():
     explorer = Explorer()
     explorer.shape.value = "BERT-large (d=1024)"
-    assert explorer.adapter_r.max == explorer.lora_r.max == 1024
-    explorer.adapter_r.value = explorer.lora_r.value = 1024
+    adapter_r, lora_r = explorer.sizes["adapter"], explorer.sizes["lora"]
+    assert adapter_r.max == lora_r.max == 1024
+    adapter_r.value = lora_r.value = 1024
     explorer.shape.value = "toy TransformerLayer (d=128)"
-    assert explorer.adapter_r.max == explorer.lora_r.max == 128
-    assert explorer.adapter_r.value <= 128 and explorer.lora_r.value <= 128
+    assert adapter_r.max == lora_r.max == 128
+    assert adapter_r.value <= 128 and lora_r.value <= 128
+    assert explorer.sizes["prefix"].max == 200  # a prefix length is not capped by the width
 
 
 def test_each_r_slider_moves_only_its_own_method():
     explorer = Explorer()
     before = explorer.counts()
-    explorer.adapter_r.value = 32
+    explorer.sizes["adapter"].value = 32
     after_adapter = explorer.counts()
     assert after_adapter["adapter"].trainable > before["adapter"].trainable
-    assert after_adapter["LoRA"] == before["LoRA"] and after_adapter["prefix"] == before["prefix"]
-    explorer.lora_r.value = 4
+    assert after_adapter["LoRA"] == before["LoRA"] and after_adapter["prefix tuning"] == before["prefix tuning"]
+    explorer.sizes["lora"].value = 4
     after_lora = explorer.counts()
     assert after_lora["LoRA"].trainable < after_adapter["LoRA"].trainable
     assert after_lora["adapter"] == after_adapter["adapter"]
@@ -77,11 +80,17 @@ def test_starting_ranks_are_the_package_defaults():
     from adapterlib import AdapterConfig, LoraConfig
 
     explorer = Explorer()
-    assert (explorer.adapter_r.value, explorer.lora_r.value) == (AdapterConfig().r, LoraConfig().r)
+    assert (explorer.sizes["adapter"].value, explorer.sizes["lora"].value) == (AdapterConfig().r, LoraConfig().r)
 
 
 def test_prefix_on_bert_base_matches_the_documented_figure():
     explorer = Explorer()
     explorer.shape.value = "BERT-base (d=768)"
-    explorer.prefix_length.value = 20
-    assert explorer.counts()["prefix"].trainable == 370_178
+    explorer.sizes["prefix"].value = 20
+    assert explorer.counts()["prefix tuning"].trainable == 370_178
+
+
+def test_every_registered_method_has_a_size_slider():
+    from adapterlib import method_names
+
+    assert list(Explorer().sizes) == list(method_names())

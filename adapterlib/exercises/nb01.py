@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..bottleneck import BottleneckAdapter
-from ..config import AdapterConfig
+from ..methods.adapter import BottleneckAdapter
+from ..methods.adapter import AdapterConfig
 from ..counting import method_parameter_count
 from ..toy import ToyConfig
 from . import NotYet, exercise

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from ..config import LoraConfig
-from ..lora import LoraLinear, LoraUpdate
+from ..methods.lora import LoraConfig
+from ..methods.lora import LoraLinear, LoraUpdate
 from ..peft_model import get_peft_model
 from . import NotYet, close_enough, exercise
 

@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attention import padding_mask
-from ..config import PrefixTuningConfig
+from ..methods.prefix import PrefixTuningConfig
 from ..counting import method_parameter_count
-from ..prefix import PrefixEncoder, PrefixSelfAttention
+from ..methods.prefix import PrefixEncoder
+from ..methods.prefix import prefix_attention as attention_with_prefix
 from . import NotYet, exercise
 
 MINILM = SimpleNamespace(hidden_size=384, num_hidden_layers=6, num_attention_heads=12)
@@ -68,17 +69,15 @@ def attention_case(batch: int, heads: int, seq: int, d_h: int, n: int, lengths: 
     d_model = heads * d_h
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        layer = PrefixSelfAttention(Projections(d_model, heads), implementation="eager").eval()
+        base = Projections(d_model, heads).eval()
     hidden = torch.randn(batch, seq, d_model, generator=generator)
     prefix = torch.randn(2, n, d_model, generator=generator)
     mask = torch.zeros(batch, seq, dtype=torch.long)
     for row, length in enumerate(lengths):
         mask[row, :length] = 1
     with torch.no_grad():
-        layer.prefix = prefix
-        expected = layer(hidden, padding_mask(mask, hidden.dtype))[0]
+        expected = attention_with_prefix(base, hidden, padding_mask(mask, hidden.dtype), prefix, implementation="eager")[0]
         split = lambda x: x.view(*x.shape[:-1], heads, d_h).transpose(-3, -2)
-        base = layer.base_layer
         return {
             "inputs": (split(base.query(hidden)), split(base.key(hidden)), split(base.value(hidden)),
                        split(prefix[0]), split(prefix[1]), mask),

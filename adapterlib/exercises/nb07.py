@@ -17,7 +17,8 @@ from typing import Callable
 
 from transformers import BertConfig
 
-from ..config import AdapterConfig, LoraConfig
+from ..methods.adapter import AdapterConfig
+from ..methods.lora import LoraConfig
 from ..counting import bert_layer_linears, method_parameter_count
 from . import NotYet, exercise
 
