@@ -3,6 +3,9 @@
 The folder holds ``train.tsv`` and ``dev.tsv``, each with the header ``sentence<TAB>label``.
 Sentences are PTB-tokenised and contain quote characters, so the TSV is read with quoting off,
 and with missing-value detection off so that a sentence such as ``null`` stays a string.
+Before that, every row is checked (:func:`check_folder`): a file that is not UTF-8, has no rows,
+a row with other than two fields or a label other than 0 or 1 is refused with its name and line.
+:func:`data_fingerprint` names the data's content, so results made on other data are told apart.
 
 The hub is only asked when no folder is named, and only after one quick check that it answers
 (:func:`hub_reachable`), so a machine without network learns in seconds what to pass instead of
@@ -12,6 +15,7 @@ that the command line can check its arguments without that import.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import urllib.error
@@ -27,6 +31,7 @@ SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv"}
 HEADER = "sentence\tlabel"
 LABEL_NAMES = ["negative", "positive"]
 HUB_DATASET = ("nyu-mll/glue", "sst2")
+HUB_ROWS = {"train": 67_349, "validation": 872}
 HUB_URL = "https://huggingface.co"
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
@@ -71,21 +76,92 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     return answered.wait(timeout)
 
 
-def check_folder(folder: Path) -> None:
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark is allowed and dropped), without their
+    line ends; a ValueError naming the file and the line for bytes that are not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ValueError(f"{path} is not UTF-8 text: line {line} holds the byte 0x{raw[error.start]:02x}; "
+                         f"save the file as UTF-8 (from Latin-1: iconv -f latin1 -t utf-8).") from None
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return lines[:-1] if lines and not lines[-1] else lines
+
+
+def check_split(path: Path) -> int:
+    """Check one GLUE TSV row by row and return its number of rows. Blank lines are skipped, as
+    the reader skips them."""
+    lines = read_lines(path)
+    if not lines:
+        raise ValueError(f"{path} is empty; it needs the header 'sentence<TAB>label' and one row per sentence.")
+    if lines[0] != HEADER:
+        raise ValueError(f"{path}, line 1: header is {lines[0]!r}; expected 'sentence<TAB>label'.")
+    rows = 0
+    for number, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        fields = line.split("\t")
+        if len(fields) != 2:
+            raise ValueError(f"{path}, line {number}: expected 2 tab-separated fields, the sentence and its label; "
+                             f"found {len(fields)} (a tab inside a sentence must go).")
+        if fields[1] not in ("0", "1"):
+            raise ValueError(f"{path}, line {number}: label {fields[1]!r} is not 0 or 1.")
+        rows += 1
+    if not rows:
+        raise ValueError(f"{path} has the header but no rows; add one row per sentence: the sentence, a tab, its label 0 or 1.")
+    return rows
+
+
+def check_folder(folder: Path) -> dict[str, int]:
+    """Check that ``folder`` holds both splits, every row readable; return the rows per split.
+
+    Each file must be UTF-8 text with the header ``sentence<TAB>label`` and at least one row of
+    two tab-separated fields whose label is 0 or 1. Errors name the file and, where there is
+    one, the line.
+    """
     if not folder.is_dir():
-        raise FileNotFoundError(f"SST-2 data folder {folder} does not exist (from the argument or ${DATA_DIR_VARIABLE}).")
-    for file in SPLIT_FILES.values():
+        state = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"SST-2 data folder {folder} {state} (from the argument or ${DATA_DIR_VARIABLE}).")
+    rows = {}
+    for split, file in SPLIT_FILES.items():
         path = folder / file
         if not path.is_file():
             raise FileNotFoundError(f"SST-2 data folder {folder} has no {file}; a GLUE-format folder holds train.tsv and dev.tsv.")
-        with path.open(encoding="utf-8") as handle:
-            header = handle.readline().rstrip("\n")
-        if header != HEADER:
-            raise ValueError(f"{path}, line 1: header is {header!r}; expected 'sentence<TAB>label'.")
+        rows[split] = check_split(path)
+    return rows
+
+
+def data_rows(data_dir: str | os.PathLike | None = None) -> dict[str, int]:
+    """Rows per split of the data :func:`load_sst2` reads: a folder's, checked row by row
+    (:func:`check_folder`), or the hub's GLUE sizes."""
+    folder = resolve_data_dir(data_dir)
+    return HUB_ROWS if folder is None else check_folder(folder)
+
+
+def fingerprint(*parts: Path | str) -> str:
+    """12 hex digits of one sha256 over the contents of the files and the strings in ``parts``,
+    in order. Equal contents give equal fingerprints, wherever the files lie."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, Path):
+            with part.open("rb") as handle:
+                digest.update(b"file\0" + hashlib.file_digest(handle, "sha256").digest())
+        else:
+            digest.update(b"text\0" + part.encode() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def data_fingerprint(data_dir: str | os.PathLike | None = None) -> str:
+    """Which data a run reads: the fingerprint of ``train.tsv`` and ``dev.tsv`` for a folder, of
+    the dataset's name and config (``nyu-mll/glue``, ``sst2``) for the hub."""
+    folder = resolve_data_dir(data_dir)
+    return fingerprint(*HUB_DATASET) if folder is None else fingerprint(*(folder / f for f in SPLIT_FILES.values()))
 
 
 def read_folder(folder: Path) -> DatasetDict:
-    """Read the GLUE TSVs with the datasets csv loader and check every label."""
+    """Check the GLUE TSVs (:func:`check_folder`), then read them with the datasets csv loader."""
     from datasets import ClassLabel, DatasetDict, Features, Value, load_dataset
 
     check_folder(folder)
@@ -94,10 +170,6 @@ def read_folder(folder: Path) -> DatasetDict:
     raw = load_dataset("csv", data_files=files, delimiter="\t", quoting=3, keep_default_na=False, features=as_text)
     splits = {}
     for split, dataset in raw.items():
-        labels = dataset["label"]
-        bad = next((i for i, label in enumerate(labels) if label not in ("0", "1")), None)
-        if bad is not None:
-            raise ValueError(f"{files[split]}, line {bad + 2}: label {labels[bad]!r} is not 0 or 1.")
         dataset = dataset.cast_column("label", Value("int64")).cast_column("label", ClassLabel(names=LABEL_NAMES))
         splits[split] = dataset.add_column("idx", list(range(len(dataset))))
     return DatasetDict(splits)

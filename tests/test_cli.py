@@ -15,7 +15,8 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import adapterlib.train
-from adapterlib.cli import GRID_SIZES, main, ran_in, run_key
+from adapterlib.cli import GRID_SIZES, main, model_fingerprint, ran_in, run_key
+from adapterlib.data import data_fingerprint
 from adapterlib.modeling import PACKAGED_MODEL, load_tokenizer
 from adapterlib.train import Recipe
 
@@ -23,6 +24,7 @@ DATA = os.environ.get("ADAPTERLIB_SST2_DIR")
 needs_data = pytest.mark.skipif(not DATA, reason="set ADAPTERLIB_SST2_DIR to the shared SST-2 folder")
 RESULTS = Path(__file__).parents[1] / "results"
 HUB_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "ADAPTERLIB_SST2_DIR", "ADAPTERLIB_MODEL")
+SHARED_SST2 = "c51ed4b50954"  # data fingerprint of GLUE SST-2 train.tsv and dev.tsv
 WORDS = ["good", "great", "fine", "warm", "funny", "bad", "dull", "poor", "weak", "cold"]
 
 
@@ -170,26 +172,6 @@ def test_bad_arguments_exit_2_and_write_nothing(argv, message, tmp_path, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
 
 
-def test_ctrl_c_prints_one_line_exit_130_and_a_rerun_works(tiny_data_dir, tmp_path, monkeypatch, capsys):
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    out = tmp_path / "run"
-    argv = ["train", "--method", "head", "--data-dir", tiny_data_dir, "--out", str(out)]
-    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", interrupted)
-    assert main(argv) == 130
-    assert capsys.readouterr().err.strip().splitlines() == ["adapterlib train: interrupted; nothing was saved"]
-    assert list(tmp_path.iterdir()) == []
-
-    def finished(recipe, *args, **kwargs):
-        model = torch.nn.Linear(2, 2)
-        return model, fake_record(recipe) | {"model": "m", "total_parameters": 6_000}
-
-    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", finished)
-    assert main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.safetensors"]
-
-
 def test_trainer_working_folder_is_removed_when_training_fails(tiny_model_dir, tiny_data_dir, monkeypatch):
     working_folders = []
 
@@ -208,7 +190,7 @@ def test_count_packaged_model(capsys):
     assert capsys.readouterr().out.strip() == "trainable 74,498 | total 22,788,484 | fraction 0.3269%"
 
 
-def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(tmp_path, monkeypatch, capsys):
+def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(tiny_data_dir, tmp_path, monkeypatch, capsys):
     trained = []
 
     def fake_train_and_evaluate(recipe, model_name, data_dir, progress):
@@ -216,41 +198,79 @@ def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(tmp_p
         return None, fake_record(recipe)
 
     monkeypatch.setattr(adapterlib.train, "train_and_evaluate", fake_train_and_evaluate)
-    argv = ["compare", "--methods", "head", "adapter", "--seeds", "0", "--data-dir", str(tmp_path), "--out", str(tmp_path / "grid")]
+    out = tmp_path / "grid"
+    argv = ["compare", "--methods", "head", "adapter", "--seeds", "0", "--train-size", "32", "--data-dir", tiny_data_dir, "--out", str(out)]
     runs = 1 + len(GRID_SIZES["adapter"])  # head once, the adapter at every size
     assert main(argv) == 0 and trained == ["head"] + ["adapter"] * (runs - 1)
     assert "wrote" in capsys.readouterr().out
     assert main(argv) == 0 and len(trained) == runs  # everything finished: nothing retrains
     assert f"nothing new to train: all {runs} runs reused" in capsys.readouterr().out
-    log = tmp_path / "grid" / "runs.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines()]
-    records[1]["peft_config"]["dropout"] = 0.1  # as if r=16 had run under an older default
-    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    records = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    results = json.loads((out / "results.json").read_text())
+    for run in (records[1], results["runs"][1]):
+        run["peft_config"]["dropout"] = 0.1  # as if r=16 had run under an older default
+    (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (out / "results.json").write_text(json.dumps(results))
     assert main(argv) == 0 and trained[runs:] == ["adapter"]
-    assert main(argv + ["--precision", "bf16"]) == 0 and len(trained) == 2 * runs + 1  # another precision: all again
-    assert main(argv + ["--precision", "bf16"]) == 0 and len(trained) == 2 * runs + 1
+    shown = json.loads((out / "results.json").read_text())["runs"]
+    assert len(shown) == runs and all(r["peft_config"] is None or r["peft_config"]["dropout"] == 0.0 for r in shown)
+    assert len((out / "runs.jsonl").read_text().splitlines()) == runs + 1  # the outdated run stays in the log
+    assert main(argv + ["--precision", "bf16"]) == 2 and len(trained) == runs + 1  # another experiment: refused
+    assert "holds the results of another experiment (precision fp32 there, bf16 here)" in capsys.readouterr().err
 
 
-def test_compare_with_nothing_new_leaves_the_committed_results_byte_identical(tmp_path, monkeypatch, capsys):
-    """A dry resume of the committed grid reuses every run and rewrites no file."""
+@needs_data
+def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_changed(tmp_path, monkeypatch, capsys):
+    """The committed command, rerun: every run whose recipe (learning rate, pooling, full PEFT
+    config) is what the code makes today is reused; the others retrain, replacing their own row
+    and no other. With nothing to retrain, no file is rewritten."""
     copy = tmp_path / "results"
     shutil.copytree(RESULTS, copy)
     before = {p.name: p.read_bytes() for p in copy.iterdir()}
-    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", lambda *a, **k: pytest.fail("a finished run retrained"))
+    shown = json.loads(before["results.json"])["runs"]
+
+    def today(run: dict) -> Recipe:
+        return Recipe(run["method"], method_options=run["recipe"]["method_options"], seed=run["recipe"]["seed"])
+
+    outdated = sorted(json.dumps([r["method"], r["recipe"]["method_options"], r["recipe"]["seed"]]) for r in shown
+                      if (today(r).peft_config_dict(), today(r).learning_rate, today(r).pooling)
+                      != (r["peft_config"], r["recipe"]["learning_rate"], r["recipe"]["pooling"]))
+    asked = []
+
+    def fake_train_and_evaluate(recipe, model_name, data_dir, progress):
+        asked.append(json.dumps([recipe.method, recipe.method_options, recipe.seed]))
+        return None, fake_record(recipe)
+
+    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", fake_train_and_evaluate)
     command = json.loads(before["results.json"])["command"].split()[1:]
-    assert command[0] == "compare" and "--out" in command
+    assert command[0] == "compare" and "--out" in command and "--data-dir" in command
     command[command.index("--out") + 1] = str(copy)
+    command[command.index("--data-dir") + 1] = DATA  # the shared SST-2 copy the runs were made on, wherever it lies
     assert main(command) == 0
-    runs = len(json.loads(before["results.json"])["runs"])
-    assert f"nothing new to train: all {runs} runs reused" in capsys.readouterr().out
-    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+    assert sorted(asked) == outdated
+    if outdated:
+        assert len(json.loads((copy / "results.json").read_text())["runs"]) == len(shown)
+    else:
+        assert f"nothing new to train: all {len(shown)} runs reused" in capsys.readouterr().out
+        assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+
+
+def test_committed_runs_carry_the_fingerprints_of_the_shared_data_and_the_packaged_model():
+    """Every committed run was made on the shared SST-2 copy and the packaged model; the stamp says so."""
+    runs = [json.loads(line) for line in (RESULTS / "runs.jsonl").read_text().splitlines()]
+    assert {(r["data_fingerprint"], r["model_fingerprint"]) for r in runs} == {(SHARED_SST2, model_fingerprint(PACKAGED_MODEL))}
+    if DATA:
+        assert data_fingerprint(DATA) == SHARED_SST2
 
 
 def test_resume_key_treats_records_from_before_the_precision_field_as_fp32():
     recipe = Recipe("adapter", method_options={"r": 16})
     old = asdict(recipe)
     del old["precision"]
-    key = run_key(asdict(recipe), recipe.peft_config_dict(), "fp32")
-    assert run_key(old, recipe.peft_config_dict(), ran_in({"mixed_precision": "none"})) == key
-    assert run_key(old, recipe.peft_config_dict(), ran_in({"mixed_precision": "bf16"})) != key
+    prints = {"data_fingerprint": "d" * 12, "model_fingerprint": "m" * 12}
+    key = run_key(asdict(recipe), recipe.peft_config_dict(), "fp32", prints)
+    assert run_key(old, recipe.peft_config_dict(), ran_in({"mixed_precision": "none"}), prints) == key
+    assert run_key(old, recipe.peft_config_dict(), ran_in({"mixed_precision": "bf16"}), prints) != key
     assert ran_in({"precision": "bf16", "recipe": asdict(Recipe("head", precision="auto"))}) == "bf16"
+    for name in prints:
+        assert run_key(asdict(recipe), recipe.peft_config_dict(), "fp32", prints | {name: "0" * 12}) != key

@@ -48,6 +48,9 @@ def test_argument_wins_over_environment(tmp_path, monkeypatch):
         ("text\tlabel\na\t0\n", r"train.tsv, line 1: header is 'text\\tlabel'"),
         ("sentence\tlabel\na\t0\nb\t2\n", r"train.tsv, line 3: label '2' is not 0 or 1"),
         ("sentence\tlabel\na\t0\nb\t\n", r"train.tsv, line 3: label '' is not 0 or 1"),
+        ("sentence\tlabel\na\t0\nb\tc\t1\n", r"train.tsv, line 3: expected 2 tab-separated fields, .*; found 3"),
+        ("sentence\tlabel\n\n", r"train.tsv has the header but no rows"),
+        ("", r"train.tsv is empty"),
     ],
 )
 def test_bad_files_name_file_and_line(tmp_path, train, message):
@@ -126,3 +129,25 @@ def test_unreachable_hub_fails_at_once_without_retries(hub_variables_unset, monk
     with pytest.raises(FileNotFoundError, match=r"pass data_dir= .*The hub does not answer"):
         load_sst2()
     assert time.perf_counter() - started < 5
+
+
+def test_text_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    folder = write(tmp_path / "d", "sentence\tlabel\na\t0\n")
+    (folder / "dev.tsv").write_bytes("sentence\tlabel\nun film m\u00e9diocre\t0\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"dev.tsv is not UTF-8 text: line 2 holds the byte 0xe9"):
+        load_sst2(folder)
+
+
+def test_byte_order_mark_and_windows_line_ends_are_read_as_the_checks_read_them(tmp_path):
+    folder = write(tmp_path / "d", "\ufeffsentence\tlabel\r\na fine film\t1\r\n\r\nnull\t0\r\n")
+    assert data.check_folder(folder) == {"train": 2, "validation": 1}
+    assert load_sst2(folder)["train"]["sentence"] == ["a fine film", "null"]
+
+
+def test_fingerprint_follows_the_content_not_the_place(tmp_path):
+    first = write(tmp_path / "a", "sentence\tlabel\na\t0\n")
+    second = write(tmp_path / "b", "sentence\tlabel\na\t0\n")
+    assert data.data_fingerprint(first) == data.data_fingerprint(second)
+    (second / "train.tsv").write_text("sentence\tlabel\na\t1\n")
+    assert data.data_fingerprint(first) != data.data_fingerprint(second)
+    assert len(data.data_fingerprint(first)) == 12
