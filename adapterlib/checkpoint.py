@@ -4,7 +4,7 @@ A checkpoint is a directory with two files, named as in peft:
 
 * ``adapter_config.json``: the format version, the method's config, the base model's shape and
   a fingerprint of its weights (and, when given, a portable name of the base model, never a
-  path), and a SHA-256 of the weights file;
+  path), and a SHA-256 of the weights file and the method's config together;
 * ``adapter_model.safetensors``: only the adapter's tensors (and its copy of the task head),
   named relative to the layer and site they belong to (:meth:`PeftModel.adapter_state_dict`),
   so the names do not depend on what else is installed in the model.
@@ -74,15 +74,17 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def save_adapter(
-    model: PeftModel, directory: str | Path, adapter_name: str | None = None, base_model_name: str | None = None
-) -> Path:
-    """Write one adapter (default: the active one) of ``model`` into ``directory``.
+def checksum(weights: bytes, peft_config: dict[str, Any]) -> str:
+    """SHA-256 of the weights file and the method's config: a damaged or edited file does not load."""
+    return hashlib.sha256(weights + json.dumps(peft_config, sort_keys=True).encode()).hexdigest()
 
-    Everything is computed and checked before a file is written; each file is replaced whole.
-    """
+
+def adapter_files(model: PeftModel, adapter_name: str | None = None, base_model_name: str | None = None) -> dict[str, bytes]:
+    """The contents of both checkpoint files for one adapter, every check done."""
     if not isinstance(model, PeftModel):
         raise TypeError(f"save_adapter needs the PeftModel returned by get_peft_model, got {type(model).__name__}.")
+    if base_model_name is not None and not isinstance(base_model_name, str):
+        raise TypeError(f"base_model_name is a portable name such as 'bert-base-uncased', got {base_model_name!r}.")
     name = adapter_name or model.active_adapter
     if name not in model.peft_config:
         raise ValueError(f"no adapter named {name!r}; this model has: {', '.join(model.peft_config)}.")
@@ -92,19 +94,33 @@ def save_adapter(
         raise ValueError(f"adapter {name!r} holds NaN or infinite values ({broken[0]}); training diverged, "
                          f"lower the learning rate. Nothing was saved.")
     weights = save_safetensors(tensors)
+    peft_config = model.peft_config[name].to_dict()
     meta = {
         "format_version": FORMAT_VERSION,
-        "peft_config": model.peft_config[name].to_dict(),
+        "peft_config": peft_config,
         "base_model_shape": model_shape(model.base_model),
         "base_model_fingerprint": model.base_model_fingerprint,
         "base_model_name": base_model_name,
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "sha256": checksum(weights, peft_config),
     }
-    directory = Path(directory)
+    return {WEIGHTS_FILE: weights, CONFIG_FILE: (json.dumps(meta, indent=2) + "\n").encode()}
+
+
+def write_files(directory: Path, files: dict[str, bytes]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    write_atomically(directory / WEIGHTS_FILE, weights)
-    write_atomically(directory / CONFIG_FILE, (json.dumps(meta, indent=2) + "\n").encode())
+    for file_name, data in files.items():
+        write_atomically(directory / file_name, data)
     return directory
+
+
+def save_adapter(
+    model: PeftModel, directory: str | Path, adapter_name: str | None = None, base_model_name: str | None = None
+) -> Path:
+    """Write one adapter (default: the active one) of ``model`` into ``directory``.
+
+    Everything is computed and checked before a file is written; each file is replaced whole.
+    """
+    return write_files(Path(directory), adapter_files(model, adapter_name, base_model_name))
 
 
 def read_adapter_config(directory: str | Path) -> dict[str, Any]:
@@ -125,7 +141,11 @@ def read_adapter_config(directory: str | Path) -> dict[str, Any]:
     absent = [k for k in ("peft_config", "base_model_shape") if not isinstance(meta, dict) or k not in meta]
     if absent:
         raise ValueError(f"{directory / CONFIG_FILE} lacks {', '.join(absent)}: it was not written by save_adapter.")
-    if meta.get("format_version", 1) > FORMAT_VERSION:
+    shape, version = meta["base_model_shape"], meta.get("format_version", 1)
+    if (not isinstance(meta["peft_config"], dict) or not isinstance(shape, dict)
+            or not all(isinstance(v, int) for v in shape.values()) or not isinstance(version, int)):
+        raise ValueError(f"{directory / CONFIG_FILE} has fields of the wrong type; it is damaged. Save the adapter again.")
+    if version > FORMAT_VERSION:
         raise ValueError(f"{directory} uses checkpoint format {meta['format_version']}; this adapterlib reads up to "
                          f"{FORMAT_VERSION}. Upgrade adapterlib.")
     return meta
@@ -135,10 +155,10 @@ def read_weights(directory: Path, meta: dict[str, Any]) -> dict[str, torch.Tenso
     """The tensors of ``adapter_model.safetensors``, checked against the recorded SHA-256 and for NaN."""
     path = directory / WEIGHTS_FILE
     data = path.read_bytes()
-    recorded = meta.get("weights_sha256")
-    if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
-        raise ValueError(f"{path} differs from the file that was saved (its SHA-256 does not match "
-                         f"{CONFIG_FILE}); it is damaged or was replaced. Save the adapter again.")
+    recorded = meta.get("sha256")
+    if recorded is not None and checksum(data, meta["peft_config"]) != recorded:
+        raise ValueError(f"{path} or the peft_config in {CONFIG_FILE} differs from what was saved (the SHA-256 "
+                         f"recorded at saving does not match); the checkpoint is damaged or was edited. Save it again.")
     try:
         tensors = load_safetensors(data)
     except Exception as error:  # safetensors raises its own error types for every kind of damage

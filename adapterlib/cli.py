@@ -64,6 +64,7 @@ from .modeling import (
     resolve_model_name,
     resolve_precision,
 )
+from .methods import Method, get_method, method_names, methods
 from .peft_model import PeftModel, get_peft_model
 
 if TYPE_CHECKING:
@@ -74,8 +75,6 @@ if TYPE_CHECKING:
 
 TRAINED_TENSORS = "model.safetensors"
 INTERRUPTED = {"train": "nothing was saved", "compare": "finished runs are kept in runs.jsonl; the same command resumes"}
-METHOD_FLAGS = {"r": "--r", "placement": "--placement", "target_modules": "--target-modules",
-                "num_virtual_tokens": "--num-virtual-tokens"}
 FINGERPRINTS = ("data_fingerprint", "model_fingerprint")
 SETTING_NAMES = {"train_size": "--train-size", "epochs": "--epochs", "precision": "precision",
                  "data_fingerprint": "data fingerprint", "model_fingerprint": "model fingerprint"}
@@ -128,28 +127,31 @@ def positive_float(text: str) -> float:
     return value
 
 
+def option_fields(method: Method) -> tuple[str, ...]:
+    """The config fields of ``method`` that the command line sets: its size, then its options."""
+    return (method.size.field, *method.command_line_options)
+
+
+def method_flags() -> dict[str, str]:
+    """``{config field: flag}`` for every field some registered method takes on the command line."""
+    return {field: "--" + field.replace("_", "-") for method in methods() for field in option_fields(method)}
+
+
 def method_options(args: argparse.Namespace) -> dict:
     """The PEFT config fields named on the command line for ``args.method``."""
-    options = {}
-    if args.method in ("adapter", "lora") and args.r is not None:
-        options["r"] = args.r
-    if args.method == "adapter" and args.placement:
-        options["placement"] = args.placement
-    if args.method == "lora" and args.target_modules:
-        options["target_modules"] = tuple(args.target_modules)
-    if args.method == "prefix" and args.num_virtual_tokens is not None:
-        options["num_virtual_tokens"] = args.num_virtual_tokens
-    return options
+    if args.method not in method_names():
+        return {}
+    given = {field: getattr(args, field) for field in option_fields(get_method(args.method))}
+    return {field: tuple(value) if isinstance(value, list) else value for field, value in given.items() if value is not None}
 
 
 def check_method_flags(args: argparse.Namespace) -> None:
-    """Refuse a method option the chosen method has no field for: it would be silently ignored."""
-    defaults = peft_config_for(args.method, {})
-    fields = {f.name for f in dataclasses.fields(defaults)} if defaults is not None else set()
-    wrong = [flag for name, flag in METHOD_FLAGS.items() if getattr(args, name) is not None and name not in fields]
+    """Refuse a method option the chosen method does not take: it would be silently ignored."""
+    takes = option_fields(get_method(args.method)) if args.method in method_names() else ()
+    flags = method_flags()
+    wrong = [flag for field, flag in flags.items() if getattr(args, field) is not None and field not in takes]
     if wrong:
-        takes = [flag for name, flag in METHOD_FLAGS.items() if name in fields]
-        options = f"its options are {', '.join(takes)}" if takes else "it takes no method options"
+        options = f"its options are {', '.join(flags[f] for f in takes)}" if takes else "it takes no method options"
         raise UsageError(f"{wrong[0]} does not apply to --method {args.method} ({options}); leave {wrong[0]} out.")
 
 
@@ -544,8 +546,9 @@ def command_count(args: argparse.Namespace) -> None:
     print(f"trainable {trainable:,} | total {total:,} | fraction {100 * trainable / total:.4f}%")
 
 
-GRID_SIZES = {"head": [{}], "full": [{}], "adapter": [{"r": r} for r in (16, 64, 4)],
-              "lora": [{"r": r} for r in (8, 32, 2)], "prefix": [{"num_virtual_tokens": n} for n in (20, 5, 10)]}
+GRID_SIZES = {"head": [{}], "full": [{}]} | {
+    method.name: [{method.size.field: size} for size in method.size.grid] for method in methods()
+}
 
 
 def ran_in(record: dict) -> str:
@@ -721,10 +724,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     def method_arguments(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--method", choices=training_choices(), required=True)
-        sub.add_argument("--r", type=int, help="adapter bottleneck width or LoRA rank")
-        sub.add_argument("--placement", choices=("houlsby", "pfeiffer"), help="adapter placement")
-        sub.add_argument("--target-modules", nargs="+", help="LoRA targets, e.g. query value")
-        sub.add_argument("--num-virtual-tokens", type=int, help="prefix length")
+        for field, flag in method_flags().items():
+            defaults = {m.label: getattr(m.config_class(), field) for m in methods() if field in option_fields(m)}
+            default = next(iter(defaults.values()))
+            shown = ", ".join(f"{label} {' '.join(v) if isinstance(v, tuple) else v}" for label, v in defaults.items())
+            described = f"{field.replace('_', ' ')} (default: {shown})"
+            if isinstance(default, tuple):
+                sub.add_argument(flag, nargs="+", help=described)
+            elif isinstance(default, int):
+                sub.add_argument(flag, type=int, help=described)
+            else:
+                choices = next(m.explorer_choices[field] for m in methods() if field in m.explorer_choices)
+                sub.add_argument(flag, choices=choices, help=described)
         sub.add_argument("--pooling", choices=POOLINGS, default=DEFAULT_POOLING)
         sub.add_argument("--model", help="hub name or folder of a BERT-family model (default: the packaged MiniLM-L6)")
 

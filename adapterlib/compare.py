@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .methods import get_method, method_names, methods
 from .train import DEFAULT_POOLING, Recipe
 
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-METHOD_LABELS = {"head": "head only", "full": "full fine-tuning", "adapter": "adapter", "lora": "LoRA", "prefix": "prefix tuning"}
+METHOD_LABELS = {"head": "head only", "full": "full fine-tuning"} | {method.name: method.label for method in methods()}
+MARKERS = {"head": "s", "full": "*"} | {method.name: method.marker for method in methods()}
 
 
 def counted(number: float, noun: str) -> str:
@@ -32,12 +34,11 @@ def percent(fraction: float) -> str:
 
 def variant_name(record: dict[str, Any]) -> str:
     """``adapter r=16``, ``prefix n=20``, ``full``: one name per point of the chart."""
-    options = record["recipe"]["method_options"]
-    if "r" in options:
-        return f"{record['method']} r={options['r']}"
-    if "num_virtual_tokens" in options:
-        return f"{record['method']} n={options['num_virtual_tokens']}"
-    return record["method"]
+    name, options = record["method"], record["recipe"]["method_options"]
+    if name not in method_names() or get_method(name).size.field not in options:
+        return name
+    size = get_method(name).size
+    return f"{name} {size.symbol}={options[size.field]}"
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -90,13 +91,12 @@ def plot_comparison(rows: list[dict[str, Any]], ax=None):
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))
-    markers = {"head": "s", "full": "*", "adapter": "o", "lora": "^", "prefix": "D"}
     for method, label in METHOD_LABELS.items():
         points = [row for row in rows if row["method"] == method]
         if not points:
             continue
         x, y = [p["trainable_parameters"] for p in points], [p["accuracy_mean"] for p in points]
-        seeds = ax.errorbar(x, y, yerr=[p["ci95_seeds"] or 0 for p in points], marker=markers[method], markersize=8,
+        seeds = ax.errorbar(x, y, yerr=[p["ci95_seeds"] or 0 for p in points], marker=MARKERS[method], markersize=8,
                             elinewidth=4, linestyle="-" if len(points) > 1 else "none", label=label)
         ax.errorbar(x, y, yerr=[p["ci95_sampling"] for p in points], fmt="none", elinewidth=1, capsize=4,
                     color=seeds.lines[0].get_color())

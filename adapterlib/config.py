@@ -63,16 +63,16 @@ class PeftConfig:
     task_type: TaskType | None = None
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise a clear error for a value the method cannot use. Subclasses extend it."""
         if self.task_type is not None:
             try:
                 self.task_type = TaskType(self.task_type)
             except ValueError:
                 options = ", ".join(t.value for t in TaskType)
                 raise ValueError(f"task_type {self.task_type!r} is not known; use one of: {options}.") from None
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise a clear error for a value the method cannot use. Subclasses extend it."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict that :func:`adapterlib.methods.config_from_dict` turns back into this config."""

@@ -76,24 +76,26 @@ def is_adapted(model: nn.Module) -> bool:
 def base_fingerprint(model: nn.Module, samples: int = 256) -> str | None:
     """A short hash that tells one set of base weights from another of the same shape.
 
-    It reads the Transformer layers' own parameters (never an adapter's), ``samples`` evenly
-    spaced values of each, rounded to bfloat16 so the same weights in float32 or bfloat16 give
-    the same hash. Any fine-tuning or a different pre-trained checkpoint changes it; it does not
-    depend on the device, the wrapper class or the head. None for a model on the ``meta`` device
-    (shapes without weights).
+    It reads the embedding tables and the Transformer layers' own parameters (never an
+    adapter's, never the head's): ``samples`` evenly spaced values of each, rounded to bfloat16
+    so the same weights in float32 or bfloat16 give the same hash. Any fine-tuning or a different
+    pre-trained checkpoint changes it; the device, the wrapper class and the head do not. None
+    for a model on the ``meta`` device (shapes without weights).
     """
     if any(p.is_meta for p in model.parameters()):
         return None
+    tables = [(f"embedding{i}", m.weight) for i, m in enumerate(m for m in model.modules() if isinstance(m, nn.Embedding))]
+    layers = [item for layer in find_layers(model) for item in layer.named_parameters()]
     digest = hashlib.sha256()
-    for layer in find_layers(model):
-        for path, parameter in layer.named_parameters():
-            parts = path.split(".")
-            if "adapters" in parts:
-                continue
-            values = parameter.detach().flatten()
-            picked = values[torch.linspace(0, values.numel() - 1, min(samples, values.numel())).long().to(values.device)]
-            digest.update(".".join(p for p in parts if p != "base_layer").encode())
-            digest.update(picked.to(torch.bfloat16).float().cpu().numpy().tobytes())
+    for path, parameter in tables + layers:
+        parts = path.split(".")
+        if "adapters" in parts:
+            continue
+        values = parameter.detach().flatten()
+        count = min(samples, values.numel())
+        picked = values[torch.arange(count, device=values.device) * (values.numel() - 1) // max(count - 1, 1)]
+        digest.update(".".join(p for p in parts if p != "base_layer").encode())
+        digest.update(picked.to(torch.bfloat16).float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

@@ -16,6 +16,7 @@ explicit ``forward`` signature, which is what the Hugging Face ``Trainer`` inspe
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,15 +31,31 @@ from .methods.lora import LoraLinear
 from .sites import AdapterSite, check_adapter_name, remove_adapter_modules, shared_module
 
 
+# Names a peft user may reach for that transformers' models answer with their own PEFT integration.
+TRANSFORMERS_ADAPTER_METHODS = {
+    "active_adapters": "active_adapter (one adapter is active at a time)",
+    "disable_adapters": "`with model.disable_adapter():`",
+    "enable_adapters": "the end of a `with model.disable_adapter():` block",
+    "enable_peft_hotswap": "load_adapter(path, name) and set_adapter(name)",
+    "get_adapter_state_dict": "adapter_state_dict()",
+}
+
+
 class PeftModel(nn.Module):
     """A frozen base model with one or more named adapters, one of them active."""
 
     def __init__(self, model: nn.Module, config: PeftConfig, adapter_name: str = "default",
                  weights: dict[str, torch.Tensor] | None = None) -> None:
+        if isinstance(model, PeftModel) or is_adapted(model):
+            raise ValueError(
+                "this model already carries adapterlib modules; add another adapter with "
+                "peft_model.add_adapter(name, config), or start again from a fresh base model."
+            )
         super().__init__()
         self.base_model = model
         self.peft_config: dict[str, PeftConfig] = {}
         self.active_adapter: str | None = None
+        self.disabled = False
         # Taken before any adapter exists or is merged: what checkpoints record and check.
         self.base_model_fingerprint = base_fingerprint(model)
         self.add_adapter(adapter_name, config, weights=weights)
@@ -51,6 +68,7 @@ class PeftModel(nn.Module):
         ``weights``: tensors to start from, keyed as :meth:`adapter_state_dict` keys them (how
         :func:`adapterlib.load_adapter` restores a checkpoint). On any error the model is left as it was.
         """
+        config = copy.deepcopy(config)  # the model keeps its own: a config changed later changes nothing here
         method, layers = self._check_new_adapter(adapter_name, config)
         trainable = {parameter: parameter.requires_grad for parameter in self.parameters()}
         previous = self.active_adapter
@@ -142,9 +160,11 @@ class PeftModel(nn.Module):
         sites = self.sites(AdapterSite)
         for site in sites:
             site.active_adapter = None
+        self.disabled = True
         try:
             yield
         finally:
+            self.disabled = False
             for site in sites:
                 site.active_adapter = self.active_adapter
 
@@ -156,6 +176,9 @@ class PeftModel(nn.Module):
         return [m for m in self.base_model.modules() if isinstance(m, kind)]
 
     def _check_known(self, adapter_name: str) -> None:
+        if not isinstance(adapter_name, str):
+            raise TypeError(f"an adapter is named by one string, got {adapter_name!r}; "
+                            f"one adapter is active at a time here.")
         if adapter_name not in self.peft_config:
             have = ", ".join(self.peft_config) or "none"
             raise ValueError(f"no adapter named {adapter_name!r}; this model has: {have}.")
@@ -170,6 +193,14 @@ class PeftModel(nn.Module):
 
     def merge_adapter(self) -> None:
         """Fold the active LoRA update into the frozen weights (inference at base-model cost)."""
+        self._check_known(self.active_adapter)
+        method = method_of(self.active_config)
+        if not method.mergeable:
+            raise ValueError(f"{method.label} adds computation that cannot be folded into the base weights; "
+                             f"only LoRA merges.")
+        if self.disabled:
+            raise RuntimeError("merge_adapter() inside disable_adapter(): leave the with-block first.")
+        self._refuse_while_merged("merging again")
         for site in self.sites(LoraLinear):
             site.merge()
 
@@ -185,6 +216,8 @@ class PeftModel(nn.Module):
         if not method.mergeable:
             raise ValueError(f"{method.label} adds computation that cannot be folded into the base weights; "
                              f"keep the PeftModel, or call unload() to get the base model without it.")
+        if self.disabled:
+            raise RuntimeError("merge_and_unload() inside disable_adapter(): leave the with-block first.")
         if not any(site.merged_adapter for site in self.sites(LoraLinear)):
             self.merge_adapter()
         return self._unload(keep=self.active_adapter)
@@ -239,14 +272,16 @@ class PeftModel(nn.Module):
                         base_model_name: str | None = None) -> None:
         """Save adapters only, as peft does: ``default`` into ``save_directory``, any other into
         ``save_directory/<name>``."""
-        from .checkpoint import save_adapter
+        from .checkpoint import adapter_files, write_files
 
+        if isinstance(selected_adapters, str):
+            raise TypeError(f"selected_adapters is a list of names, e.g. [{selected_adapters!r}].")
         names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
         for name in names:
             self._check_known(name)
-        for name in names:
-            folder = Path(save_directory) if name == "default" else Path(save_directory) / name
-            save_adapter(self, folder, name, base_model_name=base_model_name)
+        files = {name: adapter_files(self, name, base_model_name) for name in names}  # every check before any write
+        for name, contents in files.items():
+            write_files(Path(save_directory) if name == "default" else Path(save_directory) / name, contents)
 
     @classmethod
     def from_pretrained(cls, model: nn.Module, model_id: str | Path, adapter_name: str = "default",
@@ -266,9 +301,12 @@ class PeftModel(nn.Module):
         from .checkpoint import load_adapter
 
         previous = self.active_adapter
+        inference_mode = not any(p.requires_grad for p in self.parameters())  # as from_pretrained leaves it
         load_adapter(self, model_id, adapter_name)
         if not is_trainable and previous is not None:
             self.set_adapter(previous)
+        if inference_mode and not is_trainable:
+            self.requires_grad_(False)
 
     # ------------------------------------------------------------ the rest
 
@@ -282,10 +320,13 @@ class PeftModel(nn.Module):
         return self.base_model(*args, **kwargs)
 
     def __getattr__(self, name: str):
-        """Fall back to the base model's attributes (``config``, ``device``...), as peft does."""
+        """Fall back to the base model's attributes (``config``, ``device``...), as peft does, except
+        transformers' own adapter methods, which would act on the base model behind our back."""
         try:
             return super().__getattr__(name)
         except AttributeError:
+            if name in TRANSFORMERS_ADAPTER_METHODS:
+                raise AttributeError(f"PeftModel has no {name}; use {TRANSFORMERS_ADAPTER_METHODS[name]}.") from None
             return getattr(super().__getattr__("base_model"), name)
 
 
@@ -320,11 +361,6 @@ def get_peft_model(model: nn.Module, config: PeftConfig, adapter_name: str = "de
 def wrap_model(model: nn.Module, config: PeftConfig, adapter_name: str = "default",
                weights: dict[str, torch.Tensor] | None = None) -> PeftModel:
     """:func:`get_peft_model`, optionally starting the adapter from saved ``weights``."""
-    if isinstance(model, PeftModel) or is_adapted(model):
-        raise ValueError(
-            "this model already carries adapterlib modules; add another adapter with "
-            "peft_model.add_adapter(name, config), or start again from a fresh base model."
-        )
     is_classifier = getattr(config, "task_type", None) == TaskType.SEQ_CLS
     wrapper = PeftModelForSequenceClassification if is_classifier else PeftModel
     return wrapper(model, config, adapter_name, weights)

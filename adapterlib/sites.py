@@ -25,7 +25,7 @@ def check_adapter_name(name: str) -> None:
     """A name usable as a module key: letters, digits, underscores, and no attribute of a module."""
     if not isinstance(name, str) or not ADAPTER_NAME.match(name):
         raise ValueError(f"adapter name {name!r} is not valid; use letters, digits and underscores, e.g. 'sentiment'.")
-    if hasattr(nn.ModuleDict, name):
+    if hasattr(nn.ModuleDict(), name):  # `to`, `train`, `training`, `_modules`, ...
         raise ValueError(f"adapter name {name!r} is taken by a method of torch modules; choose another, e.g. '{name}_task'.")
 
 
@@ -82,21 +82,22 @@ def site_parents(model: nn.Module) -> list[tuple[nn.Module, str, AdapterSite]]:
 
 
 def remove_adapter_modules(model: nn.Module, name: str, keep_head: bool = False) -> None:
-    """Take adapter ``name``'s add-ons out of every site; a site left empty gives way to its base
-    module again. ``keep_head``: a head site is replaced by this adapter's trained head instead."""
+    """Take adapter ``name``'s add-ons out of every site; a site left empty (also one that a failed
+    insertion left without any add-on) gives way to its base module again. ``keep_head``: a head
+    site is replaced by this adapter's trained head instead."""
     for parent, attribute, site in site_parents(model):
-        if name not in site.adapters:
-            continue
-        if keep_head and isinstance(site, HeadSite):
+        if keep_head and isinstance(site, HeadSite) and name in site.adapters:
             setattr(parent, attribute, site.adapters[name])
             continue
-        del site.adapters[name]
+        if name in site.adapters:
+            del site.adapters[name]
         if site.active_adapter == name:
             site.active_adapter = None
         if not site.adapters:
             setattr(parent, attribute, site.base_layer)
     shared = getattr(model, SHARED, None)
-    if shared is not None and name in shared:
-        del shared[name]
+    if shared is not None:
+        if name in shared:
+            del shared[name]
         if not shared:
             delattr(model, SHARED)

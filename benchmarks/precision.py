@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train-size", type=int, default=2_000, help="0 = the whole split")
     parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--model", help="default: the packaged MiniLM-L6")
     parser.add_argument("--data-dir", help="GLUE-format SST-2 folder (default: $ADAPTERLIB_SST2_DIR)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("precision.json")))
@@ -78,7 +79,8 @@ def main() -> None:
     for method in args.methods:
         for seed in args.seeds:
             for precision in order.sample(PRECISIONS, k=len(PRECISIONS)):
-                recipe = Recipe(method, seed=seed, train_size=args.train_size or None, epochs=args.epochs, precision=precision)
+                recipe = Recipe(method, seed=seed, train_size=args.train_size or None, epochs=args.epochs,
+                                batch_size=args.batch_size, precision=precision)
                 _, record = train_and_evaluate(recipe, args.model, args.data_dir, progress=False)
                 runs.append({"method": method, "seed": seed, "precision": record["precision"], "accuracy": record["accuracy"],
                              "examples_per_second": record["examples_per_second"], "train_seconds": record["train_seconds"],

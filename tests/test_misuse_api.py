@@ -2,7 +2,6 @@
 they were, or works correctly. Also the promises a peft user relies on (save_pretrained,
 from_pretrained, load_adapter, disable_adapter, delete_adapter, merge_and_unload)."""
 
-import hashlib
 import json
 import math
 import warnings
@@ -22,7 +21,7 @@ from adapterlib import (
     load_adapter,
     save_adapter,
 )
-from adapterlib.checkpoint import CONFIG_FILE, WEIGHTS_FILE, DifferentBaseWarning
+from adapterlib.checkpoint import CONFIG_FILE, WEIGHTS_FILE, DifferentBaseWarning, checksum
 from adapterlib.methods.lora import LoraLinear
 
 from conftest import assert_unchanged, snapshot, tiny_classifier, tiny_config
@@ -47,7 +46,7 @@ def perturbed(peft_model: PeftModel, seed: int = 0) -> PeftModel:
 
 
 def file_bytes(folder) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 # ------------------------------------------------------------------ prefix tuning is a site
@@ -147,7 +146,7 @@ def test_format_1_checkpoints_still_load(tmp_path, batch):
                 key = ".".join(["prefix_encoder", *parts[1:]])
             old_keys[key] = tensor
         save_file(old_keys, folder / WEIGHTS_FILE)
-        for field in ("format_version", "base_model_fingerprint", "weights_sha256"):
+        for field in ("format_version", "base_model_fingerprint", "sha256"):
             del meta[field]
         (folder / CONFIG_FILE).write_text(json.dumps(meta))
         reloaded = load_adapter(tiny_classifier(), folder)
@@ -174,12 +173,16 @@ def test_a_bf16_copy_of_the_same_base_is_the_same_base(tmp_path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda f: (f / WEIGHTS_FILE).write_bytes((f / WEIGHTS_FILE).read_bytes()[:100]), "differs from the file that was saved"),
-        (lambda f: (f / WEIGHTS_FILE).write_bytes(b""), "differs from the file that was saved"),
+        (lambda f: (f / WEIGHTS_FILE).write_bytes((f / WEIGHTS_FILE).read_bytes()[:100]), "differs from what was saved"),
+        (lambda f: (f / WEIGHTS_FILE).write_bytes(b""), "differs from what was saved"),
+        (lambda f: (f / CONFIG_FILE).write_text((f / CONFIG_FILE).read_text().replace('"alpha": 16.0', '"alpha": 36.0')),
+         "differs from what was saved"),
+        (lambda f: (f / CONFIG_FILE).write_text((f / CONFIG_FILE).read_text().replace('"format_version": 2', '"format_version": "2"')),
+         "fields of the wrong type"),
         (lambda f: (f / CONFIG_FILE).write_text("{not json"), "is not valid JSON"),
         (lambda f: (f / CONFIG_FILE).write_text("{}"), "lacks peft_config, base_model_shape"),
     ],
-    ids=["truncated", "empty", "corrupt-json", "no-fields"],
+    ids=["truncated", "empty", "edited-alpha", "version-as-text", "corrupt-json", "no-fields"],
 )
 def test_damaged_checkpoints_give_clear_errors(tmp_path, damage, message):
     save_adapter(get_peft_model(tiny_classifier(), CONFIGS["lora"]()), tmp_path)
@@ -196,14 +199,14 @@ def test_a_flipped_bit_is_caught_by_the_checksum(tmp_path):
     data = bytearray((tmp_path / WEIGHTS_FILE).read_bytes())
     data[-5] ^= 0x01
     (tmp_path / WEIGHTS_FILE).write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="SHA-256 does not match"):
+    with pytest.raises(ValueError, match="SHA-256 recorded at saving does not match"):
         load_adapter(tiny_classifier(), tmp_path)
 
 
 def test_truncated_format_1_file_gives_a_clear_error(tmp_path):
     save_adapter(get_peft_model(tiny_classifier(), CONFIGS["lora"]()), tmp_path)
     meta = json.loads((tmp_path / CONFIG_FILE).read_text())
-    del meta["weights_sha256"]
+    del meta["sha256"]
     (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
     (tmp_path / WEIGHTS_FILE).write_bytes((tmp_path / WEIGHTS_FILE).read_bytes()[:100])
     with pytest.raises(ValueError, match="not a readable safetensors file"):
@@ -216,7 +219,7 @@ def test_nan_tensors_are_refused_when_loading(tmp_path):
     next(iter(tensors.values()))[0] = math.nan
     save_file(tensors, tmp_path / WEIGHTS_FILE)
     meta = json.loads((tmp_path / CONFIG_FILE).read_text())
-    meta["weights_sha256"] = hashlib.sha256((tmp_path / WEIGHTS_FILE).read_bytes()).hexdigest()
+    meta["sha256"] = checksum((tmp_path / WEIGHTS_FILE).read_bytes(), meta["peft_config"])
     (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="NaN or infinite"):
         load_adapter(tiny_classifier(), tmp_path)
@@ -233,7 +236,7 @@ def test_failed_load_into_an_existing_model_changes_nothing(tmp_path, batch):
     tensors.pop(next(k for k in tensors if k.endswith(".A")))
     save_file(tensors, tmp_path / WEIGHTS_FILE)
     meta = json.loads((tmp_path / CONFIG_FILE).read_text())
-    meta["weights_sha256"] = hashlib.sha256((tmp_path / WEIGHTS_FILE).read_bytes()).hexdigest()
+    meta["sha256"] = checksum((tmp_path / WEIGHTS_FILE).read_bytes(), meta["peft_config"])
     (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
 
     peft_model = perturbed(get_peft_model(tiny_classifier(), CONFIGS["adapter"]()))
@@ -251,13 +254,40 @@ def test_failed_load_into_an_existing_model_changes_nothing(tmp_path, batch):
     assert_unchanged(fresh, before)
 
 
-@pytest.mark.parametrize("name", ["to", "train", "forward", "cuda", "state_dict"])
-def test_adapter_names_that_collide_with_module_methods(name):
+@pytest.mark.parametrize("name", ["to", "train", "forward", "cuda", "state_dict", "training", "_modules", "_parameters"])
+def test_adapter_names_that_collide_with_module_attributes(name):
     peft_model = get_peft_model(tiny_classifier(), CONFIGS["lora"]())
     before = snapshot(peft_model)
     with pytest.raises(ValueError, match=f"adapter name '{name}' is taken by a method of torch modules"):
         peft_model.add_adapter(name, CONFIGS["adapter"]())
     assert_unchanged(peft_model, before)
+    fresh = tiny_classifier()
+    before = snapshot(fresh)
+    with pytest.raises(ValueError, match="is taken"):
+        get_peft_model(fresh, CONFIGS["prefix"](), adapter_name=name)
+    assert_unchanged(fresh, before)
+    get_peft_model(fresh, CONFIGS["prefix"]())  # the model is still fresh
+
+
+def test_a_failed_insertion_leaves_no_empty_sites(monkeypatch):
+    """Whatever fails half-way through inserting, the model is as before (here: the last layer fails)."""
+    from adapterlib.methods.lora import LoraUpdate
+
+    calls = {"n": 0}
+    original = LoraUpdate.__init__
+
+    def fail_late(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("out of memory")
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LoraUpdate, "__init__", fail_late)
+    model = tiny_classifier()
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        get_peft_model(model, CONFIGS["lora"]())
+    assert_unchanged(model, before)
 
 
 def test_adding_while_merged_is_refused_before_inserting():
@@ -289,6 +319,31 @@ def test_save_failure_leaves_the_existing_checkpoint_intact(tmp_path):
     with pytest.raises(ValueError, match="NaN or infinite values.*Nothing was saved"):
         save_adapter(broken, tmp_path)
     assert file_bytes(tmp_path) == before
+
+
+def test_a_bad_base_model_name_fails_before_any_file_is_written(tmp_path):
+    from pathlib import Path
+
+    save_adapter(get_peft_model(tiny_classifier(), CONFIGS["lora"]()), tmp_path)
+    before = file_bytes(tmp_path)
+    peft_model = perturbed(get_peft_model(tiny_classifier(), CONFIGS["lora"]()))
+    with pytest.raises(TypeError, match="base_model_name is a portable name"):
+        peft_model.save_pretrained(tmp_path, base_model_name=Path("models/bert"))
+    assert file_bytes(tmp_path) == before
+
+
+def test_save_pretrained_writes_every_adapter_or_none(tmp_path):
+    peft_model = get_peft_model(tiny_classifier(), CONFIGS["lora"]())
+    peft_model.add_adapter("second", CONFIGS["adapter"]())
+    peft_model.save_pretrained(tmp_path)
+    before = file_bytes(tmp_path), file_bytes(tmp_path / "second")
+    perturbed(peft_model)  # the active adapter, "second", changes...
+    peft_model.set_adapter("default")
+    with torch.no_grad():
+        next(p for p in peft_model.parameters() if p.requires_grad).fill_(math.nan)  # ...and "default" breaks
+    with pytest.raises(ValueError, match="'default' holds NaN"):
+        peft_model.save_pretrained(tmp_path)
+    assert (file_bytes(tmp_path), file_bytes(tmp_path / "second")) == before
 
 
 def test_roberta_adapters_save_and_load(tmp_path, batch):
@@ -339,13 +394,76 @@ def test_a_config_changed_after_it_was_made_is_checked_again():
 
 def test_adapter_alpha_defaults_to_r():
     """Scaling 1 at every size, so sizes compare r alone (LoRA keeps a fixed alpha, as in peft)."""
-    for r in (4, 16, 64):
-        config = AdapterConfig(r=r)
-        assert config.alpha == r
-        peft_model = get_peft_model(tiny_classifier(), AdapterConfig(r=min(r, 32)))
+    for r in (4, 16, 32):
+        peft_model = get_peft_model(tiny_classifier(), AdapterConfig(r=r))
         adapter = next(m for m in peft_model.modules() if type(m).__name__ == "BottleneckAdapter")
         assert adapter.scaling == 1.0
+    config = AdapterConfig()
+    config.r = 4  # changed after it was made: the scaling still follows r
+    adapter = next(m for m in get_peft_model(tiny_classifier(), config).modules() if type(m).__name__ == "BottleneckAdapter")
+    assert adapter.scaling == 1.0
     assert LoraConfig(r=4).alpha == LoraConfig(r=64).alpha == 16.0
+
+
+def test_a_config_reused_for_a_second_adapter_does_not_change_the_first(tmp_path, batch):
+    config = CONFIGS["lora"]()
+    peft_model = perturbed(get_peft_model(tiny_classifier(), config))
+    config.r = 2
+    peft_model.add_adapter("small", config)
+    assert peft_model.peft_config["default"].r == 4 and peft_model.peft_config["small"].r == 2
+    peft_model.set_adapter("default")
+    save_adapter(peft_model, tmp_path)
+    torch.testing.assert_close(load_adapter(tiny_classifier(), tmp_path)(**batch).logits, peft_model(**batch).logits)
+
+
+def test_task_type_given_as_text_after_the_config_was_made(tmp_path):
+    config = LoraConfig()
+    config.task_type = "SEQ_CLS"
+    save_adapter(get_peft_model(tiny_classifier(), config), tmp_path)
+    config.task_type = "bogus"
+    with pytest.raises(ValueError, match="task_type 'bogus' is not known"):
+        get_peft_model(tiny_classifier(), config)
+
+
+def test_peft_configs_and_names_get_a_pointer_to_adapterlib():
+    import peft
+
+    with pytest.raises(TypeError, match="got LoraConfig \\(peft's class; adapterlib has its own: from adapterlib import LoraConfig\\)"):
+        get_peft_model(tiny_classifier(), peft.LoraConfig())
+    peft_model = get_peft_model(tiny_classifier(), CONFIGS["lora"]())
+    for name, hint in (("disable_adapters", "disable_adapter"), ("active_adapters", "active_adapter"),
+                       ("get_adapter_state_dict", "adapter_state_dict")):
+        with pytest.raises(AttributeError, match=f"PeftModel has no {name}; use .*{hint}"):
+            getattr(peft_model, name)
+    with pytest.raises(TypeError, match="selected_adapters is a list of names"):
+        peft_model.save_pretrained("unused", selected_adapters="default")
+    with pytest.raises(TypeError, match="an adapter is named by one string"):
+        peft_model.set_adapter(["default"])
+
+
+def test_peft_model_on_an_adapted_base_is_refused():
+    model = tiny_classifier()
+    get_peft_model(model, CONFIGS["lora"]())
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="already carries adapterlib modules"):
+        PeftModel(model, CONFIGS["adapter"](), "other")
+    assert_unchanged(model, before)
+
+
+def test_load_adapter_keeps_an_inference_model_frozen(tmp_path):
+    save_adapter(get_peft_model(tiny_classifier(), CONFIGS["lora"]()), tmp_path)
+    peft_model = PeftModel.from_pretrained(tiny_classifier(), tmp_path)
+    peft_model.load_adapter(tmp_path, "second")
+    assert not any(p.requires_grad for p in peft_model.parameters())
+
+
+def test_another_embedding_table_is_another_base(tmp_path):
+    save_adapter(get_peft_model(tiny_classifier(), CONFIGS["lora"]()), tmp_path)
+    other = tiny_classifier()
+    with torch.no_grad():
+        other.bert.embeddings.word_embeddings.weight.add_(0.01)
+    with pytest.warns(DifferentBaseWarning):
+        load_adapter(other, tmp_path)
 
 
 # ------------------------------------------------------------------ peft's switches
@@ -389,12 +507,19 @@ def test_merge_and_unload_keeps_the_logits_and_removes_every_module(batch):
     torch.testing.assert_close(plain(**batch).logits, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_merge_and_unload_refuses_methods_that_do_not_merge():
+def test_merging_refuses_methods_that_do_not_merge_and_a_disabled_model():
     peft_model = get_peft_model(tiny_classifier(), CONFIGS["adapter"]())
     before = snapshot(peft_model)
-    with pytest.raises(ValueError, match="cannot be folded into the base weights"):
-        peft_model.merge_and_unload()
+    for merge in (peft_model.merge_and_unload, peft_model.merge_adapter):
+        with pytest.raises(ValueError, match="cannot be folded into the base weights"):
+            merge()
     assert_unchanged(peft_model, before)
+    lora = get_peft_model(tiny_classifier(), CONFIGS["lora"]())
+    with lora.disable_adapter(), pytest.raises(RuntimeError, match="inside disable_adapter"):
+        lora.merge_adapter()
+    lora.merge_adapter()
+    with pytest.raises(RuntimeError, match="call unmerge_adapter\\(\\) before merging again"):
+        lora.merge_adapter()
 
 
 def test_unload_returns_the_base_model_unchanged(batch):

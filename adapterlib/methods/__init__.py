@@ -94,7 +94,9 @@ def method_of(config: PeftConfig) -> Method:
         if type(config) is method.config_class:
             return method
     names = ", ".join(m.config_class.__name__ for m in REGISTRY.values())
-    raise TypeError(f"expected a PEFT config ({names}), got {type(config).__name__}.")
+    from_peft = type(config).__module__.split(".")[0] == "peft"
+    hint = f" (peft's class; adapterlib has its own: from adapterlib import {type(config).__name__})" if from_peft else ""
+    raise TypeError(f"expected a PEFT config ({names}), got {type(config).__name__}{hint}.")
 
 
 def config_from_dict(values: dict[str, Any]) -> PeftConfig:

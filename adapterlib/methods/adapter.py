@@ -67,10 +67,10 @@ class AdapterConfig(PeftConfig):
     bias: bool = True
 
     def validate(self) -> None:
+        super().validate()
         check_positive_int("r", self.r, "The bottleneck width r is usually 8-64.")
-        if self.alpha is None:
-            self.alpha = float(self.r)
-        check_positive_number("alpha", self.alpha, "The adapter's output is scaled by alpha / r; leave it out for 1.")
+        if self.alpha is not None:
+            check_positive_number("alpha", self.alpha, "The adapter's output is scaled by alpha / r; leave it out for 1.")
         check_dropout(self.dropout)
         check_choice("placement", self.placement, PLACEMENTS)
         check_choice("position", self.position, POSITIONS)

@@ -9,7 +9,8 @@ computes exactly what the base model computes. A Linear of shape :math:`d \times
 
 Because the update is linear, it can be folded into the weight, :math:`W \leftarrow W + \Delta W`
 (:meth:`LoraLinear.merge`): inference then costs exactly what the base model costs.
-:meth:`LoraLinear.unmerge` subtracts it again (the exact update that was added, so changing ``B`` while merged cannot corrupt :math:`W`).
+:meth:`LoraLinear.unmerge` subtracts it again (the very update that was added, so changing ``B`` while merged cannot corrupt :math:`W`; the
+restored weight equals the original up to float rounding of the addition and subtraction).
 
 A target in ``target_modules`` matches a Linear inside a Transformer layer whose layer-relative
 name equals it or ends with ``"." + target``: ``"query"`` matches ``attention.self.query``,
@@ -48,6 +49,7 @@ class LoraConfig(PeftConfig):
     target_modules: tuple[str, ...] = ("query", "value")
 
     def validate(self) -> None:
+        super().validate()
         check_positive_int("r", self.r, "The LoRA rank r is usually 4-64.")
         check_positive_number("alpha", self.alpha, "The update is scaled by alpha / r; peft's default is 8, ours 16.")
         check_dropout(self.dropout)
@@ -104,7 +106,7 @@ class LoraLinear(AdapterSite):
     def merge(self) -> None:
         """Fold the active update into the base weight: ``W <- W + (alpha/r) B A``."""
         if self.merged_adapter is not None:
-            raise RuntimeError(f"adapter {self.merged_adapter!r} is already merged; call unmerge() first.")
+            raise RuntimeError(f"adapter {self.merged_adapter!r} is already merged; call unmerge_adapter() first.")
         if self.active is None:
             return
         self.merged_update = self.active.delta_weight().to(self.base_layer.weight.dtype)

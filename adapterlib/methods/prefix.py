@@ -59,6 +59,7 @@ class PrefixTuningConfig(PeftConfig):
     init_std: float = 0.02
 
     def validate(self) -> None:
+        super().validate()
         check_positive_int("num_virtual_tokens", self.num_virtual_tokens, "A prefix is usually 5-100 tokens.")
         check_bool("prefix_projection", self.prefix_projection)
         if self.encoder_hidden_size is not None:
