@@ -17,7 +17,7 @@ from transformers import BertConfig, BertForSequenceClassification
 import adapterlib.train
 from adapterlib.cli import GRID_SIZES, main, model_fingerprint, ran_in, run_key
 from adapterlib.data import data_fingerprint
-from adapterlib.modeling import PACKAGED_MODEL, load_tokenizer
+from adapterlib.modeling import PACKAGED_MODEL, load_tokenizer, resolve_precision
 from adapterlib.train import Recipe
 
 DATA = os.environ.get("ADAPTERLIB_SST2_DIR")
@@ -83,7 +83,7 @@ def test_train_then_predict(method, tiny_model_dir, tmp_path, capsys):
     assert metrics["evaluation_examples"] == 872 and metrics["train_examples"] == 32
     assert 0 <= metrics["accuracy"] <= 1 and metrics["trainable_parameters"] < metrics["total_parameters"]
     assert len(metrics["accuracy_per_epoch"]) == 2 and metrics["accuracy_per_epoch"][-1] == metrics["accuracy"]
-    assert metrics["precision"] == "fp32" and metrics["processes"] == 1
+    assert metrics["precision"] == resolve_precision("auto") and metrics["processes"] == 1  # the default
     assert metrics["data_dir"] == str(Path(DATA).absolute())
     changes = metrics["changes_from_seed_recipe"]
     assert changes["train_size"] == [2000, 32] and changes["pooling"] == ["cls", "mean"] and changes["epochs"] == [3.0, 2.0]
@@ -199,7 +199,8 @@ def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(tiny_
 
     monkeypatch.setattr(adapterlib.train, "train_and_evaluate", fake_train_and_evaluate)
     out = tmp_path / "grid"
-    argv = ["compare", "--methods", "head", "adapter", "--seeds", "0", "--train-size", "32", "--data-dir", tiny_data_dir, "--out", str(out)]
+    argv = ["compare", "--methods", "head", "adapter", "--seeds", "0", "--train-size", "32", "--precision", "fp32",
+            "--data-dir", tiny_data_dir, "--out", str(out)]
     runs = 1 + len(GRID_SIZES["adapter"])  # head once, the adapter at every size
     assert main(argv) == 0 and trained == ["head"] + ["adapter"] * (runs - 1)
     assert "wrote" in capsys.readouterr().out

@@ -14,11 +14,13 @@ from transformers import BertConfig, GPT2Config, GPT2Model
 
 import adapterlib.train
 from adapterlib.cli import TRAINED_TENSORS, main, save_trained
-from adapterlib.modeling import load_classifier
+from adapterlib.modeling import load_classifier, resolve_precision
 from adapterlib.peft_model import get_peft_model
 from adapterlib.train import Recipe
 
 HEADER = "sentence\tlabel\n"
+DEFAULT_PRECISION = resolve_precision("auto")  # what compare runs in here by default
+OTHER_PRECISION = "fp32" if DEFAULT_PRECISION == "bf16" else "bf16"
 
 
 def refused(argv: list, capsys) -> str:
@@ -190,7 +192,7 @@ def test_an_option_the_method_does_not_use(command, method, option, value, takes
     [
         (["--method", "adapter", "--r", "1000"], "r=1000 is larger than the hidden size (384)"),
         (["--method", "lora", "--target-modules", "foo"], "target_modules ['foo'] match no Linear layer"),
-        (["--method", "lora", "--r", "0"], "r must be a positive integer"),
+        (["--method", "lora", "--r", "0"], "argument --r: must be a positive whole number, got 0"),
     ],
 )
 @pytest.mark.parametrize("command", ["train", "count"])
@@ -447,7 +449,7 @@ def test_a_smaller_grid_leaves_the_committed_results_byte_identical(tmp_path, ca
 @pytest.mark.parametrize("extra, message", [
     (["--epochs", "1"], "--epochs 3.0 there, 1.0 here"),
     (["--train-size", "10"], "--train-size 2000 there, 10 here"),
-    (["--precision", "bf16"], "precision fp32 there, bf16 here"),
+    (["--precision", OTHER_PRECISION], f"precision {DEFAULT_PRECISION} there, {OTHER_PRECISION} here"),
 ])
 def test_results_of_other_settings_are_refused(extra, message, fake_training, data_dir, tmp_path, capsys):
     out = tmp_path / "grid"

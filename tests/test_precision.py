@@ -1,5 +1,5 @@
-"""Training precision: fp32 by default, bf16 autocast on request or where the hardware has it
-("auto"), and every record naming the precision it ran in."""
+"""Training precision: "auto" by default (bf16 autocast where the hardware has it, else fp32), either
+precision on request, and every record naming the precision it ran in."""
 
 import json
 from pathlib import Path
@@ -15,10 +15,10 @@ from adapterlib.train import Recipe
 from test_cli import write_tiny_model, write_tiny_sst2
 
 
-def test_default_is_fp32_everywhere_and_unknown_precisions_are_refused():
-    assert Recipe("lora").precision == "fp32"
+def test_default_is_auto_everywhere_and_unknown_precisions_are_refused():
+    assert Recipe("lora").precision == "auto"
     for command in (["train", "--method", "lora", "--out", "x"], ["compare", "--out", "x"]):
-        assert build_parser().parse_args(command).precision == "fp32"
+        assert build_parser().parse_args(command).precision == "auto"
     with pytest.raises(ValueError, match="precision 'fp16' is not known; use one of: auto, bf16, fp32"):
         Recipe("lora", precision="fp16")
     with pytest.raises(SystemExit):

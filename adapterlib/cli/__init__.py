@@ -27,7 +27,7 @@ import sys
 from typing import NoReturn
 
 from ..methods import methods
-from ..modeling import DEFAULT_POOLING, POOLINGS, PRECISIONS, training_choices
+from ..modeling import DEFAULT_POOLING, DEFAULT_PRECISION, POOLINGS, PRECISIONS, training_choices
 from .checks import UsageError, method_flags, non_negative_int, option_fields, positive_float, positive_int
 from .compare_command import GRID_SIZES, command_compare, ran_in, run_key
 from .predict_command import command_predict
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
             if isinstance(default, tuple):
                 sub.add_argument(flag, nargs="+", help=described)
             elif isinstance(default, int):
-                sub.add_argument(flag, type=int, help=described)
+                sub.add_argument(flag, type=positive_int, help=described)
             else:
                 choices = next(m.explorer_choices[field] for m in methods() if field in m.explorer_choices)
                 sub.add_argument(flag, choices=choices, help=described)
@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--model", help="hub name or folder of a BERT-family model (default: the packaged MiniLM-L6)")
 
     def precision_argument(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                         help="fp32 (default); bf16: bfloat16 autocast, float32 weights; auto: bf16 where the hardware has it")
+        sub.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                         help="auto (default): bf16 where the hardware computes it, else fp32; "
+                              "bf16: bfloat16 autocast, float32 weights; fp32: float32 throughout")
 
     train = commands.add_parser("train", help="train and evaluate one method, save the checkpoint")
     method_arguments(train)

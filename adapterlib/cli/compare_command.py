@@ -133,7 +133,7 @@ def command_compare(args: argparse.Namespace) -> None:
     """
     unknown = sorted(set(args.methods) - set(GRID_SIZES))
     if unknown:
-        raise UsageError(f"unknown methods {unknown}; choose from {', '.join(GRID_SIZES)}.")
+        raise UsageError(f"unknown methods {', '.join(unknown)}; choose from {', '.join(GRID_SIZES)}.")
     precision = resolve_precision(args.precision)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
