@@ -157,7 +157,7 @@ def test_offline_checks_take_no_hub_retries(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--method", "lora", "--r", "0", "--out", "{tmp}/x"], "r must be a positive integer"),
+        (["train", "--method", "lora", "--r", "0", "--out", "{tmp}/x"], "argument --r: must be a positive whole number, got 0"),
         (["train", "--method", "adapter", "--data-dir", "{tmp}/nowhere", "--out", "{tmp}/x"], "does not exist"),
         (["train", "--method", "adapter", "--out", "{tmp}"], "exists and is not an empty folder"),
         (["predict", "--checkpoint", "{tmp}", "text"], "not a checkpoint written by `adapterlib train`"),
@@ -227,7 +227,7 @@ def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_chan
     and no other. With nothing to retrain, no file is rewritten."""
     copy = tmp_path / "results"
     shutil.copytree(RESULTS, copy)
-    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
     shown = json.loads(before["results.json"])["runs"]
 
     def today(run: dict) -> Recipe:
@@ -253,7 +253,7 @@ def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_chan
         assert len(json.loads((copy / "results.json").read_text())["runs"]) == len(shown)
     else:
         assert f"nothing new to train: all {len(shown)} runs reused" in capsys.readouterr().out
-        assert {p.name: p.read_bytes() for p in copy.iterdir()} == before
+        assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
 
 
 def test_committed_runs_carry_the_fingerprints_of_the_shared_data_and_the_packaged_model():
