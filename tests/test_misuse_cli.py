@@ -502,3 +502,17 @@ def test_a_seed_named_twice_trains_once(fake_training, data_dir, tmp_path):
     out = tmp_path / "grid"
     assert main(compare_argv(data_dir, out, "--seeds", "0", "0")) == 0 and len(fake_training) == 1
     assert len((out / "runs.jsonl").read_text().splitlines()) == 1
+
+
+def test_compare_refuses_a_folder_of_other_files(fake_training, data_dir, tmp_path, capsys):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "results.md").write_text("my own notes\n")
+    before = contents(out)
+    assert "holds files that `compare` did not write" in refused(compare_argv(data_dir, out), capsys)
+    assert contents(out) == before and not fake_training
+
+
+def test_an_out_folder_that_cannot_be_created_is_refused_before_training(fake_training, data_dir, capsys):
+    line = refused(["train", "--method", "head", "--data-dir", data_dir, "--out", "/proc/adapterlib-run"], capsys)
+    assert "--out /proc/adapterlib-run: cannot create anything in /proc" in line and not fake_training

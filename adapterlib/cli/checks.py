@@ -14,6 +14,7 @@ import copy
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,7 +109,8 @@ def method_config(method: str, options: dict) -> PeftConfig | None:
         raise UsageError(str(error)) from None
 
 
-def check_sources(model: str | None, data_dir: str | None, uses_data: bool = True) -> None:
+def check_sources(model: str | None, data_dir: str | None, uses_data: bool = True,
+                  source: str = "--model", advice: str = PACKAGED_ADVICE) -> None:
     """Refuse at once what would need the Hugging Face hub when the hub does not answer: no data
     folder (SST-2 would come from the hub), or a ``--model`` that is neither packaged nor a folder.
 
@@ -124,7 +126,7 @@ def check_sources(model: str | None, data_dir: str | None, uses_data: bool = Tru
     if data_from_hub:
         raise UsageError(f"no SST-2 data: pass --data-dir PATH (a GLUE-format folder with train.tsv and dev.tsv) "
                          f"or set ${DATA_DIR_VARIABLE}; the Hugging Face hub {hub}.")
-    raise UsageError(f"--model {model_name} is not a local folder and the Hugging Face hub {hub}; {PACKAGED_ADVICE}.")
+    raise UsageError(f"{source} {model_name} is not a local folder and the Hugging Face hub {hub}; {advice}.")
 
 
 def check_data(data_dir: str | None, train_size: int) -> None:
@@ -144,8 +146,11 @@ def check_out_location(out: Path, written: Path) -> None:
     existing = next((folder for folder in written.absolute().parents if folder.exists()), Path(written.absolute().anchor))
     if not existing.is_dir():
         raise UsageError(f"--out {out} lies inside {existing}, which is a file; choose a path inside a folder.")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: {existing} is not writable for you; choose a folder you can write to.")
+    try:  # the only sure test, also where permissions say yes but the file system says no (/proc)
+        os.rmdir(tempfile.mkdtemp(prefix=".adapterlib-", dir=existing))
+    except OSError as error:
+        raise UsageError(f"--out {out}: cannot create anything in {existing} ({error.strerror}); "
+                         f"choose a folder you can write to.") from None
 
 
 def weight_files(folder: Path) -> list[Path]:

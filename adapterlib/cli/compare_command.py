@@ -138,6 +138,9 @@ def command_compare(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; name a folder for the results (a new one, or one `compare` wrote).")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in ("runs.jsonl", "results.json")):
+        raise UsageError(f"--out {out} holds files that `compare` did not write (no runs.jsonl or results.json); "
+                         f"choose a new folder.")
     check_out_location(out, out / "results.json")
     check_data(args.data_dir, args.train_size)
     model_name = resolve_model_name(args.model)

@@ -18,7 +18,15 @@ from safetensors.torch import load_file
 from ..checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_adapter
 from ..data import LABEL_NAMES, read_lines
 from ..modeling import POOLINGS, load_classifier, load_tokenizer
-from .checks import UsageError, check_tokenizer, classifier_skeleton, method_config, model_config, read_json
+from .checks import (
+    UsageError,
+    check_sources,
+    check_tokenizer,
+    classifier_skeleton,
+    method_config,
+    model_config,
+    read_json,
+)
 from .train_command import TRAINED_TENSORS
 
 if TYPE_CHECKING:
@@ -108,6 +116,7 @@ def read_checkpoint(directory: Path) -> dict:
     method_config(record["method"], {})  # a method this adapterlib knows
     check_checkpoint_files(directory, record)
     base, advice = "the base model named in metrics.json,", "predict needs the base model the checkpoint was trained on"
+    check_sources(record["model"], None, uses_data=False, source=base, advice=advice)  # no hub: one line, at once
     config = model_config(record["model"], base, advice)
     if record["method"] in ("full", "head"):
         skeleton = classifier_skeleton(config, recipe["pooling"])
