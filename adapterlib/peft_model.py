@@ -191,15 +191,18 @@ class PeftModel(nn.Module):
 
     # ------------------------------------------------------------ merging
 
-    def merge_adapter(self) -> None:
-        """Fold the active LoRA update into the frozen weights (inference at base-model cost)."""
+    def _check_mergeable(self, call: str, advice: str) -> None:
+        """The active adapter's method must fold into the weights, and adapters must not be disabled."""
         self._check_known(self.active_adapter)
         method = method_of(self.active_config)
         if not method.mergeable:
-            raise ValueError(f"{method.label} adds computation that cannot be folded into the base weights; "
-                             f"only LoRA merges.")
+            raise ValueError(f"{method.label} adds computation that cannot be folded into the base weights; {advice}.")
         if self.disabled:
-            raise RuntimeError("merge_adapter() inside disable_adapter(): leave the with-block first.")
+            raise RuntimeError(f"{call}() inside disable_adapter(): leave the with-block first.")
+
+    def merge_adapter(self) -> None:
+        """Fold the active LoRA update into the frozen weights (inference at base-model cost)."""
+        self._check_mergeable("merge_adapter", "only LoRA merges")
         self._refuse_while_merged("merging again")
         for site in self.sites(LoraLinear):
             site.merge()
@@ -211,13 +214,7 @@ class PeftModel(nn.Module):
     def merge_and_unload(self) -> nn.Module:
         """The base model with the active adapter folded into its weights and every adapterlib
         module removed (the active adapter's trained head stays). Only for methods that merge."""
-        self._check_known(self.active_adapter)
-        method = method_of(self.active_config)
-        if not method.mergeable:
-            raise ValueError(f"{method.label} adds computation that cannot be folded into the base weights; "
-                             f"keep the PeftModel, or call unload() to get the base model without it.")
-        if self.disabled:
-            raise RuntimeError("merge_and_unload() inside disable_adapter(): leave the with-block first.")
+        self._check_mergeable("merge_and_unload", "keep the PeftModel, or call unload() to get the base model without it")
         if not any(site.merged_adapter for site in self.sites(LoraLinear)):
             self.merge_adapter()
         return self._unload(keep=self.active_adapter)
