@@ -31,7 +31,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from .config import TaskType
-from .inject import base_fingerprint, base_linear, find_layers, hidden_size
+from .inject import base_fingerprint, base_linear, find_layers, hidden_size, layer_paths, relative_to_layer
 from .methods import config_from_dict
 from .peft_model import PeftModel, wrap_model
 
@@ -172,18 +172,12 @@ def read_weights(directory: Path, meta: dict[str, Any]) -> dict[str, torch.Tenso
 def keys_from_format_1(tensors: dict[str, torch.Tensor], base: nn.Module) -> dict[str, torch.Tensor]:
     """Rename format-1 keys (full module paths, e.g. ``bert.encoder.layer.3.output.LayerNorm.down.weight``)
     to format 2 (``layers.3.output.LayerNorm.down.weight``)."""
-    layer_index = {id(layer): index for index, layer in enumerate(find_layers(base))}
-    layer_paths = {path: layer_index[id(m)] for path, m in base.named_modules() if id(m) in layer_index}
+    paths = layer_paths(base)
     renamed = {}
     for key, tensor in tensors.items():
-        parts = [p for p in key.split(".") if p != "base_layer"]
-        if parts[0] == "prefix_encoder":
-            parts[0] = "shared"
-        for cut in range(len(parts), 0, -1):
-            if ".".join(parts[:cut]) in layer_paths:
-                parts = ["layers", str(layer_paths[".".join(parts[:cut])])] + parts[cut:]
-                break
-        renamed[".".join(parts)] = tensor
+        if key.startswith("prefix_encoder."):
+            key = "shared." + key.removeprefix("prefix_encoder.")
+        renamed[relative_to_layer(key, paths)] = tensor
     return renamed
 
 

@@ -68,6 +68,24 @@ def hidden_size(layer: nn.Module) -> int:
     return base_linear(layer.output.dense).out_features
 
 
+def layer_paths(model: nn.Module) -> dict[str, int]:
+    """``{module path: index}`` of the model's Transformer layers (``bert.encoder.layer.3``: 3)."""
+    index = {id(layer): i for i, layer in enumerate(find_layers(model))}
+    return {path: index[id(module)] for path, module in model.named_modules() if id(module) in index}
+
+
+def relative_to_layer(path: str, paths: dict[str, int]) -> str:
+    """A name that does not depend on the model's wrappers or on other adapters: the part of
+    ``path`` inside its innermost layer, as ``layers.{i}.…`` (``bert.encoder.layer.3.output.LayerNorm``:
+    ``layers.3.output.LayerNorm``), without the ``base_layer`` hops of sites; a path outside every
+    layer keeps its name, without those hops."""
+    parts = [p for p in path.split(".") if p != "base_layer"]
+    for cut in range(len(parts), 0, -1):
+        if ".".join(parts[:cut]) in paths:
+            return ".".join(["layers", str(paths[".".join(parts[:cut])]), *parts[cut:]])
+    return ".".join(parts)
+
+
 def is_adapted(model: nn.Module) -> bool:
     """True when adapterlib modules were already inserted into ``model``."""
     return any(isinstance(m, AdapterSite) for m in model.modules())

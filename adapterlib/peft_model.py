@@ -25,7 +25,7 @@ from torch import nn
 
 from .config import PeftConfig, TaskType
 from .counting import print_trainable_parameters
-from .inject import base_fingerprint, find_layers, insert_head, is_adapted
+from .inject import base_fingerprint, find_layers, insert_head, is_adapted, layer_paths, relative_to_layer
 from .methods import method_of
 from .methods.lora import LoraLinear
 from .sites import AdapterSite, check_adapter_name, remove_adapter_modules, shared_module
@@ -245,21 +245,14 @@ class PeftModel(nn.Module):
         """
         name = adapter_name or self.active_adapter
         self._check_known(name)
-        layer_index = {id(layer): index for index, layer in enumerate(find_layers(self.base_model))}
-        layer_paths = {path: layer_index[id(m)] for path, m in self.base_model.named_modules() if id(m) in layer_index}
+        paths = layer_paths(self.base_model)
         state: dict[str, torch.Tensor] = {}
         for path, module in self.base_model.named_modules():
-            parts = path.split(".")
-            if not isinstance(module, AdapterSite) or name not in module.adapters or "adapters" in parts:
+            if not isinstance(module, AdapterSite) or name not in module.adapters or "adapters" in path.split("."):
                 continue
-            prefix = ""
-            for cut in range(len(parts), 0, -1):  # the innermost layer around the site
-                if ".".join(parts[:cut]) in layer_paths:
-                    prefix, parts = f"layers.{layer_paths['.'.join(parts[:cut])]}.", parts[cut:]
-                    break
-            site = ".".join(p for p in parts if p != "base_layer")
+            site = relative_to_layer(path, paths)
             for key, tensor in module.adapters[name].state_dict().items():
-                state[f"{prefix}{site}.{key}"] = tensor
+                state[f"{site}.{key}"] = tensor
         shared = shared_module(self.base_model, name)
         if shared is not None:
             state.update({f"shared.{key}": tensor for key, tensor in shared.state_dict().items()})
