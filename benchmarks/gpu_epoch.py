@@ -5,8 +5,9 @@ random), cut into batches, each batch padded to its own longest sentence, and ev
 to the device once; the batches then run in a random order. A plain PyTorch loop trains each
 method for one epoch: bf16 autocast (weights and AdamW state stay float32), AdamW (fused on
 CUDA) at the package's learning rate with linear decay, gradient clipping at 1.0, mean pooling.
-Two forward/backward passes on the longest and the shortest batch warm the kernels up first and
-are not timed (no update). Then the validation split is scored.
+One forward/backward pass on a batch of each distinct shape warms the kernels up first (no
+update) and is timed apart as ``warmup_s``. cuDNN's attention is switched off on CUDA: it builds a
+kernel for each new batch shape. Then the validation split is scored.
 
 Writes ``benchmarks/gpu_epoch.json``: seconds per epoch, examples per second, validation accuracy,
 device name, torch version, batch size, precision. Target: at most 5 s per epoch on an
@@ -82,6 +83,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def one_batch_per_shape(batches: list[Batch]) -> list[Batch]:
+    """One batch of each distinct (rows, length) shape, so that any kernel chosen per shape is
+    chosen before the clock starts."""
+    shapes = {tuple(batch["input_ids"].shape): batch for batch in batches}
+    return list(shapes.values())
+
+
 def train_epoch(model: nn.Module, batches: list[Batch], lr: float, device: torch.device, precision: str) -> dict[str, float]:
     """One epoch of AdamW with linear decay to 0 and gradient clipping at 1.0; warm-up and epoch seconds, mean loss."""
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -90,7 +98,7 @@ def train_epoch(model: nn.Module, batches: list[Batch], lr: float, device: torch
     model.train()
 
     start = time.perf_counter()
-    for batch in (max(batches, key=lambda b: b["input_ids"].shape[1]), min(batches, key=lambda b: b["input_ids"].shape[1])):
+    for batch in one_batch_per_shape(batches):
         with autocast(device, precision):
             model(**batch).loss.backward()
     optimizer.zero_grad(set_to_none=True)
@@ -145,6 +153,10 @@ def main() -> None:
     args = parser.parse_args()
     datasets.disable_progress_bars()
     device = torch.device(args.device)
+    if device.type == "cuda":
+        # cuDNN's attention builds a kernel for every new (batch, length) shape, 0.2-0.7 s each,
+        # and length-grouped batches bring dozens of shapes; flash attention needs no such step.
+        torch.backends.cuda.enable_cudnn_sdp(False)
     machine = machine_facts()
     results = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu: {machine['cpu']}",
@@ -182,11 +194,13 @@ def main() -> None:
         start = time.perf_counter()
         validation_accuracy = accuracy(model, validation_batches, device, args.precision)
         results["methods"][method] = {
+            "order": len(results["methods"]) + 1,
             "epoch_s": timings["epoch_s"],
             "examples_per_s": len(train) / timings["epoch_s"],
             "validation_accuracy": validation_accuracy,
             "validation_s": time.perf_counter() - start,
             "warmup_s": timings["warmup_s"],
+            "warmup_shapes": len(one_batch_per_shape(train_batches)),
             "mean_loss": timings["mean_loss"],
             "learning_rate": lr,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),

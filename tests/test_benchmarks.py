@@ -139,3 +139,11 @@ def test_gpu_epoch_smoke_run_on_cpu(tmp_path):
         assert row["examples_per_s"] == pytest.approx(64 / row["epoch_s"])
         assert 0.0 <= row["validation_accuracy"] <= 1.0
     assert methods["adapter"]["trainable_parameters"] < methods["full"]["trainable_parameters"] / 100
+
+
+def test_warm_up_visits_each_batch_shape_once():
+    token_ids = [[7] * n for n in (3, 3, 5, 5, 5, 9, 9, 2)]
+    batches = gpu_epoch.length_grouped_batches(token_ids, labels=list(range(8)), size=2, pad_id=0)
+    shapes = [tuple(b["input_ids"].shape) for b in gpu_epoch.one_batch_per_shape(batches)]
+    assert sorted(shapes) == sorted({tuple(b["input_ids"].shape) for b in batches})
+    assert len(shapes) == len(set(shapes))
