@@ -35,9 +35,9 @@ def percent(fraction: float) -> str:
 def variant_name(record: dict[str, Any]) -> str:
     """``adapter r=16``, ``prefix n=20``, ``full``: one name per point of the chart."""
     name, options = record["method"], record["recipe"]["method_options"]
-    if name not in method_names() or get_method(name).size.field not in options:
+    size = get_method(name).size if name in method_names() else None
+    if size is None or size.field not in options:
         return name
-    size = get_method(name).size
     return f"{name} {size.symbol}={options[size.field]}"
 
 

@@ -74,8 +74,8 @@ def positive_float(text: str) -> float:
 
 
 def option_fields(method: Method) -> tuple[str, ...]:
-    """The config fields of ``method`` that the command line sets: its size, then its options."""
-    return (method.size.field, *method.command_line_options)
+    """The config fields of ``method`` that the command line sets: its size (if it has one), then its options."""
+    return (*([method.size.field] if method.size else []), *method.command_line_options)
 
 
 def method_flags() -> dict[str, str]:

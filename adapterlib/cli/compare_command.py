@@ -32,7 +32,7 @@ SETTING_NAMES = {"train_size": "--train-size", "epochs": "--epochs", "precision"
                  "data_fingerprint": "data fingerprint", "model_fingerprint": "model fingerprint"}
 
 GRID_SIZES = {"head": [{}], "full": [{}]} | {
-    method.name: [{method.size.field: size} for size in method.size.grid] for method in methods()
+    method.name: [{method.size.field: size} for size in method.size.grid] if method.size else [{}] for method in methods()
 }
 
 

@@ -43,8 +43,8 @@ class Method:
     name: str  # as on the command line: "adapter", "lora", "prefix"
     label: str  # as in tables and charts: "LoRA"
     config_class: type[PeftConfig]
-    size: Size
     learning_rate: float  # default, chosen on the SST-2 tuning slice (results/tuning.jsonl)
+    size: Size | None = None  # None for a method with nothing to size (BitFit trains the biases there are)
     command_line_options: tuple[str, ...] = ()  # config fields the CLI may set, besides the size
     explorer_choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # config field: choices
     marker: str = "o"  # in the comparison chart
