@@ -9,8 +9,8 @@ computes exactly what the base model computes. A Linear of shape :math:`d \times
 
 Because the update is linear, it can be folded into the weight, :math:`W \leftarrow W + \Delta W`
 (:meth:`LoraLinear.merge`): inference then costs exactly what the base model costs.
-:meth:`LoraLinear.unmerge` subtracts it again (the very update that was added, so changing ``B`` while merged cannot corrupt :math:`W`; the
-restored weight equals the original up to float rounding of the addition and subtraction).
+:meth:`LoraLinear.unmerge` puts back the weight as it was before merging, bit for bit (a copy is
+kept while merged, so changing ``B`` while merged cannot corrupt :math:`W`).
 
 A target in ``target_modules`` matches a Linear inside a Transformer layer whose layer-relative
 name equals it or ends with ``"." + target``: ``"query"`` matches ``attention.self.query``,
@@ -94,7 +94,7 @@ class LoraLinear(AdapterSite):
     def __init__(self, base_layer: nn.Linear) -> None:
         super().__init__(base_layer)
         self.merged_adapter: str | None = None
-        self.merged_update: torch.Tensor | None = None
+        self.unmerged_weight: torch.Tensor | None = None  # W before merging, kept while merged
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
@@ -104,22 +104,22 @@ class LoraLinear(AdapterSite):
 
     @torch.no_grad()
     def merge(self) -> None:
-        """Fold the active update into the base weight: ``W <- W + (alpha/r) B A``."""
+        """Fold the active update into the base weight, ``W <- W + Delta W``, keeping ``W`` for :meth:`unmerge`."""
         if self.merged_adapter is not None:
             raise RuntimeError(f"adapter {self.merged_adapter!r} is already merged; call unmerge_adapter() first.")
         if self.active is None:
             return
-        self.merged_update = self.active.delta_weight().to(self.base_layer.weight.dtype)
-        self.base_layer.weight += self.merged_update
+        self.unmerged_weight = self.base_layer.weight.clone()
+        self.base_layer.weight += self.active.delta_weight().to(self.base_layer.weight.dtype)
         self.merged_adapter = self.active_adapter
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Subtract the update that was merged, restoring the base weight."""
+        """Put back the weight saved by :meth:`merge`, bit for bit."""
         if self.merged_adapter is None:
             return
-        self.base_layer.weight -= self.merged_update
-        self.merged_adapter, self.merged_update = None, None
+        self.base_layer.weight.copy_(self.unmerged_weight)
+        self.merged_adapter, self.unmerged_weight = None, None
 
 
 class Lora(Method):
