@@ -15,7 +15,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import adapterlib.train
-from adapterlib.cli import GRID_SIZES, main, model_fingerprint, ran_in, run_key
+from adapterlib.cli import GRID_SIZES, build_parser, main, model_fingerprint, ran_in, run_key
 from adapterlib.data import data_fingerprint
 from adapterlib.modeling import PACKAGED_MODEL, load_tokenizer, resolve_precision
 from adapterlib.train import Recipe
@@ -224,7 +224,8 @@ def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(tiny_
 def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_changed(tmp_path, monkeypatch, capsys):
     """The committed command, rerun: every run whose recipe (learning rate, pooling, full PEFT
     config) is what the code makes today is reused; the others retrain, replacing their own row
-    and no other. With nothing to retrain, no file is rewritten."""
+    and no other; a method with no committed run yet trains at every size and seed the command
+    names. With nothing to train, no file is rewritten."""
     copy = tmp_path / "results"
     shutil.copytree(RESULTS, copy)
     before = {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()}
@@ -247,10 +248,13 @@ def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_chan
     assert command[0] == "compare" and "--out" in command and "--data-dir" in command
     command[command.index("--out") + 1] = str(copy)
     command[command.index("--data-dir") + 1] = DATA  # the shared SST-2 copy the runs were made on, wherever it lies
+    grid = build_parser().parse_args(command)
+    new = [json.dumps([m, options, seed]) for m in grid.methods if m not in {r["method"] for r in shown}
+           for options in GRID_SIZES[m] for seed in grid.seeds]
     assert main(command) == 0
-    assert sorted(asked) == outdated
-    if outdated:
-        assert len(json.loads((copy / "results.json").read_text())["runs"]) == len(shown)
+    assert sorted(asked) == sorted(outdated + new)
+    if asked:
+        assert len(json.loads((copy / "results.json").read_text())["runs"]) == len(shown) + len(new)
     else:
         assert f"nothing new to train: all {len(shown)} runs reused" in capsys.readouterr().out
         assert {p.name: p.read_bytes() for p in copy.iterdir() if p.is_file()} == before
