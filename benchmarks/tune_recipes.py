@@ -36,6 +36,11 @@ GRID = [
     *(Recipe("full", lr, pooling="mean") for lr in (2e-5, 1e-4)),
     # The adapter reading the sub-layer output after its LayerNorm, at every learning rate above.
     *(Recipe("adapter", lr, pooling="mean", method_options={"dropout": 0.0, "position": "after_layer_norm"}) for lr in (1e-3, 1e-4, 3e-4, 3e-3, 1e-2)),
+    # A learning-rate sweep for BitFit, (IA)^3, DoRA and the parallel adapter at their default sizes.
+    *(Recipe("bitfit", lr, pooling="mean") for lr in (1e-3, 3e-3, 1e-2)),
+    *(Recipe("ia3", lr, pooling="mean") for lr in (3e-3, 1e-2, 3e-2)),
+    *(Recipe("dora", lr, pooling="mean") for lr in (3e-4, 1e-3, 3e-3)),
+    *(Recipe("parallel", lr, pooling="mean") for lr in (3e-4, 1e-3, 3e-3)),
 ]
 
 
