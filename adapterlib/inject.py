@@ -171,6 +171,19 @@ def wrap(parent: nn.Module, attribute: str, site_class: type[AdapterSite]) -> Ad
     return module
 
 
+def module_slot(layer: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """``(parent, attribute)`` where the layer's module ``name`` sits (layer-relative, e.g.
+    ``attention.self.key``), looking through the sites on the way (prefix tuning's around
+    ``attention.self``), so that the module, or the site already around it, can be wrapped there."""
+    *path, attribute = name.split(".")
+    parent = layer
+    for part in path:
+        parent = getattr(parent, part)
+        while isinstance(parent, AdapterSite):
+            parent = parent.base_layer
+    return parent, attribute
+
+
 def place_like(module: nn.Module, reference: nn.Module) -> nn.Module:
     """``module`` moved to the device and floating-point type of ``reference``'s weights, so an
     adapter on a bf16 base or on a GPU computes where and how its base layer does."""

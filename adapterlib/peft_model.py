@@ -26,9 +26,8 @@ from torch import nn
 from .config import PeftConfig, TaskType
 from .counting import print_trainable_parameters
 from .inject import base_fingerprint, find_layers, insert_head, is_adapted, layer_paths, relative_to_layer
-from .methods import method_of
-from .methods.lora import LoraLinear
-from .sites import AdapterSite, check_adapter_name, remove_adapter_modules, shared_module
+from .methods import method_of, methods
+from .sites import AdapterSite, MergeableSite, check_adapter_name, remove_adapter_modules, shared_module
 
 
 # Names a peft user may reach for that transformers' models answer with their own PEFT integration.
@@ -184,9 +183,9 @@ class PeftModel(nn.Module):
             raise ValueError(f"no adapter named {adapter_name!r}; this model has: {have}.")
 
     def _refuse_while_merged(self, action: str) -> None:
-        merged = [site.merged_adapter for site in self.sites(LoraLinear) if site.merged_adapter]
+        merged = [site.merged_adapter for site in self.sites(MergeableSite) if site.merged_adapter]
         if merged:
-            raise RuntimeError(f"LoRA adapter {merged[0]!r} is merged into the weights; "
+            raise RuntimeError(f"adapter {merged[0]!r} is merged into the weights; "
                                f"call unmerge_adapter() before {action}.")
 
     # ------------------------------------------------------------ merging
@@ -201,21 +200,22 @@ class PeftModel(nn.Module):
             raise RuntimeError(f"{call}() inside disable_adapter(): leave the with-block first.")
 
     def merge_adapter(self) -> None:
-        """Fold the active LoRA update into the frozen weights (inference at base-model cost)."""
-        self._check_mergeable("merge_adapter", "only LoRA merges")
+        """Fold the active adapter's update into the frozen weights (inference at base-model cost)."""
+        merging = ", ".join(m.label for m in methods() if m.mergeable)
+        self._check_mergeable("merge_adapter", f"the methods that merge are {merging}")
         self._refuse_while_merged("merging again")
-        for site in self.sites(LoraLinear):
+        for site in self.sites(MergeableSite):
             site.merge()
 
     def unmerge_adapter(self) -> None:
-        for site in self.sites(LoraLinear):
+        for site in self.sites(MergeableSite):
             site.unmerge()
 
     def merge_and_unload(self) -> nn.Module:
         """The base model with the active adapter folded into its weights and every adapterlib
         module removed (the active adapter's trained head stays). Only for methods that merge."""
         self._check_mergeable("merge_and_unload", "keep the PeftModel, or call unload() to get the base model without it")
-        if not any(site.merged_adapter for site in self.sites(LoraLinear)):
+        if not any(site.merged_adapter for site in self.sites(MergeableSite)):
             self.merge_adapter()
         return self._unload(keep=self.active_adapter)
 

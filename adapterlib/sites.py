@@ -51,6 +51,26 @@ class AdapterSite(nn.Module):
         return None
 
 
+class MergeableSite(AdapterSite):
+    """A site whose active add-on can be folded into the base module's weights (and taken out again).
+
+    ``merged_adapter`` names the adapter folded in, or is None. While it is set, the site computes
+    with the base module alone, which now carries the update.
+    """
+
+    def __init__(self, base_layer: nn.Module) -> None:
+        super().__init__(base_layer)
+        self.merged_adapter: str | None = None
+
+    def merge(self) -> None:
+        """Fold the active add-on into the base module's weights."""
+        raise NotImplementedError
+
+    def unmerge(self) -> None:
+        """Restore the base module's weights as they were before :meth:`merge`."""
+        raise NotImplementedError
+
+
 class HeadSite(AdapterSite):
     """The task head: each adapter trains its own copy, the original stays frozen."""
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..config import PeftConfig, check_dropout, check_positive_int, check_positive_number
 from ..inject import base_linear, bert_layer_linears, linear_targets, match_targets, place_like, wrap
-from ..sites import AdapterSite
+from ..sites import MergeableSite
 from . import Method, Size, register
 
 
@@ -86,14 +86,13 @@ class LoraUpdate(nn.Module):
         return (self.B @ self.A) * self.scaling
 
 
-class LoraLinear(AdapterSite):
+class LoraLinear(MergeableSite):
     """A frozen ``nn.Linear`` plus the active adapter's low-rank update."""
 
     stands_in_for_linear = True
 
     def __init__(self, base_layer: nn.Linear) -> None:
         super().__init__(base_layer)
-        self.merged_adapter: str | None = None
         self.unmerged_weight: torch.Tensor | None = None  # W before merging, kept while merged
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
