@@ -2,12 +2,15 @@
 
 Opens notebooks/07_explore_r.ipynb, runs it, moves the adapter's r slider one step with the keyboard
 and checks that the table shows the adapter's count for the new r while LoRA's count stays, then
-the same for LoRA's slider. Saves screenshots to test-artifacts/. The server, its kernel and the
+the same for LoRA's slider. The accuracy overlay is checked too: at the starting sizes, which the
+comparison grid trained, the table shows the accuracy results/results.json records and the plot is
+drawn; one step off, it says the size was not trained. Saves screenshots to test-artifacts/. The server, its kernel and the
 browser keep their state (workspaces, settings, history) in the test's temporary folder, never in
 the home directory. Needs Debian's chromium (/usr/bin/chromium) and the playwright package;
 .ci/run installs both.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -20,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from adapterlib import AdapterConfig, LoraConfig
-from adapterlib.widgets import count, model_shapes
+from adapterlib.widgets import Count, count, model_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -85,6 +88,17 @@ def table_row(method: str, trainable: int) -> str:
     return f"{method}{trainable:,}"
 
 
+def measured_row(method: str, shown: Count, accuracy: str) -> str:
+    """A whole row of the table as the browser renders its text: count, fraction and measured accuracy."""
+    return f"{method}{shown.trainable:,}{100 * shown.fraction:.3f}%{accuracy}"
+
+
+def committed_accuracy(variant: str) -> str:
+    """What results/results.json records for ``variant`` ("adapter r=16"), as "83.6 ± 1.0%"."""
+    (row,) = [row for row in json.loads((ROOT / "results" / "results.json").read_text())["summary"] if row["variant"] == variant]
+    return f"{row['accuracy_mean']:.1f} ± {row['ci95_seeds']:.1f}%"
+
+
 def test_each_r_slider_moves_its_own_count(jupyter_lab, tmp_path):
     from playwright.sync_api import TimeoutError, expect, sync_playwright
 
@@ -92,6 +106,10 @@ def test_each_r_slider_moves_its_own_count(jupyter_lab, tmp_path):
     minilm = model_shapes()["MiniLM-L6 (packaged, d=384)"]
     adapter = {r: table_row("adapter", count(minilm, AdapterConfig(r=r)).trainable) for r in (16, 17)}
     lora = {r: table_row("LoRA", count(minilm, LoraConfig(r=r)).trainable) for r in (8, 9)}
+    adapter_measured = {  # r = 16 was trained, r = 17 was not
+        16: measured_row("adapter", count(minilm, AdapterConfig(r=16)), committed_accuracy("adapter r=16")),
+        17: measured_row("adapter", count(minilm, AdapterConfig(r=17)), "not trained at this size"),
+    }
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         # a temporary profile; HOME keeps chromium's crash-report and dconf folders in the temporary folder too
@@ -110,6 +128,9 @@ def test_each_r_slider_moves_its_own_count(jupyter_lab, tmp_path):
         try:
             expect(table).to_contain_text(adapter[16], timeout=120_000)
             expect(table).to_contain_text(lora[8])
+            expect(table).to_contain_text(adapter_measured[16])  # the accuracy overlay: the measured value
+            expect(table).to_contain_text(committed_accuracy("lora r=8"))
+            expect(page.locator(".widget-output img").first).to_be_visible()  # the plot of curves and markers
         finally:
             page.screenshot(path=str(ARTIFACTS / "explorer-loaded.png"))
         for label, moved, kept in (("adapter r", adapter, lora[8]), ("LoRA r", lora, adapter[17])):
@@ -120,5 +141,12 @@ def test_each_r_slider_moves_its_own_count(jupyter_lab, tmp_path):
             expect(slider.locator(".widget-readout")).to_have_text(str(new), timeout=30_000)
             expect(table).to_contain_text(moved[new], timeout=30_000)
             expect(table).to_contain_text(kept)
+            if label == "adapter r":
+                expect(table).to_contain_text(adapter_measured[17])  # off the trained sizes: no measurement
+        adapter_slider = page.locator(".widget-slider:has(label:text-is('adapter r'))").first
+        adapter_slider.locator(".noUi-handle").focus()
+        page.keyboard.press("ArrowLeft")  # back onto a trained size, computed by the running kernel
+        expect(adapter_slider.locator(".widget-readout")).to_have_text("16", timeout=30_000)
+        expect(table).to_contain_text(adapter_measured[16], timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
         browser.close()

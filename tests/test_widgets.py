@@ -1,12 +1,27 @@
-"""The r explorer: numbers shown after moving controls equal counts of models built on the meta device."""
+"""The r explorer: numbers shown after moving controls equal counts of models built on the meta device;
+the measured accuracies it overlays are those of results/results.json; a method without a size works."""
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import matplotlib
 import pytest
 import torch
-from transformers import BertForSequenceClassification
+from transformers import BertConfig, BertForSequenceClassification
 
 from adapterlib import TaskType, count_parameters, get_peft_model
+from adapterlib.config import PeftConfig
+from adapterlib.counting import head_parameter_count
+from adapterlib.methods import REGISTRY, Method, methods, register
 from adapterlib.toy import TransformerLayer
-from adapterlib.widgets import Explorer
+from adapterlib.widgets import MEASURED_SHAPE, RESULTS, Explorer, draw_curves, measured_accuracies, model_shapes
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def built_counts(explorer: Explorer) -> dict[str, tuple[int, int]]:
@@ -90,7 +105,194 @@ def test_prefix_on_bert_base_matches_the_documented_figure():
     assert explorer.counts()["prefix tuning"].trainable == 370_178
 
 
-def test_every_registered_method_has_a_size_slider():
-    from adapterlib import method_names
+def test_every_registered_method_with_a_size_has_a_slider():
+    explorer = Explorer()
+    assert list(explorer.sizes) == [method.name for method in methods() if method.size is not None]
+    assert list(explorer.methods) == [method.name for method in methods()]
+    assert [row.label for row in explorer.rows()] == [m.label for m in methods()] + ["head only", "full fine-tuning"]
 
-    assert list(Explorer().sizes) == list(method_names())
+
+# --- the measured accuracies of results/ -------------------------------------------------------------------
+
+
+def committed_summary() -> list[dict]:
+    return json.loads((ROOT / "results" / "results.json").read_text())["summary"]
+
+
+def accuracy_text(row: dict) -> str:
+    """A summary row as the table shows it, written out here independently of the package."""
+    return f"{row['accuracy_mean']:.1f} ± {row['ci95_seeds']:.1f}%"
+
+
+def drawn(figure, gid: str) -> list:
+    """The lines of ``figure`` (every panel, both axes) drawn for ``gid`` ("measured lora")."""
+    return [line for ax in figure.axes for line in ax.get_lines() if line.get_gid() == gid]
+
+
+def test_results_are_found_beside_the_package_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert RESULTS == ROOT / "results" / "results.json"
+    assert len(Explorer().measured) == len(committed_summary())
+
+
+def test_the_committed_runs_trained_the_shape_the_explorer_names():
+    from adapterlib.modeling import PACKAGED_MODEL, model_location
+
+    runs = json.loads((ROOT / "results" / "results.json").read_text())["runs"]
+    assert {run["model"] for run in runs} == {PACKAGED_MODEL}
+    packaged = BertConfig.from_pretrained(model_location(PACKAGED_MODEL))
+    shape = model_shapes()[MEASURED_SHAPE]
+    for field in ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads"):
+        assert getattr(shape, field) == getattr(packaged, field)
+
+
+def test_each_method_draws_one_point_per_trained_size_in_results_json():
+    explorer = Explorer()
+    figure = draw_curves(explorer, explorer.shapes[MEASURED_SHAPE])
+    summary = committed_summary()
+    drawn_somewhere = 0
+    for name, method in explorer.methods.items():
+        rows = [row for row in summary if row["method"] == name]
+        lines = drawn(figure, f"measured {name}")
+        if not rows:
+            assert lines == []
+            continue
+        assert len(lines) == (len(figure.axes) // 2 if method.size is None else 1)  # a sizeless one on every panel
+        x, y = lines[0].get_data()
+        if method.size is not None:  # "lora r=2" -> 2
+            assert list(x) == sorted(int(row["variant"].rpartition("=")[2]) for row in rows)
+        assert sorted(y) == pytest.approx(sorted(row["accuracy_mean"] for row in rows))
+        drawn_somewhere += len(rows)
+    assert drawn_somewhere >= 9  # adapter, LoRA and prefix tuning at 3 sizes each
+    for name in ("full", "head"):
+        (row,) = [row for row in summary if row["method"] == name]
+        lines = drawn(figure, f"measured {name}")
+        assert len(lines) == len(figure.axes) // 2  # a reference line on every panel
+        assert lines[0].get_ydata()[0] == pytest.approx(row["accuracy_mean"])
+    assert "measured (SST-2 validation, 3 seeds)" in " ".join(t.get_text() for t in figure.legends[0].get_texts())
+    plt.close(figure)
+
+
+def test_the_table_shows_the_measured_accuracy_at_a_trained_size_only():
+    summary = {row["variant"]: row for row in committed_summary()}
+    explorer = Explorer()
+    shown = {row.label: row.measured for row in explorer.rows()}
+    assert shown["adapter"] == accuracy_text(summary["adapter r=16"])  # the starting sizes were trained
+    assert shown["LoRA"] == accuracy_text(summary["lora r=8"])
+    assert shown["full fine-tuning"] == accuracy_text(summary["full"])
+    assert shown["head only"] == accuracy_text(summary["head"])
+    explorer.sizes["lora"].value = 2
+    assert f"<td>LoRA</td><td style='text-align:right'>{explorer.counts()['LoRA'].trainable:,}</td>" in explorer.table.value
+    assert f"<td style='text-align:right'>{accuracy_text(summary['lora r=2'])}</td>" in explorer.table.value
+    explorer.sizes["lora"].value = 3
+    assert {row.label: row.measured for row in explorer.rows()}["LoRA"] == "not trained at this size"
+    assert "not trained at this size" in explorer.table.value
+    assert {row.label: row.measured for row in explorer.rows()}["adapter"] == accuracy_text(summary["adapter r=16"])
+
+
+def test_a_measurement_is_shown_only_for_the_choices_and_model_it_was_trained_with():
+    explorer = Explorer()
+    explorer.choices["lora"]["target_modules"].value = ("value", "query")  # the same targets, in another order
+    assert {row.label: row.measured for row in explorer.rows()}["LoRA"] != "not trained with these choices"
+    explorer.choices["lora"]["target_modules"].value = ("query", "key", "value")
+    explorer.choices["adapter"]["placement"].value = "houlsby"
+    shown = {row.label: row.measured for row in explorer.rows()}
+    assert shown["LoRA"] == shown["adapter"] == "not trained with these choices"
+    assert drawn(draw_curves(explorer, explorer.shapes[MEASURED_SHAPE]), "measured lora") == []
+    explorer.shape.value = "BERT-base (d=768)"
+    assert {row.measured for row in explorer.rows()} == {"trained on MiniLM-L6 only"}
+    figure = draw_curves(explorer, explorer.shapes["BERT-base (d=768)"])
+    assert len(figure.axes) == len({m.size.symbol for m in explorer.methods.values() if m.size})  # no accuracy axes
+    assert "choose it to see them" in figure.get_suptitle()
+    plt.close("all")
+
+
+def test_a_missing_results_file_is_a_message_in_the_widget(tmp_path):
+    missing = tmp_path / "results" / "results.json"
+    with pytest.raises(FileNotFoundError, match="results/results.json was not found"):
+        measured_accuracies(missing)
+    explorer = Explorer(results=missing)  # no exception: the counts still work
+    assert explorer.measured == [] and "not found" in explorer.missing
+    assert "No measured accuracies: results/results.json was not found" in explorer.table.value
+    assert "measured accuracy</th>" not in explorer.table.value
+    assert str(tmp_path) not in explorer.table.value  # no machine path in the readout
+    explorer.sizes["lora"].value = 4
+    assert f"{explorer.counts()['LoRA'].trainable:,}" in explorer.table.value
+    figure = draw_curves(explorer, explorer.shapes[MEASURED_SHAPE])
+    assert "No measured accuracies" in figure.get_suptitle()
+    assert all(not line.get_gid() for ax in figure.axes for line in ax.get_lines())
+    plt.close(figure)
+
+
+# --- a method without a size -------------------------------------------------------------------------------
+
+
+@dataclass
+class NormsConfig(PeftConfig):
+    """Train the LayerNorm gains only: 2 LayerNorms of d gains per layer."""
+
+    method: ClassVar[str] = "layernorm-gains"
+
+
+class NormGains(Method):
+    def parameter_count(self, model_config, config: PeftConfig) -> int:
+        return model_config.num_hidden_layers * 2 * model_config.hidden_size
+
+
+@pytest.fixture
+def sizeless_method():
+    """A method with nothing to size, on the registry for this test only."""
+    method = register(NormGains(name="layernorm-gains", label="LayerNorm gains", config_class=NormsConfig,
+                                learning_rate=1e-3, marker="P"))
+    try:
+        yield method
+    finally:
+        del REGISTRY[method.name]
+
+
+def results_with(tmp_path, method: str, accuracy: float, interval: float):
+    """The committed results.json plus a summary row and its runs for ``method``."""
+    results = json.loads((ROOT / "results" / "results.json").read_text())
+    results["summary"].append({"variant": method, "method": method, "seeds": 3, "accuracy_mean": accuracy,
+                               "ci95_seeds": interval})
+    results["runs"].append({"method": method, "recipe": {"method_options": {}}, "peft_config": {"method": method}})
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    return path
+
+
+def test_a_sizeless_method_has_no_slider_and_a_fixed_row(sizeless_method):
+    explorer = Explorer()
+    assert sizeless_method.name in explorer.methods and sizeless_method.name not in explorer.sizes
+    minilm = explorer.shapes[MEASURED_SHAPE]
+    expected = 6 * 2 * 384 + head_parameter_count(minilm, 2)
+    assert explorer.counts()["LayerNorm gains"].trainable == expected
+    for name, slider in explorer.sizes.items():  # no slider moves it
+        slider.value = 3
+        assert explorer.counts()["LayerNorm gains"].trainable == expected
+    assert f"<td>LayerNorm gains</td><td style='text-align:right'>{expected:,}</td>" in explorer.table.value
+    assert {row.label: row.measured for row in explorer.rows()}["LayerNorm gains"] == "not trained"
+    explorer.shape.value = "BERT-base (d=768)"
+    assert explorer.counts()["LayerNorm gains"].trainable == 12 * 2 * 768 + 2 * 768 + 2
+    assert list(explorer.sizes) == [m.name for m in methods() if m.size is not None]
+
+
+def test_a_sizeless_method_is_a_horizontal_line_in_every_panel(sizeless_method):
+    explorer = Explorer()
+    figure = draw_curves(explorer, explorer.shapes[MEASURED_SHAPE])
+    fraction = 100 * explorer.counts()["LayerNorm gains"].fraction
+    lines = [line for ax in figure.axes for line in ax.get_lines() if line.get_label() == "LayerNorm gains (no size)"]
+    assert len(lines) == len({m.size.symbol for m in explorer.methods.values() if m.size})
+    assert all(list(line.get_ydata()) == [fraction, fraction] for line in lines)
+    assert drawn(figure, "measured layernorm-gains") == []  # not in results/
+    plt.close(figure)
+
+
+def test_a_sizeless_method_in_results_is_a_measured_point(sizeless_method, tmp_path):
+    explorer = Explorer(results=results_with(tmp_path, "layernorm-gains", 81.25, 0.5))
+    assert {row.label: row.measured for row in explorer.rows()}["LayerNorm gains"] == "81.2 ± 0.5%"
+    assert "<td style='text-align:right'>81.2 ± 0.5%</td>" in explorer.table.value
+    figure = draw_curves(explorer, explorer.shapes[MEASURED_SHAPE])
+    points = drawn(figure, "measured layernorm-gains")
+    assert len(points) == len(figure.axes) // 2 and all(list(p.get_ydata()) == [81.25] for p in points)
+    plt.close(figure)
