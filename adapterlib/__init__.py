@@ -1,7 +1,8 @@
 """adapterlib: parameter-efficient fine-tuning of Transformers, written out to be read.
 
-Bottleneck adapters, LoRA and prefix tuning, inserted into Hugging Face BERT-family models and
-into a toy Transformer layer, with an API shaped like Hugging Face ``peft``.
+Bottleneck adapters, LoRA and prefix tuning, and beside them BitFit, (IA)³, the parallel adapter
+and DoRA, inserted into Hugging Face BERT-family models and into a toy Transformer layer, with an
+API shaped like Hugging Face ``peft``.
 """
 
 from . import toy
@@ -18,7 +19,11 @@ from .counting import (
 )
 from .methods import get_method, method_names, methods
 from .methods.adapter import AdapterConfig, BottleneckAdapter
+from .methods.bitfit import BitFitConfig
+from .methods.dora import DoraConfig
+from .methods.ia3 import IA3Config
 from .methods.lora import LoraConfig, LoraLinear, LoraUpdate
+from .methods.parallel import ParallelAdapter, ParallelAdapterConfig
 from .methods.prefix import PrefixEncoder, PrefixSelfAttention, PrefixTuningConfig
 from .peft_model import PeftModel, PeftModelForSequenceClassification, get_peft_model
 
@@ -26,10 +31,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdapterConfig",
+    "BitFitConfig",
     "BottleneckAdapter",
+    "DoraConfig",
+    "IA3Config",
     "LoraConfig",
     "LoraLinear",
     "LoraUpdate",
+    "ParallelAdapter",
+    "ParallelAdapterConfig",
     "ParameterCount",
     "PeftConfig",
     "PeftModel",
