@@ -13,6 +13,8 @@ Closed forms: each method's file states its own (for a model of width ``d`` with
 * LoRA: ``r (k + m)`` per targeted ``m x k`` Linear;
 * prefix tuning: ``L * 2 * n * d``; with the MLP of width ``h``:
   ``n d + (d h + h) + (h * 2 L d + 2 L d)``;
+* BitFit: ``L (7d + i)`` with ``i`` the FFN width; (IA)^3: ``L (2d + i)``;
+* parallel adapter: ``2dr + d + r`` per layer; DoRA: ``r (k + m) + m`` per targeted ``m x k`` Linear;
 
 and this module adds the rest of the model: classification head ``d * labels + labels``,
 pooler ``d^2 + d``, BERT's embeddings and layers.
