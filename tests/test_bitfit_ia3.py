@@ -13,6 +13,7 @@ from transformers import BertConfig
 from adapterlib import LoraConfig, PeftModel, PrefixTuningConfig, TaskType, count_parameters, get_peft_model
 from adapterlib.cli import main
 from adapterlib.counting import bert_parameter_count, expected_trainable_parameters, method_parameter_count
+from adapterlib.methods import get_method
 from adapterlib.methods.bitfit import BIAS_TERMS, BitFitConfig, BitFitSite
 from adapterlib.methods.ia3 import IA3Config, IA3Linear
 from adapterlib.sites import AdapterSite
@@ -299,7 +300,7 @@ def test_train_bitfit_on_the_command_line(tmp_path, capsys):
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("bitfit: validation accuracy")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trainable_parameters"] == 2 * (7 * 32 + 64) + 32 * 2 + 2  # 2 layers of 7d + i, mean-pooling head
-    assert metrics["recipe"]["learning_rate"] == 1e-3 and metrics["recipe"]["weight_decay"] == 0.0
+    assert metrics["recipe"]["learning_rate"] == get_method("bitfit").learning_rate and metrics["recipe"]["weight_decay"] == 0.0
     deltas = [t for k, t in load_file(out / "adapter_model.safetensors").items() if k.endswith(".delta")]
     assert len(deltas) == 2 * len(BIAS_TERMS) and all(t.abs().max() > 0 for t in deltas)
     assert main(["predict", "--checkpoint", str(out), "good film", "bad plot"]) == 0

@@ -171,6 +171,6 @@ register(BitFit(
     name="bitfit",
     label="BitFit",
     config_class=BitFitConfig,
-    learning_rate=1e-3,
+    learning_rate=3e-3,
     marker="P",
 ))

@@ -145,6 +145,6 @@ register(IA3(
     name="ia3",
     label="(IA)³",
     config_class=IA3Config,
-    learning_rate=3e-3,
+    learning_rate=1e-2,
     marker="X",
 ))
