@@ -1,0 +1,289 @@
+r"""How much rank does SST-2 need? The update of full fine-tuning taken apart, and LoRA at each rank.
+
+Full fine-tuning changes every weight matrix, :math:`W = W_0 + \Delta W`. On SST-2 with the
+packaged MiniLM-L6 the study measures (the linear algebra is in :mod:`adapterlib.low_rank`):
+
+a. one epoch of full fine-tuning over the whole training set, batch 32, the default learning rate;
+b. the singular values of :math:`\Delta W` for the six weight matrices of every layer (:data:`MATRICES`);
+c. validation accuracy with every :math:`\Delta W` of query and value (then of all six matrices)
+   cut to its best rank-:math:`r` approximation, all else (embeddings, LayerNorms, biases, head) as fine-tuned;
+d. LoRA on query and value at each rank, 3 seeds, with the comparison grid's recipe
+   (records of ``results/runs.jsonl`` are reused when recipe, precision and fingerprints match);
+e. Hu et al.'s (2021, §7) subspace similarity between LoRA updates of two ranks, of two seeds,
+   and between LoRA's and full fine-tuning's updates of the same matrix.
+
+Run (about half an hour on one CPU core with bf16 instructions)::
+
+    python -m adapterlib.rank_study --data-dir ../shared/data/sst2 --out results/rank
+
+It writes small JSON files to ``--out``; no weights. Notebook 8 reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .inject import base_linear, find_layers
+from .low_rank import directions, low_rank, similarity_grid, subspace_similarity
+
+MATRICES = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+            "intermediate.dense", "output.dense")
+QUERY_VALUE = ("attention.self.query", "attention.self.value")
+RANKS = (0, 1, 2, 4, 8, 16, 32, 64)  # and full rank, always
+LORA_RANKS = (1, 2, 4, 8, 16, 32, 64)
+SEEDS = (0, 1, 2)
+SIMILARITY_RANKS = (8, 64)  # Hu et al.'s pair
+FULL = "full"  # the rank of the untruncated update in the result files
+
+
+def rounded(values, digits: int = 5):
+    """Floats (nested in lists) to ``digits`` significant digits, to keep the result files small."""
+    if isinstance(values, list):
+        return [rounded(v, digits) for v in values]
+    return float(f"{values:.{digits}g}")
+
+
+# ---------------------------------------------------------------- weights of a model
+
+
+def matrices(model: nn.Module, names: tuple[str, ...] = MATRICES) -> dict[str, torch.Tensor]:
+    """``{"{layer}.{matrix}": weight}``: the Linear weights themselves (under any LoRA wrapper)."""
+    return {f"{index}.{name}": base_linear(layer.get_submodule(name)).weight
+            for index, layer in enumerate(find_layers(model)) for name in names}
+
+
+def weight_deltas(pretrained: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    r""":math:`\Delta W = W - W_0` for every matrix, in float32."""
+    return {name: (finetuned[name] - pretrained[name]).detach().float().cpu() for name in pretrained}
+
+
+def lora_deltas(model: nn.Module, names: tuple[str, ...] = QUERY_VALUE) -> dict[str, torch.Tensor]:
+    r"""LoRA's :math:`\Delta W = \frac{\alpha}{r} B A` for every targeted matrix of a trained model."""
+    return {f"{index}.{name}": layer.get_submodule(name).active.delta_weight().detach().float().cpu()
+            for index, layer in enumerate(find_layers(model)) for name in names}
+
+
+@torch.no_grad()
+def set_truncated(model: nn.Module, pretrained: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor],
+                  svds: dict[str, tuple], r: int | None, names: tuple[str, ...]) -> None:
+    r"""Give every ``names`` matrix of ``model`` the weight :math:`W_0 + \Delta W_r`: exactly
+    :math:`W_0` at ``r = 0``, exactly the fine-tuned weight at ``r = None``; the other matrices
+    get their fine-tuned weight."""
+    weights = matrices(model)
+    for key, weight in weights.items():
+        if r is None or key.split(".", 1)[1] not in names:
+            weight.copy_(finetuned[key])
+        else:
+            weight.copy_(pretrained[key] + low_rank(*svds[key], r).to(weight))
+
+
+@torch.no_grad()
+def correct_answers(model: nn.Module, batches: list[dict], precision: str) -> str:
+    """``"0110..."``: whether each validation sentence is classified right, under the autocast of
+    ``precision``, in the order of ``batches``. The Trainer batches by length instead, so each
+    sentence is padded differently; in bf16 that moves the logits by about 1e-3, and its accuracy
+    for the same model can differ by a borderline sentence."""
+    model.eval()
+    device = next(model.parameters()).device
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    right = []
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            right += (model(**batch).logits.argmax(-1) == labels).tolist()
+    return "".join("1" if r else "0" for r in right)
+
+
+def validation_batches(model_name: str | None, data_dir: str | None, size: int = 64) -> list[dict]:
+    """The validation split, tokenised as for training, in batches of ``size`` in order."""
+    from transformers import DataCollatorWithPadding
+
+    from .train import load_tokenizer, tokenized_splits
+
+    tokenizer = load_tokenizer(model_name)
+    _, validation = tokenized_splits(tokenizer, data_dir, 1, "validation")
+    collate = DataCollatorWithPadding(tokenizer)
+    return [collate([validation[i] for i in range(start, min(start + size, len(validation)))])
+            for start in range(0, len(validation), size)]
+
+
+def accuracy(correct: str) -> float:
+    return correct.count("1") / len(correct)
+
+
+# ---------------------------------------------------------------- the study's steps
+
+
+def spectra(deltas: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor], layers: int) -> dict:
+    """Singular values of every update and the Frobenius norms of the pre-trained weights."""
+    values = {name: [rounded(torch.linalg.svdvals(deltas[f"{i}.{name}"].double()).tolist()) for i in range(layers)]
+              for name in MATRICES}
+    norms = {name: [rounded(pretrained[f"{i}.{name}"].double().norm().item()) for i in range(layers)] for name in MATRICES}
+    return {"matrices": list(MATRICES), "layers": layers, "singular_values": values, "pretrained_frobenius_norm": norms}
+
+
+def truncation_runs(model, pretrained, finetuned, deltas, batches, precision: str, seed: int, ranks) -> list[dict]:
+    """Accuracy with the query and value updates, then all six, cut to each rank (``seed``: the
+    fine-tuning run's)."""
+    svds = {key: torch.linalg.svd(delta, full_matrices=False) for key, delta in deltas.items()}
+    runs = []
+    for targets, names in (("query,value", QUERY_VALUE), ("all", MATRICES)):
+        for r in [*ranks, None]:
+            set_truncated(model, pretrained, finetuned, svds, r, names)
+            correct = correct_answers(model, batches, precision)
+            runs.append({"targets": targets, "r": FULL if r is None else r, "accuracy": accuracy(correct),
+                         "precision": precision, "seed": seed, "correct": correct})
+            print(f"truncated {targets} to r={FULL if r is None else r}: {100 * accuracy(correct):.2f}%", flush=True)
+    set_truncated(model, pretrained, finetuned, svds, None, MATRICES)
+    return runs
+
+
+def similarities(lora: dict[tuple[int, int], dict[str, torch.Tensor]], full: dict[str, torch.Tensor],
+                 small: int, large: int) -> dict:
+    """Hu et al.'s comparisons for every query and value matrix, on input and output directions.
+
+    ``grids``: φ(i, j) for i <= ``small`` and j <= ``large`` between LoRA at rank ``small`` and at
+    rank ``large`` (seed 0), and between LoRA at rank ``small`` and full fine-tuning.
+    ``diagonals``: φ(i, i) for i <= ``large`` between the two seeds at rank ``large`` and between
+    LoRA at rank ``large`` and full fine-tuning."""
+    grids, diagonals = {}, {}
+    for key in full:
+        a, b = directions(lora[small, 0][key]), directions(lora[large, 0][key])
+        f = directions(full[key])
+        other_seed = directions(lora[large, 1][key]) if (large, 1) in lora else None
+        for side in ("input", "output"):
+            grids[f"{key}.{side}"] = {f"lora{small}_lora{large}": rounded(similarity_grid(a[side], b[side], small, large)),
+                                      f"lora{small}_full": rounded(similarity_grid(a[side], f[side], small, large))}
+            diagonals[f"{key}.{side}"] = {f"lora{large}_full": rounded([subspace_similarity(b[side], f[side], i, i)
+                                                                       for i in range(1, large + 1)])}
+            if other_seed is not None:
+                diagonals[f"{key}.{side}"][f"lora{large}_seeds"] = rounded(
+                    [subspace_similarity(b[side], other_seed[side], i, i) for i in range(1, large + 1)])
+    dimension = next(iter(full.values())).shape[0]
+    return {"ranks": [small, large], "dimension": dimension, "grids": grids, "diagonals": diagonals}
+
+
+def lora_study(train, runs_log: Path, ranks, seeds, similarity_ranks, lora_recipe, key) -> tuple[list, list, dict]:
+    """Every LoRA rank and seed: a matching record of ``runs_log`` is reused; a run whose weights the
+    similarities need (seed 0 at the similarity ranks, seed 1 at the larger) is trained in any case."""
+    from .cli.compare_command import read_runs, record_key
+
+    logged = {record_key(r): r for r in read_runs(runs_log)}
+    small, large = similarity_ranks
+    needs_weights = {(small, 0), (large, 0), (large, 1)}
+    records, retrained, deltas = [], [], {}
+    for r in ranks:
+        for seed in seeds:
+            recipe = replace(lora_recipe, method_options={"r": r}, seed=seed)
+            old = logged.get(key(recipe))
+            if old is not None:
+                records.append(old | {"reused_from": str(runs_log)})
+            if old is None or (r, seed) in needs_weights:
+                model, record = train(recipe)
+                deltas[r, seed] = lora_deltas(model)
+                (records if old is None else retrained).append(record)
+            print(f"lora r={r} seed {seed}: {100 * records[-1]['accuracy']:.2f}%{' (reused)' if old else ''}", flush=True)
+    return records, retrained, deltas
+
+
+def lora_summary(records: list[dict]) -> list[dict]:
+    """Per rank: mean accuracy over seeds and the two 95% intervals (seeds, sampling), in points."""
+    from .compare import summarize
+
+    return sorted(({"r": int(row["variant"].split("=")[1])} | row for row in summarize(records)), key=lambda row: row["r"])
+
+
+def write(out: Path, name: str, content: dict, compact: bool = False) -> None:
+    text = json.dumps(content, separators=(",", ":")) if compact else json.dumps(content, indent=2)
+    (out / name).write_text(text + "\n")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m adapterlib.rank_study", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder for the result files")
+    parser.add_argument("--data-dir", help="local GLUE SST-2 folder (else $ADAPTERLIB_SST2_DIR, else the hub)")
+    parser.add_argument("--model", help="base model (default: the packaged MiniLM-L6)")
+    parser.add_argument("--runs", default="results/runs.jsonl", help="the comparison grid's run log, to reuse LoRA runs from")
+    parser.add_argument("--train-size", type=int, default=0, help="full fine-tuning's training examples; 0: all")
+    parser.add_argument("--lora-train-size", type=int, default=2_000, help="LoRA's training examples (the grid's: 2000)")
+    parser.add_argument("--ranks", type=int, nargs="+", default=list(RANKS), help="truncation ranks (full is added)")
+    parser.add_argument("--lora-ranks", type=int, nargs="+", default=list(LORA_RANKS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--similarity-ranks", type=int, nargs=2, default=list(SIMILARITY_RANKS))
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .cli.compare_command import run_key
+    from .cli.train_command import fingerprints
+    from .modeling import load_classifier, resolve_model_name, resolve_precision
+    from .train import Recipe, library_versions, train_and_evaluate
+
+    args = parse(argv)
+    if not set(args.similarity_ranks) <= set(args.lora_ranks) or 0 not in args.seeds:
+        raise SystemExit("--similarity-ranks must be among --lora-ranks, and --seeds must include 0.")
+    torch.set_num_threads(1)  # one core: another training job may use the other
+    started = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_name = resolve_model_name(args.model)
+    prints = fingerprints(model_name, args.data_dir)
+
+    def train(recipe: Recipe):
+        model, record = train_and_evaluate(recipe, args.model, args.data_dir, progress=False)
+        return model, record | prints
+
+    full_recipe = Recipe("full", epochs=1.0, train_size=args.train_size or None, batch_size=32)
+    lora_recipe = Recipe("lora", train_size=args.lora_train_size or None)  # the comparison grid's recipe
+    precision = resolve_precision(full_recipe.precision)
+
+    def key(recipe: Recipe) -> str:
+        return run_key(asdict(recipe), recipe.peft_config_dict(), precision, prints)
+
+    model, full_record = train(full_recipe)
+    print(f"full fine-tuning: {100 * full_record['accuracy']:.2f}% after {full_record['train_seconds']:.0f} s", flush=True)
+    pretrained = {k: w.detach().clone() for k, w in matrices(load_classifier(args.model, pooling=full_recipe.pooling)).items()}
+    finetuned = {k: w.detach().clone() for k, w in matrices(model).items()}
+    deltas = weight_deltas(pretrained, finetuned)
+    layers = len(find_layers(model))
+    write(out, "spectra.json", spectra(deltas, pretrained, layers), compact=True)
+
+    batches = validation_batches(args.model, args.data_dir)
+    runs = truncation_runs(model, pretrained, finetuned, deltas, batches, full_record["precision"], full_recipe.seed,
+                           args.ranks)
+    write(out, "truncation.json", {"precision": full_record["precision"], "seed": full_recipe.seed,
+                                   "fine_tuned_accuracy": full_record["accuracy"], "runs": runs})
+    del model
+
+    records, retrained, lora = lora_study(train, Path(args.runs), args.lora_ranks, args.seeds, args.similarity_ranks,
+                                          lora_recipe, key)
+    write(out, "lora.json", {"recipe": asdict(lora_recipe) | {"method_options": {"r": "see each record"}},
+                             "summary": lora_summary(records), "records": records,
+                             "retrained_for_weights": retrained})
+    small = {key: delta for key, delta in deltas.items() if key.split(".", 1)[1] in QUERY_VALUE}
+    write(out, "similarity.json", {"precision": precision, "seed": 0} | similarities(lora, small, *args.similarity_ranks),
+          compact=True)
+    write(out, "study.json", {
+        "command": "python -m adapterlib.rank_study " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "full_recipe": asdict(full_recipe), "full_record": full_record, "lora_recipe": asdict(lora_recipe),
+        "ranks": args.ranks, "lora_ranks": args.lora_ranks, "seeds": args.seeds, "precision": precision,
+        "reused_lora_runs": sum("reused_from" in r for r in records), "trained_lora_runs": len(lora),
+        "environment": library_versions() | {"device": full_record["device"], "torch_threads": torch.get_num_threads()},
+        "wall_seconds": round(time.perf_counter() - started), **prints,
+    })
+    print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.json')))} to {out} "
+          f"in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()
