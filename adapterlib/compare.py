@@ -20,6 +20,7 @@ from .train import DEFAULT_POOLING, Recipe
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 METHOD_LABELS = {"head": "head only", "full": "full fine-tuning"} | {method.name: method.label for method in methods()}
 MARKERS = {"head": "s", "full": "*"} | {method.name: method.marker for method in methods()}
+SIDEWAYS = 0.03  # log10 units between neighbouring methods in the comparison chart
 
 
 def counted(number: float, noun: str) -> str:
@@ -86,31 +87,35 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 def plot_comparison(rows: list[dict[str, Any]], ax=None):
     """Validation accuracy against trainable parameters (log x), one marker per method, with both 95%
-    intervals: the spread between seeds (thick bars) and the validation set's sampling error (thin bars)."""
+    intervals: the spread between seeds (thick bars) and the validation set's sampling error (thin bars).
+
+    PEFT methods of equal size (the adapter and the parallel adapter at the same r, LoRA and DoRA)
+    would hide each other, so each one's points are shifted sideways by a few percent of their x."""
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4.5))
-    for method, label in METHOD_LABELS.items():
+        _, ax = plt.subplots(figsize=(9, 5))
+    drawn = [method for method in METHOD_LABELS if any(row["method"] == method for row in rows)]
+    peft = [method for method in drawn if method in method_names()]  # the baselines stand alone
+    for method in drawn:
         points = [row for row in rows if row["method"] == method]
-        if not points:
-            continue
-        x, y = [p["trainable_parameters"] for p in points], [p["accuracy_mean"] for p in points]
+        shift = 10 ** (SIDEWAYS * (peft.index(method) - (len(peft) - 1) / 2)) if method in peft else 1.0
+        x, y = [shift * p["trainable_parameters"] for p in points], [p["accuracy_mean"] for p in points]
         seeds = ax.errorbar(x, y, yerr=[p["ci95_seeds"] or 0 for p in points], marker=MARKERS[method], markersize=8,
-                            elinewidth=4, linestyle="-" if len(points) > 1 else "none", label=label)
-        ax.errorbar(x, y, yerr=[p["ci95_sampling"] for p in points], fmt="none", elinewidth=1, capsize=4,
-                    color=seeds.lines[0].get_color())
-        offset = (6, 8) if method == "adapter" else (6, -14)  # adapters and LoRA sit close: one above, one below
-        for p in points:
+                            elinewidth=4, linestyle="-" if len(points) > 1 else "none", label=METHOD_LABELS[method])
+        colour = seeds.lines[0].get_color()
+        ax.errorbar(x, y, yerr=[p["ci95_sampling"] for p in points], fmt="none", elinewidth=1, capsize=4, color=colour)
+        for p, xp, yp in zip(points, x, y):
             size = p["variant"].removeprefix(method).strip()  # "r=16": the legend names the method
             if size:
-                ax.annotate(size, (p["trainable_parameters"], p["accuracy_mean"]),
-                            textcoords="offset points", xytext=offset, fontsize=8)
-    ax.set(xscale="log", xlabel="trainable parameters (log scale)", ylabel="SST-2 validation accuracy (%)",
+                ax.annotate(size, (xp, yp), textcoords="offset points", xytext=(5, 5), fontsize=7, color=colour)
+    ax.set(xscale="log", xlabel="trainable parameters (log scale; methods shifted sideways to stay apart)",
+           ylabel="SST-2 validation accuracy (%)",
            title="Accuracy vs trainable parameters (mean over seeds)\n"
                  "95% intervals: thick, over seeds; thin, sampling of the validation set")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+    ax.figure.tight_layout()
     return ax
 
 
@@ -160,7 +165,6 @@ def write_results(records: list[dict[str, Any]], out: Path, command: str) -> lis
     (out / "results.json").write_text(json.dumps({"command": command, "environment": environment, "summary": rows, "runs": records}, indent=2) + "\n")
     (out / "results.md").write_text(f"Command: `{command}`\n\n" + markdown_table(rows))
     ax = plot_comparison(rows)
-    ax.figure.tight_layout()
     ax.figure.savefig(out / "comparison.png", dpi=120)
     plt.close(ax.figure)
     return rows
