@@ -192,6 +192,8 @@ class PeftModel(nn.Module):
 
     def _check_mergeable(self, call: str, advice: str) -> None:
         """The active adapter's method must fold into the weights, and adapters must not be disabled."""
+        if self.active_adapter is None:
+            raise ValueError("no adapter is active; add or load one first.")
         self._check_known(self.active_adapter)
         method = method_of(self.active_config)
         if not method.mergeable:
@@ -351,6 +353,12 @@ def get_peft_model(model: nn.Module, config: PeftConfig, adapter_name: str = "de
 def wrap_model(model: nn.Module, config: PeftConfig, adapter_name: str = "default",
                weights: dict[str, torch.Tensor] | None = None) -> PeftModel:
     """:func:`get_peft_model`, optionally starting the adapter from saved ``weights``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch nn.Module (a Hugging Face BERT model such as BertForSequenceClassification), "
+                        f"got {type(model).__name__}.")
+    if any(type(module).__module__.split(".")[0] == "peft" for module in model.modules()):
+        raise ValueError("this model is already wrapped by peft; pass the base model (a freshly loaded one, or what "
+                         "peft's unload() returns).")
     is_classifier = getattr(config, "task_type", None) == TaskType.SEQ_CLS
     wrapper = PeftModelForSequenceClassification if is_classifier else PeftModel
     return wrapper(model, config, adapter_name, weights)

@@ -80,6 +80,13 @@ def measured_delta_h(model: nn.Module, site: nn.Module, call: SiteCall, at: nn.M
     return adapted - base
 
 
+def token_spread(delta_h: torch.Tensor, attention_mask: torch.Tensor) -> float:
+    r"""The largest difference between the :math:`\Delta h` of two real tokens, over every sentence
+    of the batch: 0 where every token gets the same change. ``delta_h``: ``[batch, seq, features]``."""
+    changes = delta_h[attention_mask.bool()]
+    return (changes - changes[0]).abs().max().item()
+
+
 @torch.no_grad()
 def perturb(model: nn.Module, std: float = 0.3, seed: int = 0) -> nn.Module:
     r"""Move every trainable tensor by Gaussian noise, as training would: by ``std`` times the
@@ -145,8 +152,11 @@ def dora_delta(
 
     (one norm and one magnitude per output feature, i.e. per row of :math:`W`). Equivalently
     :math:`\Delta h = (m/n - 1) \odot W x + (m/n) \odot s B A x`: a rescaling of the frozen output
-    plus a rescaled LoRA term, where :math:`n` depends on :math:`B A`, so :math:`\Delta h` is not
-    linear in :math:`B`."""
+    plus a rescaled LoRA term, where :math:`n` depends on :math:`B A`, so for a fixed :math:`A`,
+    :math:`\Delta h` is not linear in :math:`B` (LoRA's is).
+
+    The DoRA paper writes the norm column-wise because its :math:`W` has one column per output
+    feature; ``nn.Linear`` keeps one row per output feature, so here, as in peft, it is taken per row."""
     direction = weight + scaling * (B @ A)
     gain = magnitude / torch.linalg.vector_norm(direction, dim=1)
     return x @ (gain[:, None] * direction - weight).T
@@ -179,6 +189,14 @@ def prefix_gate(query: torch.Tensor, key: torch.Tensor, prefix_key: torch.Tensor
     prefix_total = prefix_scores.logsumexp(dim=-1, keepdim=True)
     everything = torch.cat([prefix_scores, token_scores], dim=-1).logsumexp(dim=-1, keepdim=True)
     return (prefix_total - everything).exp()
+
+
+def equal_score_share(num_virtual_tokens: int, attention_mask: torch.Tensor) -> torch.Tensor:
+    r""":math:`\lambda` when every score is equal: every weight is :math:`e^0 = 1`, so
+    :math:`\lambda = n / (n + T)` with :math:`T` the real tokens of each sentence.
+    ``[batch, 1, 1, 1]``, to compare with :func:`prefix_gate`'s ``[batch, heads, seq, 1]``."""
+    n, real_tokens = num_virtual_tokens, attention_mask.sum(dim=1).float()
+    return (n / (n + real_tokens))[:, None, None, None]
 
 
 def prefix_delta(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, prefix_key: torch.Tensor,

@@ -554,3 +554,46 @@ def test_modules_are_created_where_the_base_is(batch):
     with torch.device("cpu"):
         peft_model = get_peft_model(model, CONFIGS["lora"]())
     assert all(p.is_meta for p in peft_model.parameters())
+
+
+# ------------------------------------------------------------------ what is passed in
+
+
+@pytest.mark.parametrize("name", ["adapter", "lora", "prefix", "ia3"])
+def test_a_model_wrapped_by_peft_is_refused_for_every_method(name):
+    import peft
+
+    from adapterlib.methods.ia3 import IA3Config
+
+    config = IA3Config() if name == "ia3" else CONFIGS[name]()
+    wrapped = peft.get_peft_model(tiny_classifier(), peft.LoraConfig(r=4, target_modules=["query", "value"]))
+    before = snapshot(wrapped)
+    for model in (wrapped, wrapped.base_model.model):  # peft's wrapper, and the model holding its layers
+        with pytest.raises(ValueError, match="already wrapped by peft; pass the base model"):
+            get_peft_model(model, config)
+    assert_unchanged(wrapped, before)
+
+
+@pytest.mark.parametrize("model", [None, "bert-base-uncased"])
+def test_something_other_than_a_module_is_refused(model):
+    with pytest.raises(TypeError, match=r"expected a torch nn.Module \(a Hugging Face BERT model"):
+        get_peft_model(model, CONFIGS["lora"]())
+
+
+def test_merging_with_every_adapter_deleted_says_none_is_active():
+    peft_model = get_peft_model(tiny_classifier(), CONFIGS["lora"]())
+    peft_model.delete_adapter("default")
+    for merge in (peft_model.merge_adapter, peft_model.merge_and_unload):
+        with pytest.raises(ValueError, match="no adapter is active; add or load one first"):
+            merge()
+
+
+@pytest.mark.parametrize("guess", ["4/7", None, [0.5]])
+def test_a_guess_that_is_not_a_number_is_sent_back(guess, capsys):
+    from adapterlib.exercises import compare_prediction
+
+    assert compare_prediction(guess, 0.571, tolerance=0.01) is False
+    out = capsys.readouterr().out
+    assert "your guess should be a number, e.g. 0.5" in out.lower()
+    assert "0.571" not in out  # the measurement stays hidden until there is a guess
+    assert compare_prediction("0.57", 0.571, tolerance=0.01) is True

@@ -146,14 +146,20 @@ def compare_prediction(guess: Any, measured: float, tolerance: float, unit: str 
     """The second half of "predict, then run": set the learner's guess beside the measurement.
 
     Returns True when the guess is within ``tolerance`` of what was measured. A guess of ``...``
-    only prints the measurement, with a reminder that guessing first is the point.
+    only prints the measurement, with a reminder that guessing first is the point; a guess that is
+    not a number is sent back without the measurement.
     """
     if guess is Ellipsis:
         print(f"Measured: {measured:g}{unit}. (Next time write your guess first: that is where the learning is.)")
         return False
-    error = abs(float(guess) - float(measured))
+    try:
+        guess = float(guess)
+    except (TypeError, ValueError):
+        print(f"Your guess should be a number, e.g. 0.5, not {guess!r}: write it in the cell above and run both again.")
+        return False
+    error = abs(guess - float(measured))
     verdict = "within" if error <= tolerance else "outside"
-    print(f"You predicted {float(guess):g}{unit}; measured {measured:g}{unit}: off by {error:g}{unit}, "
+    print(f"You predicted {guess:g}{unit}; measured {measured:g}{unit}: off by {error:g}{unit}, "
           f"{verdict} the tolerance of {tolerance:g}{unit}.")
     return error <= tolerance
 

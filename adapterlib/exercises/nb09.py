@@ -4,12 +4,16 @@ r"""Exercises of notebook 9 (the unified view): graders and the package's versio
   with :func:`adapterlib.unified.prefix_gate` on random padded batches;
 * ``9.dora_delta``: DoRA's :math:`\Delta h = (W' - W)x`, compared with
   :func:`adapterlib.unified.dora_delta` at DoRA's start and after training-like changes;
-* ``9.same_for_every_token``: which methods add the same :math:`\Delta h` to every token.
+* ``9.same_for_every_token``: which methods add the same :math:`\Delta h` to every token; the
+  notebook then sets the answer beside the measurement (:func:`measurement_beside_answer`).
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 import torch
@@ -18,24 +22,63 @@ from .. import unified
 from . import NotYet, exercise
 
 TOLERANCE = 1e-5
+# The package's own answers: while the learner's function runs, calling one of them is refused.
+REFERENCES = (unified.prefix_gate, unified.dora_delta)
+
+
+@contextmanager
+def references_refused() -> Iterator[None]:
+    """Inside the block, a call into one of :data:`REFERENCES` raises :class:`NotYet`, however it was
+    reached (``adapterlib.unified.dora_delta``, or the reference an unanswered ``check`` returned)."""
+    refused = {function.__code__: function.__name__ for function in REFERENCES}
+
+    def watch(frame, event: str, _) -> None:
+        if event == "call" and frame.f_code in refused:
+            raise NotYet(f"your answer calls the package's adapterlib.unified.{refused[frame.f_code]}; "
+                         "write the computation yourself.")
+
+    previous = sys.getprofile()
+    sys.setprofile(watch)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
 
 
 def call_learner(function: Callable, inputs: tuple, described: str) -> torch.Tensor:
     """The learner's function on copies of ``inputs``; a failure is named, not solved."""
     try:
-        with torch.no_grad():
+        with torch.no_grad(), references_refused():
             output = function(*(x.clone() if isinstance(x, torch.Tensor) else x for x in inputs))
-    except NotImplementedError:
+    except (NotImplementedError, NotYet):
         raise
     except Exception as error:
         raise NotYet(f"on {described} your function raised {type(error).__name__}: {error}.") from None
+    wanted = "return a float tensor (float32, like the inputs)"
     if not isinstance(output, torch.Tensor):
-        raise NotYet(f"your function returned a {type(output).__name__}, not a tensor.")
+        raise NotYet(f"your function returned a {type(output).__name__}; {wanted}.")
+    if not output.is_floating_point():
+        raise NotYet(f"your function returned a tensor of {output.dtype}; {wanted}.")
+    if torch.finfo(output.dtype).eps > torch.finfo(torch.float32).eps:
+        raise NotYet(f"your function returned {output.dtype}, which rounds to about "
+                     f"{torch.finfo(output.dtype).eps:.0e}; {wanted}.")
     return output
 
 
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to :data:`TOLERANCE`, compared in float32 (a float64 answer is judged by its values)."""
+    return torch.allclose(a.float(), b.float(), atol=TOLERANCE)
+
+
 def largest_difference(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).abs().max().item()
+    return (a.float() - b.float()).abs().max().item()
+
+
+def require_float32(output: torch.Tensor, what: str) -> None:
+    """After the values passed: the cells after the exercise compare the answer with float32 tensors."""
+    if output.dtype != torch.float32:
+        raise NotYet(f"your {what} is right, but your function returns {output.dtype}: return float32, the inputs' "
+                     "dtype, since the cells below compare it with the model's float32 tensors.")
 
 
 # --------------------------------------------------------------------------- 9.prefix_gate
@@ -66,6 +109,13 @@ def gate_with_scale(query, key, prefix_key, mask, divisor: float) -> torch.Tenso
     return unified.prefix_gate(query * rescale, key, prefix_key, mask)
 
 
+def without_padding(inputs: tuple, row: int) -> tuple:
+    """Sentence ``row`` of a gate case alone, its padded positions cut off."""
+    query, key, prefix_key, mask = inputs
+    length = int(mask[row].sum())
+    return query[row:row + 1, :, :length], key[row:row + 1, :, :length], prefix_key, mask[row:row + 1, :length]
+
+
 def diagnose_gate(function: Callable, inputs: tuple, output: torch.Tensor, expected: torch.Tensor, described: str) -> str:
     """Name the behaviour in which the learner's gate differs from the prefix's share of attention."""
     query, key, prefix_key, mask = inputs
@@ -73,7 +123,7 @@ def diagnose_gate(function: Callable, inputs: tuple, output: torch.Tensor, expec
     if low < -TOLERANCE or high > 1 + TOLERANCE:
         return (f"on {described} your values range from {low:.3g} to {high:.3g}; a share of attention lies between "
                 "0 and 1.")
-    if torch.allclose(output, torch.ones_like(output), atol=TOLERANCE):
+    if close(output, torch.ones_like(output)):
         return ("your λ is 1 for every query, however poorly the prefix keys match it: the denominator must hold "
                 "the scores of the real tokens as well as those of the prefix.")
     if not mask.all():
@@ -82,13 +132,23 @@ def diagnose_gate(function: Callable, inputs: tuple, output: torch.Tensor, expec
         if change > TOLERANCE:
             return (f"changing the keys of padded positions changed your λ by up to {change:.3g}: padding takes no "
                     "attention, so its scores must not enter the sums.")
-    if torch.allclose(output, 1 - expected, atol=TOLERANCE):
+        row = int((~mask.bool()).any(dim=1).nonzero()[0])
+        alone = call_learner(function, without_padding(inputs, row), described)
+        real = output[row:row + 1, :, :int(mask[row].sum())]
+        if alone.shape == real.shape and largest_difference(alone, real) > TOLERANCE:
+            zero_scores = unified.prefix_gate(query, key * mask[:, None, :, None], prefix_key, torch.ones_like(mask))
+            why = (" Your padded keys score 0, as if the scores were multiplied by the mask, and exp(0) = 1 weighs "
+                   "like a real token's: set them to -inf (masked_fill) instead."
+                   if close(output, zero_scores) else "")
+            return (f"cutting the padded positions off sentence {row} changed your λ for its real tokens by up to "
+                    f"{largest_difference(alone, real):.3g}: padding must not count at all.{why}")
+    if close(output, 1 - expected):
         return ("your values are the share of attention that goes to the real tokens (they fall as the prefix keys "
                 "match the queries better); λ is the prefix's share.")
     d_h, heads = query.shape[-1], query.shape[1]
     for divisor, says in ((math.sqrt(heads * d_h), "sqrt(heads * d_h), the model's width"), (1.0, "nothing (no scaling)"),
                           (float(d_h), "d_h instead of its square root")):
-        if torch.allclose(output, gate_with_scale(query, key, prefix_key, mask, divisor), atol=TOLERANCE):
+        if close(output, gate_with_scale(query, key, prefix_key, mask, divisor)):
             return f"your scores are divided by {says}; a head scales its scores by the square root of its own width d_h."
     changed = largest_difference(call_learner(function, (2 * query, key, prefix_key, mask), described), output)
     if changed <= TOLERANCE:
@@ -114,13 +174,14 @@ def grade_prefix_gate(function: Callable) -> str:
             raise NotYet(f"on {described} your λ has shape {tuple(output.shape)}; it should have one number per "
                          f"query and head, [batch, H, T, 1] = {(batch, heads, seq, 1)}.")
         expected = unified.prefix_gate(*inputs)
-        if not torch.allclose(output, expected, atol=TOLERANCE):
+        if not close(output, expected):
             raise NotYet(diagnose_gate(function, inputs, output, expected, described))
     large = tuple(x * 30 if i < 3 else x for i, x in enumerate(gate_case(**GATE_CASES[0])))
     output = call_learner(function, large, "scores around ±1000")
     if not torch.isfinite(output).all():
         raise NotYet("with scores around ±1000 your λ is not finite (exp overflowed); subtract each row's largest "
                      "score before exponentiating, or use logsumexp or softmax.")
+    require_float32(output, "λ")
     return (f"the prefix's share of attention on {len(GATE_CASES)} random padded batches (1 to 6 prefix vectors), "
             "and finite for scores around ±1000.")
 
@@ -167,22 +228,30 @@ def diagnose_dora(function: Callable, case: dict[str, Any], described: str) -> s
     """Name the behaviour in which the learner's Delta h differs from DoRA's."""
     x, weight, A, B, scaling = (case[name] for name in ("x", "weight", "A", "B", "scaling"))
     output = call_learner(function, dora_inputs(case), described)
+    if weight.shape[0] == weight.shape[1]:  # only a square W lets a [d] vector scale its columns without an error
+        direction = weight + scaling * B @ A
+        norms = torch.linalg.vector_norm(direction, dim=1)
+        for by_columns in (direction * (case["magnitude"] / norms), direction / norms[:, None] * case["magnitude"]):
+            if close(output, x @ (by_columns - weight).T):
+                return ("your W' scales the columns of W + s B A: a [d] vector times a [d, k] matrix lines up with "
+                        "its last axis, the k inputs. m and the norm belong to output feature i, which is row i of W "
+                        "(as in nn.Linear): give the [d] vector a second axis, [:, None], to scale rows.")
     at_start = call_learner(function, dora_inputs(case, **dora_start(case)), described)
     if at_start.abs().max().item() > TOLERANCE:
-        if torch.allclose(at_start, x @ weight.T, atol=TOLERANCE):
+        if close(at_start, x @ weight.T):
             return ("at DoRA's start (B = 0, m = the length of each row of W) your function returns W x, the layer's "
                     "output; Δh is the change the adapter makes to it.")
         return (f"at DoRA's start (B = 0, m = the length of each row of W) your Δh reaches "
                 f"{at_start.abs().max().item():.3g} instead of 0, so the adapted layer would not start where the base "
                 "layer is: each output feature (a row of W) has its own magnitude and its own norm.")
-    if torch.allclose(call_learner(function, dora_inputs(case, scaling=2 * scaling), described), output, atol=TOLERANCE):
+    if close(call_learner(function, dora_inputs(case, scaling=2 * scaling), described), output):
         return "your Δh did not change when `scaling` doubled: s multiplies B A inside the direction W + s B A."
     doubled_m = call_learner(function, dora_inputs(case, magnitude=2 * case["magnitude"]), described)
-    if torch.allclose(doubled_m, output, atol=TOLERANCE):
+    if close(doubled_m, output):
         return "your Δh did not change when the magnitudes m doubled: m sets the length of each row of W'."
     at_unit = call_learner(function, dora_inputs(case, **unit_gain(case)), described)
     lora = unified.lora_delta(x, A, B, scaling)
-    if not torch.allclose(at_unit, lora, atol=TOLERANCE):
+    if not close(at_unit, lora):
         return (f"when each m equals the row length of W + s B A, so that DoRA leaves that direction's length alone, "
                 f"your Δh differs from LoRA's s B A x by up to {largest_difference(at_unit, lora):.3g}: the norm is "
                 "taken of the updated weight W + s B A, row by row.")
@@ -204,29 +273,21 @@ def grade_dora_delta(function: Callable) -> str:
             if output.shape != shape:
                 raise NotYet(f"on {described} your Δh has shape {tuple(output.shape)}; it should have one change "
                              f"per token and output feature, {shape}.")
-            if not torch.allclose(output, unified.dora_delta(*dora_inputs(case, **changes)), atol=TOLERANCE):
+            if not close(output, unified.dora_delta(*dora_inputs(case, **changes))):
                 raise NotYet(diagnose_dora(function, case, described))
+    require_float32(output, "Δh")
     return (f"DoRA's (W' - W) x on {len(DORA_CASES)} random layers (square and not), zero at DoRA's start, "
             "LoRA's update when m keeps each row's length.")
 
 
 # --------------------------------------------------------------------------- 9.same_for_every_token
 
-# Why each method's change differs from token to token (BitFit's does not: it reads nothing).
-DEPENDS_ON_THE_TOKEN = {
-    "adapter": "the sequential adapter reads the sub-layer's output h, which differs from token to token",
-    "lora": "LoRA's B A x reads each token's input x",
-    "prefix": "prefix tuning's gate λ(x) and its attention to the prefix both depend on each token's query",
-    "parallel": "the parallel adapter reads each token's input x to the FFN",
-    "ia3": "(IA)³ multiplies each token's own hidden state h, so (l - 1) ⊙ h differs with h",
-    "dora": "DoRA's (W' - W) x reads each token's input x",
-}
 SAME_FOR_EVERY_TOKEN = {"bitfit"}
 METHOD_NAMES = ("adapter", "lora", "prefix", "parallel", "ia3", "bitfit", "dora")
 
 
-@exercise("9.same_for_every_token")
-def grade_same_for_every_token(answer: Any) -> str:
+def method_names(answer: Any) -> set[str]:
+    """The learner's answer as a set of known method names."""
     if isinstance(answer, str):
         answer = {answer}
     if not isinstance(answer, (set, frozenset, list, tuple)) or not all(isinstance(name, str) for name in answer):
@@ -235,9 +296,46 @@ def grade_same_for_every_token(answer: Any) -> str:
     unknown = sorted(names - set(METHOD_NAMES))
     if unknown:
         raise NotYet(f"{', '.join(map(repr, unknown))} is not one of the methods: {', '.join(METHOD_NAMES)}.")
-    wrong = [name for name in METHOD_NAMES if name in names and name not in SAME_FOR_EVERY_TOKEN]
-    if wrong:
-        raise NotYet("not the same for every token: " + "; ".join(DEPENDS_ON_THE_TOKEN[name] for name in wrong) + ".")
-    if names != SAME_FOR_EVERY_TOKEN:
-        raise NotYet("your answer leaves out a method whose Δh is the same vector for every token of every sentence.")
+    return names
+
+
+@exercise("9.same_for_every_token")
+def grade_same_for_every_token(answer: Any) -> str:
+    names = method_names(answer)
+    wrong, missing = len(names - SAME_FOR_EVERY_TOKEN), len(SAME_FOR_EVERY_TOKEN - names)
+    if wrong or missing:
+        problems = []
+        if wrong:
+            chosen = "the one method you chose" if len(names) == 1 else f"{wrong} of the {len(names)} methods you chose"
+            problems.append(f"{chosen} {'gives' if wrong == 1 else 'give'} each token its own Δh")
+        if missing:
+            problems.append(f"your answer leaves out {missing} method{'s' if missing > 1 else ''} whose Δh is the same "
+                            "for every token")
+        raise NotYet("; ".join(problems) + ". Ask of each row of the table what its Δh reads: a change computed "
+                     "from a token's own x or h differs from token to token.")
     return "BitFit's Δh = Δb reads nothing, so every token gets the same change; every other row reads x or h."
+
+
+def measurement_beside_answer(answer: Any, spread: dict[str, float], threshold: float = 1e-6) -> set[str]:
+    """Print which methods the measurement finds the same for every token, beside the learner's answer,
+    and return them.
+
+    ``spread``: for each row, the largest difference between two real tokens' Δh
+    (:func:`adapterlib.unified.token_spread`), keyed by labels that start with the method's name
+    (``"ia3 keys"``). Raises AssertionError when the measurement disagrees with the grader's answer."""
+    measured = {row.split()[0] for row, value in spread.items() if value <= threshold}
+    rows = {row.split()[0] for row in spread}
+    if measured != SAME_FOR_EVERY_TOKEN or rows != set(METHOD_NAMES):
+        raise AssertionError(f"the measurement finds {sorted(measured)} the same for every token, out of "
+                             f"{sorted(rows)}; the grader expects {sorted(SAME_FOR_EVERY_TOKEN)} out of all seven.")
+    print(f"Measured: the same Δh for every token: {', '.join(sorted(measured))}.")
+    if answer is Ellipsis:
+        print("(Next time answer first: that is where the learning is.)")
+        return measured
+    try:
+        differ = sorted(method_names(answer) ^ measured)
+    except NotYet as problem:
+        print(f"Your answer cannot be compared: {problem}")
+        return measured
+    print("Your answer agrees." if not differ else f"Your answer and the measurement differ on: {', '.join(differ)}.")
+    return measured
