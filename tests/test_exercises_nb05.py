@@ -179,3 +179,13 @@ def test_prefix_count_hints_do_not_spell_out_the_formula():
 def test_prefix_count_right_and_unanswered():
     assert "46,080" in grade("5.prefix_params", 46_080)
     assert check("5.prefix_params", ...) is Ellipsis
+
+
+def test_prefix_attention_of_another_dtype_gets_feedback_not_a_crash():
+    from adapterlib.exercises.nb05 import prefix_attention
+
+    def in_float64(*inputs):
+        return prefix_attention(*inputs).double()
+
+    with pytest.raises(NotYet, match="float64"):
+        grade("5.prefix_attention", in_float64)

@@ -120,6 +120,8 @@ def call_attention(function: Callable, inputs, shapes: str) -> torch.Tensor:
         raise NotYet("your function returned a tuple; return only the attention output tensor.")
     if not isinstance(output, torch.Tensor):
         raise NotYet(f"your function returned a {type(output).__name__}, not a tensor.")
+    if output.dtype != inputs[0].dtype:
+        raise NotYet(f"your function returned {output.dtype} for {inputs[0].dtype} inputs; keep the inputs' dtype.")
     return output
 
 
