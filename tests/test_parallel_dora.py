@@ -318,3 +318,13 @@ def test_train_parallel_then_predict_through_the_command_line(tmp_path, capsys):
     assert metrics["recipe"]["learning_rate"] == get_method("parallel").learning_rate
     assert main(["predict", "--checkpoint", str(out), "a fine film", "a dull plot"]) == 0
     assert all(line in ("positive", "negative") for line in capsys.readouterr().out.strip().splitlines())
+
+
+def test_parallel_scaling_is_a_command_line_option(capsys):
+    from adapterlib.cli import main
+
+    assert main(["count", "--method", "parallel", "--r", "16", "--scaling", "2"]) == 0
+    assert "trainable 76,898" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["count", "--method", "lora", "--scaling", "2"])
+    assert "--scaling does not apply to --method lora" in capsys.readouterr().err

@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                 sub.add_argument(flag, nargs="+", help=described)
             elif isinstance(default, int):
                 sub.add_argument(flag, type=positive_int, help=described)
+            elif isinstance(default, float):
+                sub.add_argument(flag, type=positive_float, help=described)
             else:
                 choices = next(m.explorer_choices[field] for m in methods() if field in m.explorer_choices)
                 sub.add_argument(flag, choices=choices, help=described)

@@ -148,6 +148,7 @@ register(Parallel(
     label="parallel adapter",
     config_class=ParallelAdapterConfig,
     size=Size("r", "r", grid=(16, 64)),
+    command_line_options=("scaling",),
     learning_rate=1e-3,
     marker="h",
 ))
