@@ -12,11 +12,30 @@ d. LoRA on query and value at each rank, 3 seeds, with the comparison grid's rec
 e. Hu et al.'s (2021, §7) subspace similarity between LoRA updates of two ranks, of two seeds,
    and between LoRA's and full fine-tuning's updates of the same matrix.
 
-Run (about half an hour on one CPU core with bf16 instructions)::
+Run from the repository (32 minutes for the committed results, on one core of a 2-core CPU with
+bf16 instructions that other jobs shared; mostly the epoch over the whole training set)::
 
     python -m adapterlib.rank_study --data-dir ../shared/data/sst2 --out results/rank
 
-It writes small JSON files to ``--out``; no weights. Notebook 8 reads them.
+It writes five small JSON files to ``--out``, no weights; notebook 8 reads them with
+``RankResults.load(folder)`` (:mod:`adapterlib.rank_widget`). What to know before running it:
+
+* Relative paths (``--out``, ``--runs``, ``--data-dir``, ``--model``) are resolved against the
+  directory the command is started in.
+* ``--out results/rank`` overwrites the committed results that notebook 8 shows; write a trial run
+  to another folder.
+* ``--runs results/runs.jsonl`` (the default) supplies the comparison grid's LoRA runs: a record is
+  reused when its recipe (r, seed, learning rate, epochs, batch, training examples, ...), its full
+  PEFT config, its precision and the fingerprints of model and data all equal this run's. A run
+  whose weights the similarities need is trained anyway. The precision is ``auto``: bf16 on a CPU
+  with bf16 instructions (and on a GPU that has it), fp32 on a CPU without, and then no bf16
+  record matches and every LoRA run is trained.
+* A smoke test of the whole pipeline (about a minute on one core; the numbers mean nothing)::
+
+      python -m adapterlib.rank_study --out /tmp/rank-smoke --train-size 256 --lora-train-size 128 \
+          --ranks 0 1 --lora-ranks 1 2 --seeds 0 --similarity-ranks 1 2
+
+  With one seed there is no seed-against-seed similarity; notebook 8's figures leave it out and say so.
 """
 
 from __future__ import annotations
@@ -150,7 +169,13 @@ def truncation_runs(model, pretrained, finetuned, deltas, batches, precision: st
 
 def similarities(lora: dict[tuple[int, int], dict[str, torch.Tensor]], full: dict[str, torch.Tensor],
                  small: int, large: int) -> dict:
-    """Hu et al.'s comparisons for every query and value matrix, on input and output directions.
+    r"""Hu et al.'s comparisons for every query and value matrix, on input and output directions.
+
+    The directions are the singular vectors of each whole update (:func:`directions`), for LoRA of
+    :math:`\Delta W = \frac{\alpha}{r} BA`: the input ones span the row space of :math:`A`, the output
+    ones the column space of :math:`B` (when :math:`B` has rank :math:`r`). Hu et al. use the right
+    singular vectors of :math:`A` alone: all :math:`r` of them span the same space as ours, but the
+    top :math:`i < r` are ordered by the singular values of :math:`A`, ours by those of :math:`BA`.
 
     ``grids``: φ(i, j) for i <= ``small`` and j <= ``large`` between LoRA at rank ``small`` and at
     rank ``large`` (seed 0), and between LoRA at rank ``small`` and full fine-tuning.
@@ -209,17 +234,33 @@ def write(out: Path, name: str, content: dict, compact: bool = False) -> None:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m adapterlib.rank_study", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="folder for the result files")
-    parser.add_argument("--data-dir", help="local GLUE SST-2 folder (else $ADAPTERLIB_SST2_DIR, else the hub)")
-    parser.add_argument("--model", help="base model (default: the packaged MiniLM-L6)")
-    parser.add_argument("--runs", default="results/runs.jsonl", help="the comparison grid's run log, to reuse LoRA runs from")
-    parser.add_argument("--train-size", type=int, default=0, help="full fine-tuning's training examples; 0: all")
-    parser.add_argument("--lora-train-size", type=int, default=2_000, help="LoRA's training examples (the grid's: 2000)")
-    parser.add_argument("--ranks", type=int, nargs="+", default=list(RANKS), help="truncation ranks (full is added)")
-    parser.add_argument("--lora-ranks", type=int, nargs="+", default=list(LORA_RANKS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-    parser.add_argument("--similarity-ranks", type=int, nargs=2, default=list(SIMILARITY_RANKS))
+    title, *_ = __doc__.split("\n\n")
+    notes = __doc__[__doc__.index("Run from the repository"):]
+    parser = argparse.ArgumentParser(prog="python -m adapterlib.rank_study", description=title, epilog=notes,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True,
+                        help="folder for the five result files (results/rank overwrites the committed ones)")
+    parser.add_argument("--data-dir", help="local GLUE SST-2 folder (default: $ADAPTERLIB_SST2_DIR, else the hub)")
+    parser.add_argument("--model", help="base model, a hub name or a folder (default: the packaged MiniLM-L6)")
+    parser.add_argument("--runs", default="results/runs.jsonl",
+                        help="run log whose matching LoRA records are reused instead of trained again; a file "
+                             "that is not there reuses nothing (default: %(default)s)")
+    parser.add_argument("--train-size", type=int, default=0,
+                        help="full fine-tuning's training examples, 0 for all 67,349 (default: %(default)s)")
+    parser.add_argument("--lora-train-size", type=int, default=2_000,
+                        help="LoRA's training examples; the comparison grid's recipe uses %(default)s "
+                             "(default: %(default)s)")
+    parser.add_argument("--ranks", type=int, nargs="+", default=list(RANKS),
+                        help="ranks the fine-tuning update is cut to; full rank is added (default: %(default)s)")
+    parser.add_argument("--lora-ranks", type=int, nargs="+", default=list(LORA_RANKS),
+                        help="ranks LoRA is trained at (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="LoRA's seeds; must include 0, and 1 for the seed-against-seed similarity "
+                             "(default: %(default)s)")
+    parser.add_argument("--similarity-ranks", type=int, nargs=2, default=list(SIMILARITY_RANKS),
+                        metavar=("SMALL", "LARGE"),
+                        help="the two LoRA ranks whose directions are compared, both among --lora-ranks "
+                             "(default: %(default)s, Hu et al.'s pair)")
     return parser.parse_args(argv)
 
 
@@ -265,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
                                    "fine_tuned_accuracy": full_record["accuracy"], "runs": runs})
     del model
 
+    if not Path(args.runs).is_file():
+        print(f"no run log at {Path(args.runs).resolve()}: every LoRA run is trained", flush=True)
     records, retrained, lora = lora_study(train, Path(args.runs), args.lora_ranks, args.seeds, args.similarity_ranks,
                                           lora_recipe, key)
     write(out, "lora.json", {"recipe": asdict(lora_recipe) | {"method_options": {"r": "see each record"}},

@@ -1,12 +1,16 @@
 """Notebook 8's figures and its rank explorer, drawn from the files :mod:`adapterlib.rank_study` writes.
 
-:class:`RankResults` reads ``results/rank/*.json``. :class:`RankExplorer` is one slider for the
-rank ``r`` and a table of what that rank means four ways: LoRA's trainable fraction (closed
-form, :mod:`adapterlib.counting`), the share of the fine-tuning update's energy that rank ``r``
-keeps (from the stored singular values), the accuracy of full fine-tuning with its update cut to
-rank ``r``, and LoRA's accuracy at rank ``r``. Accuracies exist only at the ranks the study
-trained or evaluated; between two of them the table shows a value interpolated linearly in
-:math:`\\log_2 r` and says so.
+:class:`RankResults` reads ``results/rank/*.json`` (the committed results of this repository) or the
+folder of another run. :class:`RankExplorer` is one slider for the rank ``r`` and a table of what that
+rank means four ways: LoRA's trainable fraction (closed form, :mod:`adapterlib.counting`), the share of
+the fine-tuning update's energy that rank ``r`` keeps (from the stored singular values), the accuracy
+of full fine-tuning with its update cut to rank ``r``, and LoRA's accuracy at rank ``r``. The slider
+steps through 0, the powers of two and the ranks half-way between them on a log2 scale (3, 6, 12, ...)
+up to full rank. Accuracies exist only at the ranks the study trained or evaluated; between two of
+them the table shows a value interpolated linearly in :math:`\\log_2 r` and says so.
+
+A small run (one seed, a few ranks, a tiny model) lacks some pieces; a figure then leaves them out
+and says which, instead of failing.
 """
 
 from __future__ import annotations
@@ -47,13 +51,16 @@ class RankResults:
     similarity: dict
 
     @classmethod
-    def load(cls, folder: Path = RESULTS) -> RankResults:
+    def load(cls, folder: str | Path = RESULTS) -> RankResults:
+        """The files in ``folder``: by default the committed ``results/rank`` of this repository,
+        else the ``--out`` folder of your own run (a relative path is read from the current
+        directory, which in a notebook is the notebook's folder)."""
         folder = Path(folder)
         names = ("study", "spectra", "truncation", "lora", "similarity")
         missing = [n for n in names if not (folder / f"{n}.json").is_file()]
         if missing:
-            raise FileNotFoundError(f"{folder} lacks {', '.join(f'{n}.json' for n in missing)}; run "
-                                    "`python -m adapterlib.rank_study --out results/rank` in the repository.")
+            raise FileNotFoundError(f"{folder} lacks {', '.join(f'{n}.json' for n in missing)}; write them with "
+                                    f"`python -m adapterlib.rank_study --out {folder}`.")
         return cls(**{n: json.loads((folder / f"{n}.json").read_text()) for n in names})
 
     @property
@@ -94,6 +101,20 @@ def interpolate(points: dict[int, float], r: int) -> tuple[float | None, str]:
     return points[low] + t * (points[high] - points[low]), f"interpolated between r={low} and r={high}"
 
 
+def left_out(what: str, why: str) -> None:
+    """Say that a piece of the figure is missing from these results, and why."""
+    print(f"left out: {what} ({why})")
+
+
+def slider_ranks(results: RankResults) -> list[int]:
+    """0, the powers of two and the ranks half-way between them on a log2 scale (3, 6, 12, ...),
+    the measured ranks and full rank: every rank the explorer offers."""
+    full = results.full_rank
+    powers = [2**k for k in range(full.bit_length())]
+    measured = set(results.truncation_accuracy("all")) | set(results.lora_rows())
+    return sorted({r for r in {0, full, *powers, *(p + p // 2 for p in powers if p > 1), *measured} if r <= full})
+
+
 def model_shape(results: RankResults):
     """The config of the model the study fine-tuned (shapes only, no weights)."""
     return AutoConfig.from_pretrained(model_location(results.study["full_record"]["model"]))
@@ -117,7 +138,8 @@ def plot_spectra(results: RankResults, layer: int | None = None):
     for ax, name in zip(axes, MATRICES):
         for index in layers:
             values = results.singular_values(name, index)
-            ax.plot(np.arange(1, len(values) + 1), values, color=plt.cm.viridis(index / 5), label=f"layer {index}")
+            color = plt.cm.viridis(index / max(results.spectra["layers"] - 1, 1))
+            ax.plot(np.arange(1, len(values) + 1), values, color=color, label=f"layer {index}")
         ax.set(xscale="log", yscale="log", title=SHORT_NAMES[name], xlabel="index i")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(r"singular value $\sigma_i$ of $\Delta W$")
@@ -133,12 +155,12 @@ def plot_energy(results: RankResults, energy: Callable[[torch.Tensor, int], floa
     figure, ax = plt.subplots(figsize=(7, 4))
     for name in MATRICES:
         spectra = [torch.tensor(results.singular_values(name, layer)) for layer in range(results.spectra["layers"])]
-        shares = [np.mean([float(energy(s, r)) for s in spectra]) for r in ranks]
+        shares = [np.mean([float(energy(s.clone(), r)) for s in spectra]) for r in ranks]  # a copy for every call
         ax.plot(ranks, 100 * np.array(shares), label=SHORT_NAMES[name])
     for r in (1, 8, 64):
         ax.axvline(r, color="grey", linewidth=0.5)
     ax.set(xscale="log", xlabel="rank r", ylabel="share of ||ΔW||² kept (%)", ylim=(0, 100),
-           title="Energy of the update kept by rank r (mean over the 6 layers)")
+           title=f"Energy of the update kept by rank r (mean over the {results.spectra['layers']} layers)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return figure
@@ -152,22 +174,26 @@ def plot_accuracy(results: RankResults, r: int | None = None, ax=None):
         _, ax = plt.subplots(figsize=(8, 4.5))
     edge = 0.5  # where r = 0 sits on the log axis
     rows = results.lora_rows()
+    seeds = rows[min(rows)]["seeds"]
     series = [(f"full fine-tuning, {TARGET_LABELS[t]} truncated to rank r", m, results.truncation_accuracy(t), None)
               for t, m in (("query,value", "o"), ("all", "s"))]
-    series.append((f"LoRA on query and value, trained at rank r ({rows[min(rows)]['seeds']} seeds)", "^",
-                   {k: row["accuracy_mean"] for k, row in rows.items()}, {k: row["ci95_seeds"] for k, row in rows.items()}))
+    interval = ", bars: 95% interval over seeds" if seeds > 1 else ""
+    series.append((f"LoRA on query and value, trained at rank r ({seeds} seeds{interval})", "^",
+                   {k: row["accuracy_mean"] for k, row in rows.items()},
+                   {k: row["ci95_seeds"] for k, row in rows.items()} if seeds > 1 else None))
     for label, marker, points, spread in series:
         ranks = sorted(points)
         line = ax.errorbar([k or edge for k in ranks], [points[k] for k in ranks], marker=marker, capsize=3,
                            yerr=None if spread is None else [spread[k] for k in ranks], label=label)
-        value, how = interpolate(points, r) if r is not None else (None, "")
+        value, how = interpolate(points, r) if r else (None, "")
         if how.startswith("interpolated"):
             ax.plot(r, value, marker=marker, markersize=11, fillstyle="none", color=line.lines[0].get_color())
     if r is not None:
-        ax.axvline(r, color="black", linewidth=0.8, label=f"r = {r} (hollow: interpolated)")
-    ticks = [edge, 1, 2, 4, 8, 16, 32, 64, results.full_rank]
+        ax.axvline(r or edge, color="black", linewidth=0.8, label=f"r = {r} (hollow: interpolated)")
+    ticks = sorted({k for _, _, points, _ in series for k in points} | {0, results.full_rank})
     ax.set_xscale("log")
-    ax.set_xticks(ticks, ["0", "1", "2", "4", "8", "16", "32", "64", f"{results.full_rank}\n(full)"])
+    ax.set_xticks([k or edge for k in ticks],
+                  [f"{k}\n(full)" if k == results.full_rank else str(k) for k in ticks])
     ax.minorticks_off()
     ax.set(xlabel="rank r", ylabel="SST-2 validation accuracy (%)")
     ax.grid(alpha=0.3)
@@ -175,10 +201,13 @@ def plot_accuracy(results: RankResults, r: int | None = None, ax=None):
     return ax
 
 
-def plot_similarity_grids(results: RankResults, layer: int, side: str = "input"):
-    """Hu et al.'s Figure 3 for one layer: φ(i, j) between LoRA at the two ranks, and our extension,
-    between LoRA at the smaller rank and full fine-tuning, for query and value."""
+def plot_similarity_grids(results: RankResults, layer: int | None = None, side: str = "input"):
+    """Hu et al.'s Figure 3 for one layer (the last by default): φ(i, j) between LoRA at the two
+    ranks, and our extension, between LoRA at the smaller rank and full fine-tuning, for query and value."""
     small, large = results.similarity["ranks"]
+    layer = results.spectra["layers"] - 1 if layer is None else layer
+    if not 0 <= layer < results.spectra["layers"]:
+        raise ValueError(f"layer {layer}: these results have layers 0 to {results.spectra['layers'] - 1}")
     figure, axes = plt.subplots(2, 2, figsize=(12, 5), sharex=True, sharey=True, layout="constrained")
     for row, pair in enumerate((f"lora{small}_lora{large}", f"lora{small}_full")):
         for column, name in enumerate(QUERY_VALUE):
@@ -199,16 +228,23 @@ def plot_similarity_diagonals(results: RankResults, side: str = "input"):
     n = results.similarity["dimension"]
     figure, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
     i = np.arange(1, large + 1)
+    labelled = False  # the legend names the lines of the first panel drawn
     for ax, pair, title in ((axes[0], f"lora{large}_seeds", f"LoRA r={large}, seed 0 vs seed 1"),
                             (axes[1], f"lora{large}_full", f"LoRA r={large} vs full fine-tuning")):
+        if pair not in results.similarity["diagonals"][f"0.{QUERY_VALUE[0]}.{side}"]:
+            left_out(title, "these results have no seed 1: the study compares two seeds when --seeds includes 1")
+            ax.text(0.5, 0.5, "not in these results", ha="center", transform=ax.transAxes)
+            ax.set(title=title, ylim=(0, 1))
+            continue
         for layer in range(results.spectra["layers"]):
             for name, style in zip(QUERY_VALUE, ("-", ":")):
                 values = results.similarity["diagonals"][f"{layer}.{name}.{side}"][pair]
-                ax.plot(i, values, style, color=plt.cm.viridis(layer / 5),
-                        label=f"layer {layer} {SHORT_NAMES[name]}" if ax is axes[0] else None)
-        ax.plot(i, i / n, "k--", label="random subspaces (i / n)" if ax is axes[0] else None)
+                ax.plot(i, values, style, color=plt.cm.viridis(layer / max(results.spectra["layers"] - 1, 1)),
+                        label=None if labelled else f"layer {layer} {SHORT_NAMES[name]}")
+        ax.plot(i, i / n, "k--", label=None if labelled else "random subspaces (i / n)")
         ax.set(xscale="log", xlabel="i (top directions of each)", title=title, ylim=(0, 1))
         ax.grid(alpha=0.3)
+        labelled = True
     axes[0].set_ylabel("φ(i, i)")
     figure.legend(loc="center right", fontsize=7)
     figure.tight_layout(rect=(0, 0, 0.86, 1))
@@ -219,13 +255,15 @@ def plot_similarity_diagonals(results: RankResults, side: str = "input"):
 
 
 class RankExplorer:
-    """One slider for r; the table :meth:`rows` gives and the accuracy figure with r marked."""
+    """One slider for r (the ranks :func:`slider_ranks` gives); the table :meth:`rows` gives and the
+    accuracy figure with r marked."""
 
     def __init__(self, results: RankResults | None = None, r: int = 8) -> None:
         self.results = results or RankResults.load()
         self.model_config = model_shape(self.results)
-        self.slider = widgets.IntSlider(value=r, min=1, max=self.results.full_rank, description="r",
-                                        layout=widgets.Layout(width="600px"))
+        ranks = slider_ranks(self.results)
+        self.slider = widgets.SelectionSlider(options=[(str(k), k) for k in ranks], value=r if r in ranks else ranks[0],
+                                              description="r", layout=widgets.Layout(width="600px"))
         self.table = widgets.HTML()
         self.plot = widgets.Output()
         self.slider.observe(self.update, names="value")
@@ -233,8 +271,9 @@ class RankExplorer:
 
     def rows(self, r: int) -> list[tuple[str, str, str]]:
         """``(quantity, value, how it was obtained)`` at rank ``r``."""
-        rows = [("LoRA trainable fraction (query, value, with the head)", f"{100 * lora_fraction(self.model_config, r):.3f}%",
-                 "closed form")]
+        fraction = ("–", "r = 0 is no LoRA") if r == 0 else (f"{100 * lora_fraction(self.model_config, r):.3f}%",
+                                                             "closed form")
+        rows = [("LoRA trainable fraction (query, value, with the head)", *fraction)]
         for targets, names in TARGETS.items():
             rows.append((f"energy of ΔW kept, {TARGET_LABELS[targets]}", f"{100 * self.results.energy(r, names):.1f}%",
                          "from the singular values"))
@@ -243,11 +282,14 @@ class RankExplorer:
             rows.append((f"full fine-tuning, {TARGET_LABELS[targets]} truncated to rank r",
                          "–" if value is None else f"{value:.1f}%", how))
         lora = self.results.lora_rows()
-        value, how = interpolate({k: row["accuracy_mean"] for k, row in lora.items()}, r)
-        spread = f" ± {lora[r]['ci95_seeds']:.1f}" if r in lora else ""
         seeds = lora[min(lora)]["seeds"]
-        rows.append((f"LoRA trained at rank r (mean of {seeds} seeds)", "–" if value is None else f"{value:.1f}%{spread}",
-                     how))
+        value, how = (None, "r = 0 is no LoRA") if r == 0 else interpolate(
+            {k: row["accuracy_mean"] for k, row in lora.items()}, r)
+        spread = lora[r]["ci95_seeds"] if r in lora else None
+        if spread is not None:
+            how += f"; ± is the 95% interval over the {seeds} seeds"
+        shown = "–" if value is None else f"{value:.1f}%" + ("" if spread is None else f" ± {spread:.1f}")
+        rows.append((f"LoRA trained at rank r (mean of {seeds} seed{'s' if seeds > 1 else ''})", shown, how))
         return rows
 
     def update(self, change=None) -> None:

@@ -3,8 +3,9 @@
 Serves a copy of notebooks/08_rank.ipynb with the explorer test's server (the ``jupyter_lab``
 fixture of tests/test_browser.py), runs it, and checks the table for r = 8 (every value measured),
 then moves the r slider one step right with the keyboard and checks that the table shows the
-values at r = 9, the accuracies marked as interpolated, and one step back. Saves screenshots to
-test-artifacts/.
+values at r = 12, the next rank the slider offers (half-way to 16 on a log scale), with the
+accuracies marked as interpolated; then back to 8, and with Home to r = 0, where the pre-trained
+matrices were measured and LoRA does not exist. Saves screenshots to test-artifacts/.
 """
 
 import os
@@ -26,9 +27,10 @@ def test_the_r_slider_moves_every_row(jupyter_lab, tmp_path):  # noqa: F811
     base, token = jupyter_lab
     shutil.copy(ROOT / "notebooks" / "08_rank.ipynb", tmp_path / "notebooks")
     explorer = RankExplorer()
-    expected = {r: row_texts(explorer, r) for r in (8, 9)}
-    assert any("interpolated between r=8 and r=16" in text for text in expected[9])
+    expected = {r: row_texts(explorer, r) for r in (8, 12, 0)}
+    assert any("interpolated between r=8 and r=16" in text for text in expected[12])
     assert not any("interpolated" in text for text in expected[8])
+    assert any("r = 0 is no LoRA" in text for text in expected[0])
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, env={**os.environ, "HOME": str(tmp_path)})
@@ -50,12 +52,12 @@ def test_the_r_slider_moves_every_row(jupyter_lab, tmp_path):  # noqa: F811
             table.scroll_into_view_if_needed()
             page.screenshot(path=str(ARTIFACTS / "rank-explorer-loaded.png"))
         slider = page.locator(".widget-slider:has(label:text-is('r'))").first
-        for key, r in (("ArrowRight", 9), ("ArrowLeft", 8)):
+        for key, r in (("ArrowRight", 12), ("ArrowLeft", 8), ("Home", 0)):
             slider.locator(".noUi-handle").focus()
             page.keyboard.press(key)
             expect(slider.locator(".widget-readout")).to_have_text(str(r), timeout=30_000)
             for text in expected[r]:
                 expect(table).to_contain_text(text, timeout=30_000)
-            if r == 9:
+            if r == 12:
                 page.screenshot(path=str(ARTIFACTS / "rank-explorer.png"))
         browser.close()

@@ -193,16 +193,39 @@ def test_lora_runs_in_the_log_are_reused_unless_their_weights_are_needed(tmp_pat
 # ---------------------------------------------------------------- the whole command, tiny
 
 
-def test_the_whole_study_on_a_tiny_model(tmp_path):
-    """The command end to end on a random 2-layer BERT and a hand-made 64-sentence SST-2."""
+def run_tiny_study(tmp_path: Path, seeds: list[str]) -> subprocess.CompletedProcess:
+    """The command on a random 2-layer BERT and a hand-made 64-sentence SST-2, writing to tmp_path / "rank"."""
     model, data = write_tiny_model(tmp_path / "tiny-bert"), write_tiny_sst2(tmp_path / "sst2", train=64, dev=16)
-    out = tmp_path / "rank"
-    command = [sys.executable, "-m", "adapterlib.rank_study", "--data-dir", data, "--model", model, "--out", str(out),
-               "--runs", str(tmp_path / "none.jsonl"), "--train-size", "64", "--lora-train-size", "32",
-               "--ranks", "0", "1", "--lora-ranks", "1", "2", "--seeds", "0", "1", "--similarity-ranks", "1", "2"]
+    command = [sys.executable, "-m", "adapterlib.rank_study", "--data-dir", data, "--model", model,
+               "--out", str(tmp_path / "rank"), "--runs", str(tmp_path / "none.jsonl"), "--train-size", "64",
+               "--lora-train-size", "32", "--ranks", "0", "1", "--lora-ranks", "1", "2", "--seeds", *seeds,
+               "--similarity-ranks", "1", "2"]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
+    return finished
+
+
+def test_the_help_names_defaults_paths_reuse_precision_and_a_smoke_run():
+    finished = subprocess.run([sys.executable, "-m", "adapterlib.rank_study", "--help"], capture_output=True, text=True,
+                              timeout=60)
+    assert finished.returncode == 0
+    text = " ".join(finished.stdout.split())
+    for option in ("--out", "--data-dir", "--model", "--runs", "--train-size", "--lora-train-size", "--ranks",
+                   "--lora-ranks", "--seeds", "--similarity-ranks"):
+        assert option in text
+    assert text.count("(default: ") >= 8  # every option with a default shows it
+    for needed in ("32 minutes", "resolved against the directory the command is started in",
+                   "overwrites the committed", "fingerprints", "fp32", "every LoRA run is trained",
+                   "smoke test", "--seeds 0 --similarity-ranks 1 2"):
+        assert needed in text, needed
+
+
+def test_the_whole_study_on_a_tiny_model(tmp_path):
+    """The command end to end on a random 2-layer BERT and a hand-made 64-sentence SST-2."""
+    finished = run_tiny_study(tmp_path, ["0", "1"])
+    out = tmp_path / "rank"
+    assert "no run log at" in finished.stdout  # --runs names a file that is not there: everything is trained
     files = {p.name: json.loads(p.read_text()) for p in out.glob("*.json")}
     assert sorted(files) == ["lora.json", "similarity.json", "spectra.json", "study.json", "truncation.json"]
     truncation, study = files["truncation.json"], files["study.json"]
@@ -218,6 +241,67 @@ def test_the_whole_study_on_a_tiny_model(tmp_path):
     assert len(spectra["intermediate.dense"]) == 2 and len(spectra["intermediate.dense"][0]) == 32
     diagonals = files["similarity.json"]["diagonals"]["0.attention.self.query.input"]
     assert set(diagonals) == {"lora2_full", "lora2_seeds"} and len(diagonals["lora2_seeds"]) == 2
+
+
+def test_the_figures_and_the_explorer_read_a_run_with_one_seed(tmp_path, monkeypatch, capsys):
+    """A small run has no seed-against-seed similarity and no interval over seeds: the figures leave
+    them out and say so; the folder is read relative to the current directory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from adapterlib.exercises.nb08 import energy_share
+    from adapterlib.rank_widget import (RankExplorer, RankResults, plot_accuracy, plot_energy,
+                                        plot_similarity_diagonals, plot_similarity_grids, plot_spectra, slider_ranks)
+
+    run_tiny_study(tmp_path, ["0"])
+    monkeypatch.chdir(tmp_path)
+    results = RankResults.load("rank")
+    assert "lora2_seeds" not in results.similarity["diagonals"]["0.attention.self.query.input"]
+    capsys.readouterr()
+    plot_similarity_diagonals(results)
+    assert "left out: LoRA r=2, seed 0 vs seed 1" in capsys.readouterr().out
+    plot_spectra(results), plot_energy(results, energy_share), plot_accuracy(results, 3), plot_accuracy(results, 0)
+    plot_similarity_grids(results)  # the last layer
+    with pytest.raises(ValueError, match="layers 0 to 1"):
+        plot_similarity_grids(results, layer=5)
+    assert slider_ranks(results)[:6] == [0, 1, 2, 3, 4, 6] and slider_ranks(results)[-1] == results.full_rank
+    explorer = RankExplorer(results, r=2)
+    lora_row = explorer.rows(2)[-1]
+    assert lora_row == ("LoRA trained at rank r (mean of 1 seed)", lora_row[1], "measured") and "±" not in lora_row[1]
+    assert explorer.rows(0)[0][1:] == ("–", "r = 0 is no LoRA")
+    with pytest.raises(FileNotFoundError, match="--out elsewhere"):
+        RankResults.load("elsewhere")
+
+
+def test_the_energy_figure_hands_each_call_its_own_copy():
+    """An energy function that squares its input in place draws the same curves as a clean one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from adapterlib.rank_widget import RankResults, plot_energy
+
+    def clean(s, r):
+        return (s[:r].pow(2).sum() / s.pow(2).sum()).item()
+
+    def in_place(s, r):
+        s.pow_(2)
+        return (s[:r].sum() / s.sum()).item()
+
+    results = RankResults.load()
+    drawn = [[line.get_ydata() for line in plot_energy(results, energy).axes[0].get_lines()]
+             for energy in (clean, in_place)]
+    assert all(torch.allclose(torch.tensor(a), torch.tensor(b)) for a, b in zip(*drawn))
+
+
+def test_the_explorer_labels_the_interval_and_offers_rank_zero_and_ranks_between():
+    from adapterlib.rank_widget import RankExplorer, RankResults
+
+    explorer = RankExplorer(RankResults.load())
+    assert list(explorer.slider.options[:8]) == [(str(k), k) for k in (0, 1, 2, 3, 4, 6, 8, 12)]
+    quantity, value, how = explorer.rows(8)[-1]
+    assert "±" in value and "95% interval over the 3 seeds" in how
+    assert explorer.rows(12)[-1][2] == "interpolated between r=8 and r=16"
+    assert explorer.rows(0)[3][2] == "measured"  # the pre-trained query and value: r = 0 was evaluated
 
 
 # ---------------------------------------------------------------- the committed results
