@@ -594,6 +594,9 @@ def test_a_guess_that_is_not_a_number_is_sent_back(guess, capsys):
 
     assert compare_prediction(guess, 0.571, tolerance=0.01) is False
     out = capsys.readouterr().out
-    assert "your guess should be a number, e.g. 0.5" in out.lower()
+    assert "your guess should be a plain number" in out.lower()
     assert "0.571" not in out  # the measurement stays hidden until there is a guess
     assert compare_prediction("0.57", 0.571, tolerance=0.01) is True
+    capsys.readouterr()
+    compare_prediction(guess, 77.4, tolerance=5, unit="%")
+    assert "a plain number (in %)" in capsys.readouterr().out

@@ -155,7 +155,8 @@ def compare_prediction(guess: Any, measured: float, tolerance: float, unit: str 
     try:
         guess = float(guess)
     except (TypeError, ValueError):
-        print(f"Your guess should be a number, e.g. 0.5, not {guess!r}: write it in the cell above and run both again.")
+        in_unit = f" (in {unit.strip()})" if unit.strip() else ""
+        print(f"Your guess should be a plain number{in_unit}, not {guess!r}: write it in the cell above and run both again.")
         return False
     error = abs(guess - float(measured))
     verdict = "within" if error <= tolerance else "outside"
