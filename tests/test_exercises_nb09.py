@@ -308,3 +308,14 @@ def test_token_spread_and_the_share_with_equal_scores():
     share = unified.equal_score_share(5, mask)
     assert share.flatten().tolist() == pytest.approx([5 / 9, 5 / 7])
     torch.testing.assert_close(unified.prefix_gate(query, key, prefix_key, mask), share.expand(2, 3, 4, 1))
+
+
+def test_an_answer_that_catches_the_refusal_is_refused_all_the_same():
+    def sly(*args):
+        try:
+            return unified.dora_delta(*args)
+        except NotYet:
+            return torch.zeros(1)  # swallows the refusal and answers something else
+
+    with pytest.raises(NotYet, match="calls the package's adapterlib.unified.dora_delta"):
+        grade("9.dora_delta", sly)

@@ -22,6 +22,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -140,6 +143,32 @@ def check(exercise_id: str, answer: Any) -> Any:
         return _fallback(exercise_entry, answer)
     print(f"[{exercise_id}] Correct: {summary}")
     return answer
+
+
+def package_call(name: str) -> NotYet:
+    return NotYet(f"your answer calls the package's {name}; write it with torch.")
+
+
+@contextmanager
+def package_calls_refused(functions: dict[str, Callable]) -> Iterator[list[str]]:
+    """While the block runs, a call into any of ``functions`` (``{name: function}``) raises
+    :class:`NotYet` naming it, however the learner's code reached it (imported, or the reference an
+    unanswered ``check`` returned). The list it yields names the calls made, so that an answer which
+    catches the error is refused all the same."""
+    names = {function.__code__: name for name, function in functions.items()}
+    called: list[str] = []
+
+    def watch(frame, event: str, _) -> None:
+        if event == "call" and frame.f_code in names:
+            called.append(names[frame.f_code])
+            raise package_call(called[0])
+
+    previous = sys.getprofile()
+    sys.setprofile(watch)
+    try:
+        yield called
+    finally:
+        sys.setprofile(previous)
 
 
 def compare_prediction(guess: Any, measured: float, tolerance: float, unit: str = "") -> bool:

@@ -15,15 +15,13 @@ unanswered) is refused, however it was reached: the exercise is to write them wi
 from __future__ import annotations
 
 import inspect
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 
 from .. import low_rank
 from ..low_rank import energy_shares, subspace_similarity, truncate
-from . import NotYet, exercise
+from . import NotYet, exercise, package_call, package_calls_refused
 
 TOLERANCE = 1e-4
 
@@ -33,54 +31,31 @@ def energy_share(singular_values: torch.Tensor, r: int) -> float:
     return energy_shares(torch.as_tensor(singular_values))[r].item()
 
 
-def package_answers() -> dict:
-    """``{code object: name}`` of the functions a learner's answer must not call."""
+def package_answers() -> dict[str, Callable]:
+    """``{name: function}`` of the package's functions a learner's answer must not call."""
     functions = {f"adapterlib.low_rank.{name}": function
                  for name, function in inspect.getmembers(low_rank, inspect.isfunction)
                  if function.__module__ == low_rank.__name__}
     functions[f"{__name__}.energy_share"] = energy_share
-    return {function.__code__: name for name, function in functions.items()}
+    return functions
 
 
 REFUSED = package_answers()
 
 
-def refusal(name: str) -> NotYet:
-    return NotYet(f"your answer calls the package's {name}; write it with torch.")
-
-
-@contextmanager
-def package_refused() -> Iterator[list[str]]:
-    """Inside the block a call into :data:`REFUSED` raises :class:`NotYet`; the list it yields
-    names the calls, so that an answer which catches the error is refused all the same."""
-    called: list[str] = []
-
-    def watch(frame, event: str, _) -> None:
-        if event == "call" and frame.f_code in REFUSED:
-            called.append(REFUSED[frame.f_code])
-            raise refusal(called[0])
-
-    previous = sys.getprofile()
-    sys.setprofile(watch)
-    try:
-        yield called
-    finally:
-        sys.setprofile(previous)
-
-
 def run(answer: Callable, *args, what: str):
     """Call the learner's function; an error it raises becomes a NotYet naming the case."""
-    with package_refused() as called:
+    with package_calls_refused(REFUSED) as called:
         try:
             result = answer(*args)
         except (NotImplementedError, NotYet):
             raise
         except Exception as error:  # the learner's code failed: say where, not how to fix it
             if called:
-                raise refusal(called[0]) from None
+                raise package_call(called[0]) from None
             raise NotYet(f"{what}: your function raised {type(error).__name__}: {error}") from None
     if called:
-        raise refusal(called[0])
+        raise package_call(called[0])
     return result
 
 

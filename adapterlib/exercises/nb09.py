@@ -11,49 +11,32 @@ r"""Exercises of notebook 9 (the unified view): graders and the package's versio
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Callable
 
 import torch
 
 from .. import unified
-from . import NotYet, exercise
+from . import NotYet, exercise, package_call, package_calls_refused
 
 TOLERANCE = 1e-5
 # The package's own answers: while the learner's function runs, calling one of them is refused.
-REFERENCES = (unified.prefix_gate, unified.dora_delta)
-
-
-@contextmanager
-def references_refused() -> Iterator[None]:
-    """Inside the block, a call into one of :data:`REFERENCES` raises :class:`NotYet`, however it was
-    reached (``adapterlib.unified.dora_delta``, or the reference an unanswered ``check`` returned)."""
-    refused = {function.__code__: function.__name__ for function in REFERENCES}
-
-    def watch(frame, event: str, _) -> None:
-        if event == "call" and frame.f_code in refused:
-            raise NotYet(f"your answer calls the package's adapterlib.unified.{refused[frame.f_code]}; "
-                         "write the computation yourself.")
-
-    previous = sys.getprofile()
-    sys.setprofile(watch)
-    try:
-        yield
-    finally:
-        sys.setprofile(previous)
+REFERENCES = {f"adapterlib.unified.{f.__name__}": f for f in (unified.prefix_gate, unified.dora_delta)}
 
 
 def call_learner(function: Callable, inputs: tuple, described: str) -> torch.Tensor:
     """The learner's function on copies of ``inputs``; a failure is named, not solved."""
-    try:
-        with torch.no_grad(), references_refused():
-            output = function(*(x.clone() if isinstance(x, torch.Tensor) else x for x in inputs))
-    except (NotImplementedError, NotYet):
-        raise
-    except Exception as error:
-        raise NotYet(f"on {described} your function raised {type(error).__name__}: {error}.") from None
+    with package_calls_refused(REFERENCES) as called:
+        try:
+            with torch.no_grad():
+                output = function(*(x.clone() if isinstance(x, torch.Tensor) else x for x in inputs))
+        except (NotImplementedError, NotYet):
+            raise
+        except Exception as error:
+            if called:
+                raise package_call(called[0]) from None
+            raise NotYet(f"on {described} your function raised {type(error).__name__}: {error}.") from None
+    if called:  # the answer caught the refusal and went on
+        raise package_call(called[0])
     wanted = "return a float tensor (float32, like the inputs)"
     if not isinstance(output, torch.Tensor):
         raise NotYet(f"your function returned a {type(output).__name__}; {wanted}.")
