@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from adapterlib import PrefixEncoder
-from adapterlib.exercises import NotYet, Unanswered, check, grade
+from adapterlib.exercises import NotYet, Unanswered, check, grade, nb05
 from adapterlib.exercises.nb05 import PrefixMLP
 
 
@@ -81,7 +81,7 @@ def test_unanswered_attention_returns_the_reference(capsys):
         grade("5.prefix_attention", template)
     reference = check("5.prefix_attention", template)
     assert "Not answered yet" in capsys.readouterr().out
-    assert "padded" in grade("5.prefix_attention", reference)
+    assert reference is nb05.prefix_attention  # the package's version, which the cells below then use
 
 
 class LearnerMLP(nn.Module):
@@ -182,10 +182,18 @@ def test_prefix_count_right_and_unanswered():
 
 
 def test_prefix_attention_of_another_dtype_gets_feedback_not_a_crash():
-    from adapterlib.exercises.nb05 import prefix_attention
-
     def in_float64(*inputs):
-        return prefix_attention(*inputs).double()
+        return prefix_attention(*inputs).double()  # the learner's right answer above, in float64
 
     with pytest.raises(NotYet, match="float64"):
         grade("5.prefix_attention", in_float64)
+
+
+def test_an_answer_that_calls_the_package_reference_is_refused(capsys):
+    def template(query, key, value, prefix_key, prefix_value, attention_mask):
+        raise NotImplementedError("write the prefix attention")
+
+    reference = check("5.prefix_attention", template)
+    capsys.readouterr()
+    with pytest.raises(NotYet, match="calls the package's adapterlib.exercises.nb05.prefix_attention"):
+        grade("5.prefix_attention", lambda *inputs: reference(*inputs))
