@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
+import torch
 from torch import nn
 
 ADAPTER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -55,20 +56,43 @@ class MergeableSite(AdapterSite):
     """A site whose active add-on can be folded into the base module's weights (and taken out again).
 
     ``merged_adapter`` names the adapter folded in, or is None. While it is set, the site computes
-    with the base module alone, which now carries the update.
+    with the base module alone, which now carries the update. :meth:`merge` keeps a copy of every
+    tensor it changes and :meth:`unmerge` puts the copies back, so the base returns bit for bit;
+    a method says which tensors it changes (:meth:`folded_tensors`) and how (:meth:`fold`).
     """
 
     def __init__(self, base_layer: nn.Module) -> None:
         super().__init__(base_layer)
         self.merged_adapter: str | None = None
+        self.originals: list[tuple[torch.Tensor, torch.Tensor]] = []  # (base tensor, its copy) while merged
 
+    def folded_tensors(self) -> list[torch.Tensor]:
+        """The base module's tensors that :meth:`fold` changes in place."""
+        raise NotImplementedError
+
+    def fold(self, add_on: nn.Module) -> None:
+        """Fold ``add_on`` into :meth:`folded_tensors`, in place."""
+        raise NotImplementedError
+
+    @torch.no_grad()
     def merge(self) -> None:
-        """Fold the active add-on into the base module's weights."""
-        raise NotImplementedError
+        """Fold the active add-on into the base module's weights, keeping the originals."""
+        if self.merged_adapter is not None:
+            raise RuntimeError(f"adapter {self.merged_adapter!r} is already merged; call unmerge_adapter() first.")
+        if self.active is None:
+            return
+        self.originals = [(tensor, tensor.clone()) for tensor in self.folded_tensors()]
+        self.fold(self.active)
+        self.merged_adapter = self.active_adapter
 
+    @torch.no_grad()
     def unmerge(self) -> None:
-        """Restore the base module's weights as they were before :meth:`merge`."""
-        raise NotImplementedError
+        """Put back the base module's weights as they were before :meth:`merge`."""
+        if self.merged_adapter is None:
+            return
+        for tensor, original in self.originals:
+            tensor.copy_(original)
+        self.merged_adapter, self.originals = None, []
 
 
 class HeadSite(AdapterSite):

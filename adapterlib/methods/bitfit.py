@@ -112,25 +112,13 @@ class BitFitSite(MergeableSite):
             return y
         return self.active(y)
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        """``b <- b + delta``, keeping the original ``b`` for :meth:`unmerge`."""
-        if self.merged_adapter is not None:
-            raise RuntimeError(f"adapter {self.merged_adapter!r} is already merged; call unmerge_adapter() first.")
-        if self.active is None:
-            return
-        bias = base_linear(self).bias  # base_linear: the Linear or LayerNorm under the sites
-        self.original_bias = bias.clone()
-        bias += self.active.delta.to(bias.dtype)
-        self.merged_adapter = self.active_adapter
+    def folded_tensors(self) -> list[torch.Tensor]:
+        return [base_linear(self).bias]  # base_linear: the Linear or LayerNorm under the sites
 
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """Put the original bias back, bit for bit."""
-        if self.merged_adapter is None:
-            return
-        base_linear(self).bias.copy_(self.original_bias)
-        self.merged_adapter, self.original_bias = None, None
+    def fold(self, change: BiasChange) -> None:
+        """``b <- b + delta``."""
+        bias = base_linear(self).bias
+        bias += change.delta.to(bias.dtype)
 
 
 def bias_sizes(model_config: Any) -> dict[str, int]:

@@ -79,36 +79,20 @@ class IA3Linear(MergeableSite):
         y = self.base_layer(x)
         return y * rescaling.l.to(y.dtype)
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        """``W <- W diag(l)`` for an input vector; ``W <- diag(l) W``, ``b <- l * b`` for an output vector."""
-        if self.merged_adapter is not None:
-            raise RuntimeError(f"adapter {self.merged_adapter!r} is already merged; call unmerge_adapter() first.")
-        if self.active is None:
-            return
+    def folded_tensors(self) -> list[torch.Tensor]:
         linear = base_linear(self)
-        bias = linear.bias
-        self.original_weights = (linear.weight.clone(), None if bias is None else bias.clone())
-        scale = self.active.l.to(linear.weight.dtype)
-        if self.active.scales_input:
+        return [linear.weight] + ([linear.bias] if linear.bias is not None else [])
+
+    def fold(self, rescaling: Rescaling) -> None:
+        """``W <- W diag(l)`` for an input vector; ``W <- diag(l) W``, ``b <- l * b`` for an output vector."""
+        linear = base_linear(self)
+        scale = rescaling.l.to(linear.weight.dtype)
+        if rescaling.scales_input:
             linear.weight *= scale[None, :]
         else:
             linear.weight *= scale[:, None]
-            if bias is not None:
-                bias *= scale
-        self.merged_adapter = self.active_adapter
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """Put the original weight and bias back, bit for bit."""
-        if self.merged_adapter is None:
-            return
-        linear = base_linear(self)
-        weight, bias = self.original_weights
-        linear.weight.copy_(weight)
-        if bias is not None:
-            linear.bias.copy_(bias)
-        self.merged_adapter, self.original_weights = None, None
+            if linear.bias is not None:
+                linear.bias *= scale
 
 
 class IA3(Method):

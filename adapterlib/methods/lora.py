@@ -101,24 +101,12 @@ class LoraLinear(MergeableSite):
             return y
         return y + self.active(x)
 
-    @torch.no_grad()
-    def merge(self) -> None:
-        """Fold the active update into the base weight, ``W <- W + Delta W``, keeping ``W`` for :meth:`unmerge`."""
-        if self.merged_adapter is not None:
-            raise RuntimeError(f"adapter {self.merged_adapter!r} is already merged; call unmerge_adapter() first.")
-        if self.active is None:
-            return
-        self.unmerged_weight = self.base_layer.weight.clone()
-        self.base_layer.weight += self.active.delta_weight().to(self.base_layer.weight.dtype)
-        self.merged_adapter = self.active_adapter
+    def folded_tensors(self) -> list[torch.Tensor]:
+        return [self.base_layer.weight]
 
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """Put back the weight saved by :meth:`merge`, bit for bit."""
-        if self.merged_adapter is None:
-            return
-        self.base_layer.weight.copy_(self.unmerged_weight)
-        self.merged_adapter, self.unmerged_weight = None, None
+    def fold(self, update: LoraUpdate) -> None:
+        """``W <- W + Delta W``."""
+        self.base_layer.weight += update.delta_weight().to(self.base_layer.weight.dtype)
 
 
 class Lora(Method):
