@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inject import base_linear, bert_layer_linears, linear_targets, match_targets, place_like, wrap
+from ..inject import bert_layer_linears
 from . import Size, get_method, register
-from .lora import Lora, LoraConfig, LoraLinear, LoraUpdate
+from .lora import Lora, LoraConfig, LoraUpdate
 
 
 @dataclass
@@ -97,14 +97,8 @@ class DoraUpdate(LoraUpdate):
 class Dora(Lora):
     """LoRA's targets and checks; a :class:`DoraUpdate` in each targeted Linear's site."""
 
-    def insert(self, model: nn.Module, layers: list[nn.Module], config: DoraConfig, adapter_name: str) -> None:
-        for layer in layers:
-            targets = linear_targets(layer)
-            for target in match_targets(layer, config.target_modules):
-                parent, attribute = targets[target]
-                site = wrap(parent, attribute, LoraLinear)
-                linear = base_linear(site)
-                site.add(adapter_name, place_like(DoraUpdate(linear, config.r, config.alpha, config.dropout), linear))
+    def update_for(self, linear: nn.Linear, config: DoraConfig) -> nn.Module:
+        return DoraUpdate(linear, config.r, config.alpha, config.dropout)
 
     def parameter_count(self, model_config: Any, config: DoraConfig) -> int:
         """LoRA's ``r (d + k)`` per targeted ``d x k`` Linear, plus its ``d`` magnitudes."""

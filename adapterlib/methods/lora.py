@@ -130,8 +130,11 @@ class Lora(Method):
                 parent, attribute = targets[target]
                 site = wrap(parent, attribute, LoraLinear)
                 linear = base_linear(site)
-                update = LoraUpdate(linear.in_features, linear.out_features, config.r, config.alpha, config.dropout)
-                site.add(adapter_name, place_like(update, linear))
+                site.add(adapter_name, place_like(self.update_for(linear, config), linear))
+
+    def update_for(self, linear: nn.Linear, config: LoraConfig) -> nn.Module:
+        """The trained update that sits beside ``linear``."""
+        return LoraUpdate(linear.in_features, linear.out_features, config.r, config.alpha, config.dropout)
 
     def parameter_count(self, model_config: Any, config: LoraConfig) -> int:
         shapes = bert_layer_linears(model_config)
