@@ -50,3 +50,14 @@ def assert_unchanged(model: torch.nn.Module, before) -> None:
     assert values.keys() == before[1].keys()
     assert all(torch.equal(values[k], before[1][k]) for k in values)
     assert trainable == before[2]
+
+
+def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
+    """Stand-in for training: move every trainable tensor by random noise, so that zero-initialised
+    tensors (LoRA's B, an adapter's W_up) act and a lost or mixed-up tensor shows in the outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
+    return model

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from conftest import assert_unchanged, snapshot, tiny_classifier, tiny_config, tiny_encoder
+from conftest import perturbed as move
 from safetensors.torch import load_file
 from test_cli import write_tiny_model, write_tiny_sst2
 from transformers import BertConfig
@@ -30,13 +31,8 @@ METHODS = ["bitfit", "ia3"]
 
 
 def perturbed(peft_model: PeftModel, seed: int = 0) -> PeftModel:
-    """Stand-in for training: move every trainable tensor (the deltas from 0, the vectors from 1)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in peft_model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    return peft_model
+    """Stand-in for training: the deltas move from 0 and the vectors from 1."""
+    return move(peft_model, seed, scale=0.3)
 
 
 def last_hidden(model, batch) -> torch.Tensor:

@@ -24,7 +24,7 @@ from adapterlib import (
 from adapterlib.checkpoint import CONFIG_FILE, WEIGHTS_FILE, DifferentBaseWarning, checksum
 from adapterlib.methods.lora import LoraLinear
 
-from conftest import assert_unchanged, snapshot, tiny_classifier, tiny_config
+from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier, tiny_config
 
 CONFIGS = {
     "adapter": lambda: AdapterConfig(r=4, placement="houlsby", task_type=TaskType.SEQ_CLS),
@@ -33,16 +33,6 @@ CONFIGS = {
     "prefix-mlp": lambda: PrefixTuningConfig(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=8,
                                              task_type=TaskType.SEQ_CLS),
 }
-
-
-def perturbed(peft_model: PeftModel, seed: int = 0) -> PeftModel:
-    """Give the trainable tensors random values, so that a lost or mixed-up tensor shows in the logits."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in peft_model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    return peft_model
 
 
 def file_bytes(folder) -> dict[str, bytes]:

@@ -3,7 +3,7 @@ start at the base, closed-form counts, merging, checkpoints, the command line, r
 
 import pytest
 import torch
-from conftest import assert_unchanged, snapshot, tiny_classifier, tiny_config
+from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier, tiny_config
 from test_cli import write_tiny_model, write_tiny_sst2
 
 from adapterlib import AdapterConfig, LoraConfig, PeftModel, TaskType, count_parameters, get_peft_model
@@ -19,16 +19,6 @@ peft = pytest.importorskip("peft", reason="peft is the reference implementation;
 SEQ_CLS = TaskType.SEQ_CLS
 ALL_LINEARS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
 LABELS = torch.tensor([0, 1])
-
-
-def perturbed(peft_model: PeftModel, seed: int = 0) -> PeftModel:
-    """Move every trainable tensor (zero ``B`` and ``W_up`` included), as training would."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in peft_model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.1)
-    return peft_model
 
 
 def dora_sites(model: torch.nn.Module, prefix: str) -> dict[str, torch.nn.Module]:
