@@ -99,10 +99,28 @@ def committed_accuracy(variant: str) -> str:
     return f"{row['accuracy_mean']:.1f} ± {row['ci95_seeds']:.1f}%"
 
 
-def test_each_r_slider_moves_its_own_count(jupyter_lab, tmp_path):
-    from playwright.sync_api import TimeoutError, expect, sync_playwright
+def run_all_cells(playwright, jupyter_lab, notebook: str, home: Path):
+    """Chromium with a temporary profile, ``notebook`` opened in JupyterLab, every cell run; the
+    browser and the page. HOME keeps chromium's crash-report and dconf folders in ``home`` too."""
+    from playwright.sync_api import TimeoutError
 
     base, token = jupyter_lab
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, env={**os.environ, "HOME": str(home)})
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{base}/lab/tree/{notebook}?token={token}")
+    page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
+    try:
+        page.get_by_role("button", name="Select", exact=True).click(timeout=20_000)
+    except TimeoutError:
+        pass  # no kernel dialog: the kernel started on its own
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_text("Run All Cells", exact=True).click()
+    return browser, page
+
+
+def test_each_r_slider_moves_its_own_count(jupyter_lab, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
     minilm = model_shapes()["MiniLM-L6 (packaged, d=384)"]
     adapter = {r: table_row("adapter", count(minilm, AdapterConfig(r=r)).trainable) for r in (16, 17)}
     lora = {r: table_row("LoRA", count(minilm, LoraConfig(r=r)).trainable) for r in (8, 9)}
@@ -112,18 +130,7 @@ def test_each_r_slider_moves_its_own_count(jupyter_lab, tmp_path):
     }
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        # a temporary profile; HOME keeps chromium's crash-report and dconf folders in the temporary folder too
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, env={**os.environ, "HOME": str(tmp_path)})
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{base}/lab/tree/07_explore_r.ipynb?token={token}")
-        page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
-        select_kernel = page.get_by_role("button", name="Select", exact=True)
-        try:
-            select_kernel.click(timeout=20_000)
-        except TimeoutError:
-            pass  # no kernel dialog: the kernel started on its own
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_text("Run All Cells", exact=True).click()
+        browser, page = run_all_cells(playwright, jupyter_lab, "07_explore_r.ipynb", tmp_path)
         table = page.locator(".widget-html-content table").first
         try:
             expect(table).to_contain_text(adapter[16], timeout=120_000)

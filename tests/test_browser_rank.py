@@ -8,10 +8,9 @@ accuracies marked as interpolated; then back to 8, and with Home to r = 0, where
 matrices were measured and LoRA does not exist. Saves screenshots to test-artifacts/.
 """
 
-import os
 import shutil
 
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_FLAGS, ROOT, jupyter_lab  # noqa: F401 (jupyter_lab is a fixture)
+from test_browser import ARTIFACTS, ROOT, jupyter_lab, run_all_cells  # noqa: F401 (jupyter_lab is a fixture)
 
 from adapterlib.rank_widget import RankExplorer
 
@@ -22,9 +21,8 @@ def row_texts(explorer: RankExplorer, r: int) -> list[str]:
 
 
 def test_the_r_slider_moves_every_row(jupyter_lab, tmp_path):  # noqa: F811
-    from playwright.sync_api import TimeoutError, expect, sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
-    base, token = jupyter_lab
     shutil.copy(ROOT / "notebooks" / "08_rank.ipynb", tmp_path / "notebooks")
     explorer = RankExplorer()
     expected = {r: row_texts(explorer, r) for r in (8, 12, 0)}
@@ -33,16 +31,7 @@ def test_the_r_slider_moves_every_row(jupyter_lab, tmp_path):  # noqa: F811
     assert any("r = 0 is no LoRA" in text for text in expected[0])
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, env={**os.environ, "HOME": str(tmp_path)})
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{base}/lab/tree/08_rank.ipynb?token={token}")
-        page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
-        try:
-            page.get_by_role("button", name="Select", exact=True).click(timeout=20_000)
-        except TimeoutError:
-            pass  # no kernel dialog: the kernel started on its own
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_text("Run All Cells", exact=True).click()
+        browser, page = run_all_cells(playwright, jupyter_lab, "08_rank.ipynb", tmp_path)
         table = page.locator(".widget-html-content table").first
         try:
             expect(table).to_contain_text(expected[8][0], timeout=180_000)
