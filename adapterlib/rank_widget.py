@@ -28,7 +28,7 @@ import torch
 from IPython.display import display
 from transformers import AutoConfig
 
-from .counting import bert_parameter_count, head_parameter_count, method_parameter_count
+from .counting import bert_parameter_count, expected_trainable_parameters
 from .methods.lora import LoraConfig
 from .modeling import model_location
 from .rank_study import FULL, MATRICES, QUERY_VALUE
@@ -123,8 +123,7 @@ def model_shape(results: RankResults):
 def lora_fraction(model_config, r: int) -> float:
     """LoRA's trainable share on query and value at rank ``r``, as training counts it: LoRA and the
     head's trainable copy, of the model with mean pooling (no pooler) and both heads."""
-    inserted = method_parameter_count(model_config, LoraConfig(r=r))
-    trainable = inserted + head_parameter_count(model_config, 2)
+    trainable = expected_trainable_parameters(model_config, LoraConfig(r=r), num_labels=2)
     return trainable / (bert_parameter_count(model_config, 2, pooler=False) + trainable)
 
 
