@@ -36,7 +36,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--data-dir",
         metavar="PATH",
-        help=f"GLUE-format SST-2 folder (train.tsv, dev.tsv); relative to where pytest starts. Default: ${DATA_DIR_VARIABLE}, else the hub.",
+        help=(
+            "GLUE-format SST-2 folder (train.tsv, dev.tsv); relative to where pytest starts. Default: "
+            f"${DATA_DIR_VARIABLE}, else the hub."
+        ),
     )
 
 
@@ -46,7 +49,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if chosen:
         folder = (started_in / chosen).resolve()
         if not folder.is_dir():
-            raise pytest.UsageError(f"--data-dir: {chosen} (resolved to {folder}) is not a folder; name the SST-2 folder holding train.tsv and dev.tsv.")
+            raise pytest.UsageError(
+                f"--data-dir: {chosen} (resolved to {folder}) is not a folder; name the SST-2 folder "
+                "holding train.tsv and dev.tsv."
+            )
         os.environ[DATA_DIR_VARIABLE] = str(folder)
 
     artifacts = Path(config.rootpath) / "test-artifacts"

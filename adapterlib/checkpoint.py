@@ -79,20 +79,28 @@ def checksum(weights: bytes, peft_config: dict[str, Any]) -> str:
     return hashlib.sha256(weights + json.dumps(peft_config, sort_keys=True).encode()).hexdigest()
 
 
-def adapter_files(model: PeftModel, adapter_name: str | None = None, base_model_name: str | None = None) -> dict[str, bytes]:
+def adapter_files(
+    model: PeftModel, adapter_name: str | None = None, base_model_name: str | None = None
+) -> dict[str, bytes]:
     """The contents of both checkpoint files for one adapter, every check done."""
     if not isinstance(model, PeftModel):
-        raise TypeError(f"save_adapter needs the PeftModel returned by get_peft_model, got {type(model).__name__}.")
+        raise TypeError(
+            f"save_adapter needs the PeftModel returned by get_peft_model, got {type(model).__name__}."
+        )
     if base_model_name is not None and not isinstance(base_model_name, str):
-        raise TypeError(f"base_model_name is a portable name such as 'bert-base-uncased', got {base_model_name!r}.")
+        raise TypeError(
+            f"base_model_name is a portable name such as 'bert-base-uncased', got {base_model_name!r}."
+        )
     name = adapter_name or model.active_adapter
     if name not in model.peft_config:
         raise ValueError(f"no adapter named {name!r}; this model has: {', '.join(model.peft_config)}.")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.adapter_state_dict(name).items()}
     broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
     if broken:
-        raise ValueError(f"adapter {name!r} holds NaN or infinite values ({broken[0]}); training diverged, "
-                         f"lower the learning rate. Nothing was saved.")
+        raise ValueError(
+            f"adapter {name!r} holds NaN or infinite values ({broken[0]}); training diverged, "
+            f"lower the learning rate. Nothing was saved."
+        )
     weights = save_safetensors(tensors)
     peft_config = model.peft_config[name].to_dict()
     meta = {
@@ -114,7 +122,10 @@ def write_files(directory: Path, files: dict[str, bytes]) -> Path:
 
 
 def save_adapter(
-    model: PeftModel, directory: str | Path, adapter_name: str | None = None, base_model_name: str | None = None
+    model: PeftModel,
+    directory: str | Path,
+    adapter_name: str | None = None,
+    base_model_name: str | None = None,
 ) -> Path:
     """Write one adapter (default: the active one) of ``model`` into ``directory``.
 
@@ -137,17 +148,29 @@ def read_adapter_config(directory: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{directory / CONFIG_FILE} is not valid JSON ({error}); the checkpoint is damaged.") from None
+        raise ValueError(
+            f"{directory / CONFIG_FILE} is not valid JSON ({error}); the checkpoint is damaged."
+        ) from None
     absent = [k for k in ("peft_config", "base_model_shape") if not isinstance(meta, dict) or k not in meta]
     if absent:
-        raise ValueError(f"{directory / CONFIG_FILE} lacks {', '.join(absent)}: it was not written by save_adapter.")
+        raise ValueError(
+            f"{directory / CONFIG_FILE} lacks {', '.join(absent)}: it was not written by save_adapter."
+        )
     shape, version = meta["base_model_shape"], meta.get("format_version", 1)
-    if (not isinstance(meta["peft_config"], dict) or not isinstance(shape, dict)
-            or not all(isinstance(v, int) for v in shape.values()) or not isinstance(version, int)):
-        raise ValueError(f"{directory / CONFIG_FILE} has fields of the wrong type; it is damaged. Save the adapter again.")
+    if (
+        not isinstance(meta["peft_config"], dict)
+        or not isinstance(shape, dict)
+        or not all(isinstance(v, int) for v in shape.values())
+        or not isinstance(version, int)
+    ):
+        raise ValueError(
+            f"{directory / CONFIG_FILE} has fields of the wrong type; it is damaged. Save the adapter again."
+        )
     if version > FORMAT_VERSION:
-        raise ValueError(f"{directory} uses checkpoint format {meta['format_version']}; this adapterlib reads up to "
-                         f"{FORMAT_VERSION}. Upgrade adapterlib.")
+        raise ValueError(
+            f"{directory} uses checkpoint format {meta['format_version']}; this adapterlib reads up to "
+            f"{FORMAT_VERSION}. Upgrade adapterlib."
+        )
     return meta
 
 
@@ -157,12 +180,16 @@ def read_weights(directory: Path, meta: dict[str, Any]) -> dict[str, torch.Tenso
     data = path.read_bytes()
     recorded = meta.get("sha256")
     if recorded is not None and checksum(data, meta["peft_config"]) != recorded:
-        raise ValueError(f"{path} or the peft_config in {CONFIG_FILE} differs from what was saved (the SHA-256 "
-                         f"recorded at saving does not match); the checkpoint is damaged or was edited. Save it again.")
+        raise ValueError(
+            f"{path} or the peft_config in {CONFIG_FILE} differs from what was saved (the SHA-256 "
+            f"recorded at saving does not match); the checkpoint is damaged or was edited. Save it again."
+        )
     try:
         tensors = load_safetensors(data)
     except Exception as error:  # safetensors raises its own error types for every kind of damage
-        raise ValueError(f"{path} is not a readable safetensors file ({error}); it is truncated or damaged.") from None
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({error}); it is truncated or damaged."
+        ) from None
     broken = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
         raise ValueError(f"{path} holds NaN or infinite values ({broken[0]}); it cannot be used.")
@@ -181,22 +208,28 @@ def keys_from_format_1(tensors: dict[str, torch.Tensor], base: nn.Module) -> dic
     return renamed
 
 
-def check_base(meta: dict[str, Any], base: nn.Module, fingerprint: str, directory: Path, with_head: bool) -> None:
+def check_base(
+    meta: dict[str, Any], base: nn.Module, fingerprint: str, directory: Path, with_head: bool
+) -> None:
     """Refuse another shape; warn about other weights of the same shape."""
     expected, actual = dict(meta["base_model_shape"]), model_shape(base)
     if not with_head:
         expected.pop("num_labels", None)
         actual.pop("num_labels", None)
     if expected != actual:
-        differ = ", ".join(f"{k}: saved {expected.get(k)} vs model {actual.get(k)}"
-                           for k in sorted(set(expected) | set(actual)) if expected.get(k) != actual.get(k))
+        differ = ", ".join(
+            f"{k}: saved {expected.get(k)} vs model {actual.get(k)}"
+            for k in sorted(set(expected) | set(actual))
+            if expected.get(k) != actual.get(k)
+        )
         raise ValueError(f"adapter in {directory} was trained on a base model of another shape ({differ}).")
     recorded = meta.get("base_model_fingerprint")
     if recorded is not None and recorded != fingerprint:
         name = meta.get("base_model_name") or "an unnamed model"
         warnings.warn(
             f"adapter in {directory} was trained on {name} with weights fingerprint {recorded}; this base model "
-            f"has the same shape but fingerprint {fingerprint}, so its weights differ and the adapter may not fit them.",
+            f"has the same shape but fingerprint {fingerprint}, so its weights differ and the adapter may "
+            "not fit them.",
             DifferentBaseWarning,
             stacklevel=3,
         )

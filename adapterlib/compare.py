@@ -18,7 +18,9 @@ from .methods import get_method, method_names, methods
 from .train import DEFAULT_POOLING, Recipe
 
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-METHOD_LABELS = {"head": "head only", "full": "full fine-tuning"} | {method.name: method.label for method in methods()}
+METHOD_LABELS = {"head": "head only", "full": "full fine-tuning"} | {
+    method.name: method.label for method in methods()
+}
 MARKERS = {"head": "s", "full": "*"} | {method.name: method.marker for method in methods()}
 SIDEWAYS = 0.03  # log10 units between neighbouring methods in the comparison chart
 
@@ -53,26 +55,31 @@ def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         mean = statistics.fmean(accuracies)
         sd = statistics.stdev(accuracies) if len(group) > 1 else 0.0
         n_eval = group[0]["evaluation_examples"]
-        rows.append({
-            "variant": name,
-            "method": group[0]["method"],
-            "seeds": len(group),
-            "accuracy_mean": mean,
-            "accuracy_sd": sd,
-            "ci95_seeds": T_975.get(len(group) - 1, 1.96) * sd / math.sqrt(len(group)) if len(group) > 1 else None,
-            "ci95_sampling": 196 * math.sqrt(mean / 100 * (1 - mean / 100) / n_eval),
-            "trainable_parameters": group[0]["trainable_parameters"],
-            "trainable_fraction": group[0]["trainable_fraction"],
-            "learning_rate": group[0]["recipe"]["learning_rate"],
-            "seconds_per_step": statistics.median(r["seconds_per_step"] for r in group),
-            "train_seconds": statistics.median(r["train_seconds"] for r in group),
-        })
+        rows.append(
+            {
+                "variant": name,
+                "method": group[0]["method"],
+                "seeds": len(group),
+                "accuracy_mean": mean,
+                "accuracy_sd": sd,
+                "ci95_seeds": T_975.get(len(group) - 1, 1.96) * sd / math.sqrt(len(group))
+                if len(group) > 1
+                else None,
+                "ci95_sampling": 196 * math.sqrt(mean / 100 * (1 - mean / 100) / n_eval),
+                "trainable_parameters": group[0]["trainable_parameters"],
+                "trainable_fraction": group[0]["trainable_fraction"],
+                "learning_rate": group[0]["recipe"]["learning_rate"],
+                "seconds_per_step": statistics.median(r["seconds_per_step"] for r in group),
+                "train_seconds": statistics.median(r["train_seconds"] for r in group),
+            }
+        )
     return sorted(rows, key=lambda row: row["trainable_parameters"])
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| method | trainable | fraction | val. acc. (mean ± sd) | 95% CI seeds | 95% CI sampling | lr | s/step | train s |",
+        "| method | trainable | fraction | val. acc. (mean ± sd) | 95% CI seeds | 95% CI sampling | lr | "
+        "s/step | train s |",
         "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
@@ -80,7 +87,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {row['variant']} | {row['trainable_parameters']:,} | {percent(row['trainable_fraction'])} | "
             f"{row['accuracy_mean']:.1f} ± {row['accuracy_sd']:.1f}% ({counted(row['seeds'], 'seed')}) | {seeds_ci} | "
-            f"±{row['ci95_sampling']:.1f} | {row['learning_rate']:g} | {row['seconds_per_step']:.2f} | {row['train_seconds']:.0f} |"
+            f"±{row['ci95_sampling']:.1f} | {row['learning_rate']:g} | {row['seconds_per_step']:.2f} | "
+            f"{row['train_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -101,18 +109,33 @@ def plot_comparison(rows: list[dict[str, Any]], ax=None):
         points = [row for row in rows if row["method"] == method]
         shift = 10 ** (SIDEWAYS * (peft.index(method) - (len(peft) - 1) / 2)) if method in peft else 1.0
         x, y = [shift * p["trainable_parameters"] for p in points], [p["accuracy_mean"] for p in points]
-        seeds = ax.errorbar(x, y, yerr=[p["ci95_seeds"] or 0 for p in points], marker=MARKERS[method], markersize=8,
-                            elinewidth=4, linestyle="-" if len(points) > 1 else "none", label=METHOD_LABELS[method])
+        seeds = ax.errorbar(
+            x,
+            y,
+            yerr=[p["ci95_seeds"] or 0 for p in points],
+            marker=MARKERS[method],
+            markersize=8,
+            elinewidth=4,
+            linestyle="-" if len(points) > 1 else "none",
+            label=METHOD_LABELS[method],
+        )
         colour = seeds.lines[0].get_color()
-        ax.errorbar(x, y, yerr=[p["ci95_sampling"] for p in points], fmt="none", elinewidth=1, capsize=4, color=colour)
+        ax.errorbar(
+            x, y, yerr=[p["ci95_sampling"] for p in points], fmt="none", elinewidth=1, capsize=4, color=colour
+        )
         for p, xp, yp in zip(points, x, y):
             size = p["variant"].removeprefix(method).strip()  # "r=16": the legend names the method
             if size:
-                ax.annotate(size, (xp, yp), textcoords="offset points", xytext=(5, 5), fontsize=7, color=colour)
-    ax.set(xscale="log", xlabel="trainable parameters (log scale; methods shifted sideways to stay apart)",
-           ylabel="SST-2 validation accuracy (%)",
-           title="Accuracy vs trainable parameters (mean over seeds)\n"
-                 "95% intervals: thick, over seeds; thin, sampling of the validation set")
+                ax.annotate(
+                    size, (xp, yp), textcoords="offset points", xytext=(5, 5), fontsize=7, color=colour
+                )
+    ax.set(
+        xscale="log",
+        xlabel="trainable parameters (log scale; methods shifted sideways to stay apart)",
+        ylabel="SST-2 validation accuracy (%)",
+        title="Accuracy vs trainable parameters (mean over seeds)\n"
+        "95% intervals: thick, over seeds; thin, sampling of the validation set",
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
     ax.figure.tight_layout()
@@ -127,7 +150,9 @@ def learning_rate_curves(records: Iterable[dict[str, Any]]) -> dict[str, list[tu
         default = Recipe(record["method"]).peft_config_dict()
         if record["recipe"]["pooling"] != DEFAULT_POOLING or record["peft_config"] != default:
             continue
-        curves.setdefault(record["method"], []).append((record["recipe"]["learning_rate"], 100 * record["accuracy"]))
+        curves.setdefault(record["method"], []).append(
+            (record["recipe"]["learning_rate"], 100 * record["accuracy"])
+        )
     return {method: sorted(points) for method, points in curves.items()}
 
 
@@ -144,9 +169,20 @@ def plot_learning_rates(curves: dict[str, list[tuple[float, float]]], defaults: 
         (line,) = ax.plot(rates, accuracies, marker="o", label=label)
         if defaults.get(method) in rates:
             chosen = rates.index(defaults[method])
-            ax.plot(rates[chosen], accuracies[chosen], marker="o", markersize=14, fillstyle="none", color=line.get_color())
-    ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="tuning-slice accuracy (%)",
-           title="Learning-rate sensitivity (1 seed; circles: the defaults)")
+            ax.plot(
+                rates[chosen],
+                accuracies[chosen],
+                marker="o",
+                markersize=14,
+                fillstyle="none",
+                color=line.get_color(),
+            )
+    ax.set(
+        xscale="log",
+        xlabel="learning rate (log scale)",
+        ylabel="tuning-slice accuracy (%)",
+        title="Learning-rate sensitivity (1 seed; circles: the defaults)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     return ax
@@ -162,7 +198,12 @@ def write_results(records: list[dict[str, Any]], out: Path, command: str) -> lis
     rows = summarize(records)
     out.mkdir(parents=True, exist_ok=True)
     environment = records[0]["versions"] | {"device": records[0]["device"]} if records else {}
-    (out / "results.json").write_text(json.dumps({"command": command, "environment": environment, "summary": rows, "runs": records}, indent=2) + "\n")
+    (out / "results.json").write_text(
+        json.dumps(
+            {"command": command, "environment": environment, "summary": rows, "runs": records}, indent=2
+        )
+        + "\n"
+    )
     (out / "results.md").write_text(f"Command: `{command}`\n\n" + markdown_table(rows))
     ax = plot_comparison(rows)
     ax.figure.savefig(out / "comparison.png", dpi=120)
@@ -170,7 +211,9 @@ def write_results(records: list[dict[str, Any]], out: Path, command: str) -> lis
     return rows
 
 
-def run_grid(recipes: Iterable[Recipe], seeds: Iterable[int], train: Callable[[Recipe], dict[str, Any]]) -> list[dict[str, Any]]:
+def run_grid(
+    recipes: Iterable[Recipe], seeds: Iterable[int], train: Callable[[Recipe], dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Train every recipe with every seed; ``train`` maps a recipe to its result record."""
     records = []
     for recipe in recipes:

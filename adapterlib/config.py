@@ -72,7 +72,9 @@ class PeftConfig:
                 self.task_type = TaskType(self.task_type)
             except ValueError:
                 options = ", ".join(t.value for t in TaskType)
-                raise ValueError(f"task_type {self.task_type!r} is not known; use one of: {options}.") from None
+                raise ValueError(
+                    f"task_type {self.task_type!r} is not known; use one of: {options}."
+                ) from None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict that :func:`adapterlib.methods.config_from_dict` turns back into this config."""
@@ -87,7 +89,9 @@ class PeftConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names - {"method"})
         if unknown:
-            raise ValueError(f"{cls.__name__} has no fields {unknown}; the checkpoint was written by another version.")
+            raise ValueError(
+                f"{cls.__name__} has no fields {unknown}; the checkpoint was written by another version."
+            )
         return cls(**{k: v for k, v in values.items() if k != "method"})
 
 

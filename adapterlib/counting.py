@@ -73,11 +73,15 @@ def bert_parameter_count(config, num_labels: int | None = None, pooler: bool = T
     """All parameters of a BERT model (``BertModel``, or ``...ForSequenceClassification`` with labels)."""
     d = config.hidden_size
     embeddings = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * d + 2 * d
-    total = embeddings + config.num_hidden_layers * layer_parameter_count(config) + (d * d + d if pooler else 0)
+    total = (
+        embeddings + config.num_hidden_layers * layer_parameter_count(config) + (d * d + d if pooler else 0)
+    )
     return total + (head_parameter_count(config, num_labels) if num_labels else 0)
 
 
-def expected_trainable_parameters(model_config, peft_config: PeftConfig, num_labels: int | None = None) -> int:
+def expected_trainable_parameters(
+    model_config, peft_config: PeftConfig, num_labels: int | None = None
+) -> int:
     """Trainable parameters of ``get_peft_model`` on this shape: the method plus, if any, the classifier."""
     head = head_parameter_count(model_config, num_labels) if num_labels else 0
     return method_parameter_count(model_config, peft_config) + head

@@ -84,8 +84,10 @@ def read_lines(path: Path) -> list[str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
-        raise ValueError(f"{path} is not UTF-8 text: line {line} holds the byte 0x{raw[error.start]:02x}; "
-                         f"save the file as UTF-8 (from Latin-1: iconv -f latin1 -t utf-8).") from None
+        raise ValueError(
+            f"{path} is not UTF-8 text: line {line} holds the byte 0x{raw[error.start]:02x}; "
+            f"save the file as UTF-8 (from Latin-1: iconv -f latin1 -t utf-8)."
+        ) from None
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     return lines[:-1] if lines and not lines[-1] else lines
 
@@ -95,7 +97,9 @@ def check_split(path: Path) -> int:
     the reader skips them."""
     lines = read_lines(path)
     if not lines:
-        raise ValueError(f"{path} is empty; it needs the header 'sentence<TAB>label' and one row per sentence.")
+        raise ValueError(
+            f"{path} is empty; it needs the header 'sentence<TAB>label' and one row per sentence."
+        )
     if lines[0] != HEADER:
         raise ValueError(f"{path}, line 1: header is {lines[0]!r}; expected 'sentence<TAB>label'.")
     rows = 0
@@ -104,13 +108,17 @@ def check_split(path: Path) -> int:
             continue
         fields = line.split("\t")
         if len(fields) != 2:
-            raise ValueError(f"{path}, line {number}: expected 2 tab-separated fields, the sentence and its label; "
-                             f"found {len(fields)} (a tab inside a sentence must go).")
+            raise ValueError(
+                f"{path}, line {number}: expected 2 tab-separated fields, the sentence and its label; "
+                f"found {len(fields)} (a tab inside a sentence must go)."
+            )
         if fields[1] not in ("0", "1"):
             raise ValueError(f"{path}, line {number}: label {fields[1]!r} is not 0 or 1.")
         rows += 1
     if not rows:
-        raise ValueError(f"{path} has the header but no rows; add one row per sentence: the sentence, a tab, its label 0 or 1.")
+        raise ValueError(
+            f"{path} has the header but no rows; add one row per sentence: the sentence, a tab, its label 0 or 1."
+        )
     return rows
 
 
@@ -123,12 +131,16 @@ def check_folder(folder: Path) -> dict[str, int]:
     """
     if not folder.is_dir():
         state = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise FileNotFoundError(f"SST-2 data folder {folder} {state} (from the argument or ${DATA_DIR_VARIABLE}).")
+        raise FileNotFoundError(
+            f"SST-2 data folder {folder} {state} (from the argument or ${DATA_DIR_VARIABLE})."
+        )
     rows = {}
     for split, file in SPLIT_FILES.items():
         path = folder / file
         if not path.is_file():
-            raise FileNotFoundError(f"SST-2 data folder {folder} has no {file}; a GLUE-format folder holds train.tsv and dev.tsv.")
+            raise FileNotFoundError(
+                f"SST-2 data folder {folder} has no {file}; a GLUE-format folder holds train.tsv and dev.tsv."
+            )
         rows[split] = check_split(path)
     return rows
 
@@ -157,7 +169,11 @@ def data_fingerprint(data_dir: str | os.PathLike | None = None) -> str:
     """Which data a run reads: the fingerprint of ``train.tsv`` and ``dev.tsv`` for a folder, of
     the dataset's name and config (``nyu-mll/glue``, ``sst2``) for the hub."""
     folder = resolve_data_dir(data_dir)
-    return fingerprint(*HUB_DATASET) if folder is None else fingerprint(*(folder / f for f in SPLIT_FILES.values()))
+    return (
+        fingerprint(*HUB_DATASET)
+        if folder is None
+        else fingerprint(*(folder / f for f in SPLIT_FILES.values()))
+    )
 
 
 def read_folder(folder: Path) -> DatasetDict:
@@ -167,10 +183,14 @@ def read_folder(folder: Path) -> DatasetDict:
     check_folder(folder)
     files = {split: str(folder / file) for split, file in SPLIT_FILES.items()}
     as_text = Features({"sentence": Value("string"), "label": Value("string")})
-    raw = load_dataset("csv", data_files=files, delimiter="\t", quoting=3, keep_default_na=False, features=as_text)
+    raw = load_dataset(
+        "csv", data_files=files, delimiter="\t", quoting=3, keep_default_na=False, features=as_text
+    )
     splits = {}
     for split, dataset in raw.items():
-        dataset = dataset.cast_column("label", Value("int64")).cast_column("label", ClassLabel(names=LABEL_NAMES))
+        dataset = dataset.cast_column("label", Value("int64")).cast_column(
+            "label", ClassLabel(names=LABEL_NAMES)
+        )
         splits[split] = dataset.add_column("idx", list(range(len(dataset))))
     return DatasetDict(splits)
 
@@ -188,10 +208,15 @@ def load_sst2(data_dir: str | os.PathLike | None = None) -> DatasetDict:
 
     advice = (
         f"No SST-2 data reachable. Either pass data_dir= (or set ${DATA_DIR_VARIABLE}) to a GLUE-format folder "
-        f"with train.tsv and dev.tsv, or allow access to the Hugging Face hub for {'/'.join(HUB_DATASET)} (config sst2)."
+        f"with train.tsv and dev.tsv, or allow access to the Hugging Face hub for {'/'.join(HUB_DATASET)} "
+        "(config sst2)."
     )
     if not hub_reachable():
-        state = "is switched off ($HF_HUB_OFFLINE / $HF_DATASETS_OFFLINE)" if hub_switched_off() else "does not answer"
+        state = (
+            "is switched off ($HF_HUB_OFFLINE / $HF_DATASETS_OFFLINE)"
+            if hub_switched_off()
+            else "does not answer"
+        )
         raise FileNotFoundError(f"{advice} The hub {state}.")
     try:
         hub = load_dataset(*HUB_DATASET)

@@ -40,7 +40,9 @@ def find_layers(model: nn.Module) -> list[nn.Module]:
     """The model's Transformer layers in order, or a TypeError naming what is supported."""
     layers = [m for m in model.modules() if is_transformer_layer(m)]
     if not layers:
-        raise TypeError(f"{type(model).__name__} is not a supported model family: adapterlib inserts into {SUPPORTED}.")
+        raise TypeError(
+            f"{type(model).__name__} is not a supported model family: adapterlib inserts into {SUPPORTED}."
+        )
     return layers
 
 
@@ -102,7 +104,10 @@ def base_fingerprint(model: nn.Module, samples: int = 256) -> str | None:
     """
     if any(p.is_meta for p in model.parameters()):
         return None
-    tables = [(f"embedding{i}", m.weight) for i, m in enumerate(m for m in model.modules() if isinstance(m, nn.Embedding))]
+    tables = [
+        (f"embedding{i}", m.weight)
+        for i, m in enumerate(m for m in model.modules() if isinstance(m, nn.Embedding))
+    ]
     layers = [item for layer in find_layers(model) for item in layer.named_parameters()]
     digest = hashlib.sha256()
     for path, parameter in tables + layers:
@@ -140,7 +145,9 @@ def linear_targets(layer: nn.Module) -> dict[str, tuple[nn.Module, str]]:
             continue
         parent = layer.get_submodule(".".join(parts[:-1]))
         stands_in = isinstance(module, AdapterSite) and module.stands_in_for_linear
-        if stands_in or (isinstance(module, nn.Linear) and not getattr(parent, "stands_in_for_linear", False)):
+        if stands_in or (
+            isinstance(module, nn.Linear) and not getattr(parent, "stands_in_for_linear", False)
+        ):
             name = ".".join(p for p in parts if p != "base_layer")
             targets[name] = (parent, parts[-1])
     return targets

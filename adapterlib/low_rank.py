@@ -45,7 +45,9 @@ def subspace_similarity(u1: torch.Tensor, u2: torch.Tensor, i: int, j: int) -> f
 
 def similarity_grid(u1: torch.Tensor, u2: torch.Tensor, rows: int, columns: int) -> list[list[float]]:
     """``grid[i-1][j-1]`` = :func:`subspace_similarity` ``(u1, u2, i, j)``."""
-    overlap = (u1[:, :rows].T @ u2[:, :columns]).pow(2).cumsum(0).cumsum(1)  # [i-1, j-1]: sum over the top i x j
+    overlap = (
+        (u1[:, :rows].T @ u2[:, :columns]).pow(2).cumsum(0).cumsum(1)
+    )  # [i-1, j-1]: sum over the top i x j
     sizes = torch.minimum(torch.arange(1, rows + 1)[:, None], torch.arange(1, columns + 1)[None, :])
     return (overlap / sizes).tolist()
 

@@ -134,7 +134,11 @@ class FreshHeadReportFilter(logging.Filter):
         message = record.getMessage()
         if "LOAD REPORT" not in message:
             return True
-        reported = [line.split("|")[0].strip() for line in message.splitlines() if "| MISSING" in line or "| UNEXPECTED" in line]
+        reported = [
+            line.split("|")[0].strip()
+            for line in message.splitlines()
+            if "| MISSING" in line or "| UNEXPECTED" in line
+        ]
         return not all(key.startswith(("classifier.", "pooler.")) for key in reported)
 
 
@@ -174,8 +178,14 @@ class MeanPoolingClassifier(nn.Module):
         return next(self.parameters()).device
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
-        states = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs).last_hidden_state
-        weights = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).unsqueeze(-1).to(states.dtype)
+        states = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, **kwargs
+        ).last_hidden_state
+        weights = (
+            (attention_mask if attention_mask is not None else torch.ones_like(input_ids))
+            .unsqueeze(-1)
+            .to(states.dtype)
+        )
         pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
         logits = self.classifier(self.dropout(pooled))
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
@@ -192,5 +202,9 @@ def load_classifier(
     options = dict(dtype=torch.float32, attn_implementation=attn_implementation)
     with quiet_loading():
         if pooling == "cls":
-            return AutoModelForSequenceClassification.from_pretrained(location, num_labels=num_labels, **options)
-        return MeanPoolingClassifier(AutoModel.from_pretrained(location, add_pooling_layer=False, **options), num_labels)
+            return AutoModelForSequenceClassification.from_pretrained(
+                location, num_labels=num_labels, **options
+            )
+        return MeanPoolingClassifier(
+            AutoModel.from_pretrained(location, add_pooling_layer=False, **options), num_labels
+        )

@@ -29,7 +29,6 @@ from .inject import base_fingerprint, find_layers, insert_head, is_adapted, laye
 from .methods import method_of, methods
 from .sites import AdapterSite, MergeableSite, check_adapter_name, remove_adapter_modules, shared_module
 
-
 # Names a peft user may reach for that transformers' models answer with their own PEFT integration.
 TRANSFORMERS_ADAPTER_METHODS = {
     "active_adapters": "active_adapter (one adapter is active at a time)",
@@ -43,8 +42,13 @@ TRANSFORMERS_ADAPTER_METHODS = {
 class PeftModel(nn.Module):
     """A frozen base model with one or more named adapters, one of them active."""
 
-    def __init__(self, model: nn.Module, config: PeftConfig, adapter_name: str = "default",
-                 weights: dict[str, torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        config: PeftConfig,
+        adapter_name: str = "default",
+        weights: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         if isinstance(model, PeftModel) or is_adapted(model):
             raise ValueError(
                 "this model already carries adapterlib modules; add another adapter with "
@@ -61,7 +65,9 @@ class PeftModel(nn.Module):
 
     # ------------------------------------------------------------ adding and removing adapters
 
-    def add_adapter(self, adapter_name: str, config: PeftConfig, *, weights: dict[str, torch.Tensor] | None = None) -> None:
+    def add_adapter(
+        self, adapter_name: str, config: PeftConfig, *, weights: dict[str, torch.Tensor] | None = None
+    ) -> None:
         """Insert a new adapter, make it the active one and the only trainable part.
 
         ``weights``: tensors to start from, keyed as :meth:`adapter_state_dict` keys them (how
@@ -99,7 +105,9 @@ class PeftModel(nn.Module):
         config.validate()
         self._refuse_while_merged("adding an adapter")
         layers = find_layers(self.base_model)
-        if config.task_type == TaskType.SEQ_CLS and not isinstance(getattr(self.base_model, "classifier", None), nn.Module):
+        if config.task_type == TaskType.SEQ_CLS and not isinstance(
+            getattr(self.base_model, "classifier", None), nn.Module
+        ):
             raise ValueError(
                 f"task_type SEQ_CLS needs a model with a `classifier` head such as BertForSequenceClassification; "
                 f"{type(self.base_model).__name__} has none. Use task_type=None for a bare encoder."
@@ -114,7 +122,12 @@ class PeftModel(nn.Module):
         if missing or unexpected or wrong_shape:
             details = "; ".join(
                 f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-                for what, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", wrong_shape)) if keys
+                for what, keys in (
+                    ("missing", missing),
+                    ("unexpected", unexpected),
+                    ("other shape", wrong_shape),
+                )
+                if keys
             )
             raise ValueError(f"the weights do not match the adapter their config describes ({details}).")
         with torch.no_grad():
@@ -176,8 +189,10 @@ class PeftModel(nn.Module):
 
     def _check_known(self, adapter_name: str) -> None:
         if not isinstance(adapter_name, str):
-            raise TypeError(f"an adapter is named by one string, got {adapter_name!r}; "
-                            f"one adapter is active at a time here.")
+            raise TypeError(
+                f"an adapter is named by one string, got {adapter_name!r}; "
+                f"one adapter is active at a time here."
+            )
         if adapter_name not in self.peft_config:
             have = ", ".join(self.peft_config) or "none"
             raise ValueError(f"no adapter named {adapter_name!r}; this model has: {have}.")
@@ -185,8 +200,9 @@ class PeftModel(nn.Module):
     def _refuse_while_merged(self, action: str) -> None:
         merged = [site.merged_adapter for site in self.sites(MergeableSite) if site.merged_adapter]
         if merged:
-            raise RuntimeError(f"adapter {merged[0]!r} is merged into the weights; "
-                               f"call unmerge_adapter() before {action}.")
+            raise RuntimeError(
+                f"adapter {merged[0]!r} is merged into the weights; call unmerge_adapter() before {action}."
+            )
 
     # ------------------------------------------------------------ merging
 
@@ -197,7 +213,9 @@ class PeftModel(nn.Module):
         self._check_known(self.active_adapter)
         method = method_of(self.active_config)
         if not method.mergeable:
-            raise ValueError(f"{method.label} adds computation that cannot be folded into the base weights; {advice}.")
+            raise ValueError(
+                f"{method.label} adds computation that cannot be folded into the base weights; {advice}."
+            )
         if self.disabled:
             raise RuntimeError(f"{call}() inside disable_adapter(): leave the with-block first.")
 
@@ -216,7 +234,9 @@ class PeftModel(nn.Module):
     def merge_and_unload(self) -> nn.Module:
         """The base model with the active adapter folded into its weights and every adapterlib
         module removed (the active adapter's trained head stays). Only for methods that merge."""
-        self._check_mergeable("merge_and_unload", "keep the PeftModel, or call unload() to get the base model without it")
+        self._check_mergeable(
+            "merge_and_unload", "keep the PeftModel, or call unload() to get the base model without it"
+        )
         if not any(site.merged_adapter for site in self.sites(MergeableSite)):
             self.merge_adapter()
         return self._unload(keep=self.active_adapter)
@@ -250,7 +270,11 @@ class PeftModel(nn.Module):
         paths = layer_paths(self.base_model)
         state: dict[str, torch.Tensor] = {}
         for path, module in self.base_model.named_modules():
-            if not isinstance(module, AdapterSite) or name not in module.adapters or "adapters" in path.split("."):
+            if (
+                not isinstance(module, AdapterSite)
+                or name not in module.adapters
+                or "adapters" in path.split(".")
+            ):
                 continue
             site = relative_to_layer(path, paths)
             for key, tensor in module.adapters[name].state_dict().items():
@@ -260,8 +284,12 @@ class PeftModel(nn.Module):
             state.update({f"shared.{key}": tensor for key, tensor in shared.state_dict().items()})
         return state
 
-    def save_pretrained(self, save_directory: str | Path, selected_adapters: list[str] | None = None,
-                        base_model_name: str | None = None) -> None:
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        selected_adapters: list[str] | None = None,
+        base_model_name: str | None = None,
+    ) -> None:
         """Save adapters only, as peft does: ``default`` into ``save_directory``, any other into
         ``save_directory/<name>``."""
         from .checkpoint import adapter_files, write_files
@@ -271,13 +299,16 @@ class PeftModel(nn.Module):
         names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
         for name in names:
             self._check_known(name)
-        files = {name: adapter_files(self, name, base_model_name) for name in names}  # every check before any write
+        files = {
+            name: adapter_files(self, name, base_model_name) for name in names
+        }  # every check before any write
         for name, contents in files.items():
             write_files(Path(save_directory) if name == "default" else Path(save_directory) / name, contents)
 
     @classmethod
-    def from_pretrained(cls, model: nn.Module, model_id: str | Path, adapter_name: str = "default",
-                        is_trainable: bool = False) -> PeftModel:
+    def from_pretrained(
+        cls, model: nn.Module, model_id: str | Path, adapter_name: str = "default", is_trainable: bool = False
+    ) -> PeftModel:
         """Put a saved adapter onto a fresh base model; frozen for inference unless ``is_trainable``."""
         from .checkpoint import load_adapter
 
@@ -318,7 +349,9 @@ class PeftModel(nn.Module):
             return super().__getattr__(name)
         except AttributeError:
             if name in TRANSFORMERS_ADAPTER_METHODS:
-                raise AttributeError(f"PeftModel has no {name}; use {TRANSFORMERS_ADAPTER_METHODS[name]}.") from None
+                raise AttributeError(
+                    f"PeftModel has no {name}; use {TRANSFORMERS_ADAPTER_METHODS[name]}."
+                ) from None
             return getattr(super().__getattr__("base_model"), name)
 
 
@@ -335,8 +368,14 @@ class PeftModelForSequenceClassification(PeftModel):
         labels: torch.Tensor | None = None,
         **kwargs,
     ):
-        inputs = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                      position_ids=position_ids, inputs_embeds=inputs_embeds, labels=labels)
+        inputs = dict(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+        )
         return super().forward(**{k: v for k, v in inputs.items() if v is not None}, **kwargs)
 
 
@@ -350,15 +389,23 @@ def get_peft_model(model: nn.Module, config: PeftConfig, adapter_name: str = "de
     return wrap_model(model, config, adapter_name)
 
 
-def wrap_model(model: nn.Module, config: PeftConfig, adapter_name: str = "default",
-               weights: dict[str, torch.Tensor] | None = None) -> PeftModel:
+def wrap_model(
+    model: nn.Module,
+    config: PeftConfig,
+    adapter_name: str = "default",
+    weights: dict[str, torch.Tensor] | None = None,
+) -> PeftModel:
     """:func:`get_peft_model`, optionally starting the adapter from saved ``weights``."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"expected a torch nn.Module (a Hugging Face BERT model such as BertForSequenceClassification), "
-                        f"got {type(model).__name__}.")
+        raise TypeError(
+            f"expected a torch nn.Module (a Hugging Face BERT model such as BertForSequenceClassification), "
+            f"got {type(model).__name__}."
+        )
     if any(type(module).__module__.split(".")[0] == "peft" for module in model.modules()):
-        raise ValueError("this model is already wrapped by peft; pass the base model (a freshly loaded one, or what "
-                         "peft's unload() returns).")
+        raise ValueError(
+            "this model is already wrapped by peft; pass the base model (a freshly loaded one, or what "
+            "peft's unload() returns)."
+        )
     is_classifier = getattr(config, "task_type", None) == TaskType.SEQ_CLS
     wrapper = PeftModelForSequenceClassification if is_classifier else PeftModel
     return wrapper(model, config, adapter_name, weights)

@@ -54,8 +54,14 @@ from torch import nn
 from .inject import base_linear, find_layers
 from .low_rank import directions, low_rank, similarity_grid, subspace_similarity
 
-MATRICES = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-            "intermediate.dense", "output.dense")
+MATRICES = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
 QUERY_VALUE = ("attention.self.query", "attention.self.value")
 RANKS = (0, 1, 2, 4, 8, 16, 32, 64)  # and full rank, always
 LORA_RANKS = (1, 2, 4, 8, 16, 32, 64)
@@ -76,24 +82,38 @@ def rounded(values, digits: int = 5):
 
 def matrices(model: nn.Module, names: tuple[str, ...] = MATRICES) -> dict[str, torch.Tensor]:
     """``{"{layer}.{matrix}": weight}``: the Linear weights themselves (under any LoRA wrapper)."""
-    return {f"{index}.{name}": base_linear(layer.get_submodule(name)).weight
-            for index, layer in enumerate(find_layers(model)) for name in names}
+    return {
+        f"{index}.{name}": base_linear(layer.get_submodule(name)).weight
+        for index, layer in enumerate(find_layers(model))
+        for name in names
+    }
 
 
-def weight_deltas(pretrained: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def weight_deltas(
+    pretrained: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     r""":math:`\Delta W = W - W_0` for every matrix, in float32."""
     return {name: (finetuned[name] - pretrained[name]).detach().float().cpu() for name in pretrained}
 
 
 def lora_deltas(model: nn.Module, names: tuple[str, ...] = QUERY_VALUE) -> dict[str, torch.Tensor]:
     r"""LoRA's :math:`\Delta W = \frac{\alpha}{r} B A` for every targeted matrix of a trained model."""
-    return {f"{index}.{name}": layer.get_submodule(name).active.delta_weight().detach().float().cpu()
-            for index, layer in enumerate(find_layers(model)) for name in names}
+    return {
+        f"{index}.{name}": layer.get_submodule(name).active.delta_weight().detach().float().cpu()
+        for index, layer in enumerate(find_layers(model))
+        for name in names
+    }
 
 
 @torch.no_grad()
-def set_truncated(model: nn.Module, pretrained: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor],
-                  svds: dict[str, tuple], r: int | None, names: tuple[str, ...]) -> None:
+def set_truncated(
+    model: nn.Module,
+    pretrained: dict[str, torch.Tensor],
+    finetuned: dict[str, torch.Tensor],
+    svds: dict[str, tuple],
+    r: int | None,
+    names: tuple[str, ...],
+) -> None:
     r"""Give every ``names`` matrix of ``model`` the weight :math:`W_0 + \Delta W_r`: exactly
     :math:`W_0` at ``r = 0``, exactly the fine-tuned weight at ``r = None``; the other matrices
     get their fine-tuned weight."""
@@ -132,8 +152,10 @@ def validation_batches(model_name: str | None, data_dir: str | None, size: int =
     tokenizer = load_tokenizer(model_name)
     _, validation = tokenized_splits(tokenizer, data_dir, 1, "validation")
     collate = DataCollatorWithPadding(tokenizer)
-    return [collate([validation[i] for i in range(start, min(start + size, len(validation)))])
-            for start in range(0, len(validation), size)]
+    return [
+        collate([validation[i] for i in range(start, min(start + size, len(validation)))])
+        for start in range(0, len(validation), size)
+    ]
 
 
 def accuracy(correct: str) -> float:
@@ -145,13 +167,25 @@ def accuracy(correct: str) -> float:
 
 def spectra(deltas: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor], layers: int) -> dict:
     """Singular values of every update and the Frobenius norms of the pre-trained weights."""
-    values = {name: [rounded(torch.linalg.svdvals(deltas[f"{i}.{name}"].double()).tolist()) for i in range(layers)]
-              for name in MATRICES}
-    norms = {name: [rounded(pretrained[f"{i}.{name}"].double().norm().item()) for i in range(layers)] for name in MATRICES}
-    return {"matrices": list(MATRICES), "layers": layers, "singular_values": values, "pretrained_frobenius_norm": norms}
+    values = {
+        name: [rounded(torch.linalg.svdvals(deltas[f"{i}.{name}"].double()).tolist()) for i in range(layers)]
+        for name in MATRICES
+    }
+    norms = {
+        name: [rounded(pretrained[f"{i}.{name}"].double().norm().item()) for i in range(layers)]
+        for name in MATRICES
+    }
+    return {
+        "matrices": list(MATRICES),
+        "layers": layers,
+        "singular_values": values,
+        "pretrained_frobenius_norm": norms,
+    }
 
 
-def truncation_runs(model, pretrained, finetuned, deltas, batches, precision: str, seed: int, ranks) -> list[dict]:
+def truncation_runs(
+    model, pretrained, finetuned, deltas, batches, precision: str, seed: int, ranks
+) -> list[dict]:
     """Accuracy with the query and value updates, then all six, cut to each rank (``seed``: the
     fine-tuning run's)."""
     svds = {key: torch.linalg.svd(delta, full_matrices=False) for key, delta in deltas.items()}
@@ -160,15 +194,30 @@ def truncation_runs(model, pretrained, finetuned, deltas, batches, precision: st
         for r in [*ranks, None]:
             set_truncated(model, pretrained, finetuned, svds, r, names)
             correct = correct_answers(model, batches, precision)
-            runs.append({"targets": targets, "r": FULL if r is None else r, "accuracy": accuracy(correct),
-                         "precision": precision, "seed": seed, "correct": correct})
-            print(f"truncated {targets} to r={FULL if r is None else r}: {100 * accuracy(correct):.2f}%", flush=True)
+            runs.append(
+                {
+                    "targets": targets,
+                    "r": FULL if r is None else r,
+                    "accuracy": accuracy(correct),
+                    "precision": precision,
+                    "seed": seed,
+                    "correct": correct,
+                }
+            )
+            print(
+                f"truncated {targets} to r={FULL if r is None else r}: {100 * accuracy(correct):.2f}%",
+                flush=True,
+            )
     set_truncated(model, pretrained, finetuned, svds, None, MATRICES)
     return runs
 
 
-def similarities(lora: dict[tuple[int, int], dict[str, torch.Tensor]], full: dict[str, torch.Tensor],
-                 small: int, large: int) -> dict:
+def similarities(
+    lora: dict[tuple[int, int], dict[str, torch.Tensor]],
+    full: dict[str, torch.Tensor],
+    small: int,
+    large: int,
+) -> dict:
     r"""Hu et al.'s comparisons for every query and value matrix, on input and output directions.
 
     The directions are the singular vectors of each whole update (:func:`directions`), for LoRA of
@@ -187,18 +236,26 @@ def similarities(lora: dict[tuple[int, int], dict[str, torch.Tensor]], full: dic
         f = directions(full[key])
         other_seed = directions(lora[large, 1][key]) if (large, 1) in lora else None
         for side in ("input", "output"):
-            grids[f"{key}.{side}"] = {f"lora{small}_lora{large}": rounded(similarity_grid(a[side], b[side], small, large)),
-                                      f"lora{small}_full": rounded(similarity_grid(a[side], f[side], small, large))}
-            diagonals[f"{key}.{side}"] = {f"lora{large}_full": rounded([subspace_similarity(b[side], f[side], i, i)
-                                                                       for i in range(1, large + 1)])}
+            grids[f"{key}.{side}"] = {
+                f"lora{small}_lora{large}": rounded(similarity_grid(a[side], b[side], small, large)),
+                f"lora{small}_full": rounded(similarity_grid(a[side], f[side], small, large)),
+            }
+            diagonals[f"{key}.{side}"] = {
+                f"lora{large}_full": rounded(
+                    [subspace_similarity(b[side], f[side], i, i) for i in range(1, large + 1)]
+                )
+            }
             if other_seed is not None:
                 diagonals[f"{key}.{side}"][f"lora{large}_seeds"] = rounded(
-                    [subspace_similarity(b[side], other_seed[side], i, i) for i in range(1, large + 1)])
+                    [subspace_similarity(b[side], other_seed[side], i, i) for i in range(1, large + 1)]
+                )
     dimension = next(iter(full.values())).shape[0]
     return {"ranks": [small, large], "dimension": dimension, "grids": grids, "diagonals": diagonals}
 
 
-def lora_study(train, runs_log: Path, ranks, seeds, similarity_ranks, lora_recipe, key) -> tuple[list, list, dict]:
+def lora_study(
+    train, runs_log: Path, ranks, seeds, similarity_ranks, lora_recipe, key
+) -> tuple[list, list, dict]:
     """Every LoRA rank and seed: a matching record of ``runs_log`` is reused; a run whose weights the
     similarities need (seed 0 at the similarity ranks, seed 1 at the larger) is trained in any case."""
     from .cli.compare_command import read_runs, record_key
@@ -217,7 +274,10 @@ def lora_study(train, runs_log: Path, ranks, seeds, similarity_ranks, lora_recip
                 model, record = train(recipe)
                 deltas[r, seed] = lora_deltas(model)
                 (records if old is None else retrained).append(record)
-            print(f"lora r={r} seed {seed}: {100 * records[-1]['accuracy']:.2f}%{' (reused)' if old else ''}", flush=True)
+            print(
+                f"lora r={r} seed {seed}: {100 * records[-1]['accuracy']:.2f}%{' (reused)' if old else ''}",
+                flush=True,
+            )
     return records, retrained, deltas
 
 
@@ -225,7 +285,10 @@ def lora_summary(records: list[dict]) -> list[dict]:
     """Per rank: mean accuracy over seeds and the two 95% intervals (seeds, sampling), in points."""
     from .compare import summarize
 
-    return sorted(({"r": int(row["variant"].split("=")[1])} | row for row in summarize(records)), key=lambda row: row["r"])
+    return sorted(
+        ({"r": int(row["variant"].split("=")[1])} | row for row in summarize(records)),
+        key=lambda row: row["r"],
+    )
 
 
 def write(out: Path, name: str, content: dict, compact: bool = False) -> None:
@@ -235,32 +298,73 @@ def write(out: Path, name: str, content: dict, compact: bool = False) -> None:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     title, *_ = __doc__.split("\n\n")
-    notes = __doc__[__doc__.index("Run from the repository"):]
-    parser = argparse.ArgumentParser(prog="python -m adapterlib.rank_study", description=title, epilog=notes,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True,
-                        help="folder for the five result files (results/rank overwrites the committed ones)")
-    parser.add_argument("--data-dir", help="local GLUE SST-2 folder (default: $ADAPTERLIB_SST2_DIR, else the hub)")
-    parser.add_argument("--model", help="base model, a hub name or a folder (default: the packaged MiniLM-L6)")
-    parser.add_argument("--runs", default="results/runs.jsonl",
-                        help="run log whose matching LoRA records are reused instead of trained again; a file "
-                             "that is not there reuses nothing (default: %(default)s)")
-    parser.add_argument("--train-size", type=int, default=0,
-                        help="full fine-tuning's training examples, 0 for all 67,349 (default: %(default)s)")
-    parser.add_argument("--lora-train-size", type=int, default=2_000,
-                        help="LoRA's training examples; the comparison grid's recipe uses %(default)s "
-                             "(default: %(default)s)")
-    parser.add_argument("--ranks", type=int, nargs="+", default=list(RANKS),
-                        help="ranks the fine-tuning update is cut to; full rank is added (default: %(default)s)")
-    parser.add_argument("--lora-ranks", type=int, nargs="+", default=list(LORA_RANKS),
-                        help="ranks LoRA is trained at (default: %(default)s)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
-                        help="LoRA's seeds; must include 0, and 1 for the seed-against-seed similarity "
-                             "(default: %(default)s)")
-    parser.add_argument("--similarity-ranks", type=int, nargs=2, default=list(SIMILARITY_RANKS),
-                        metavar=("SMALL", "LARGE"),
-                        help="the two LoRA ranks whose directions are compared, both among --lora-ranks "
-                             "(default: %(default)s, Hu et al.'s pair)")
+    notes = __doc__[__doc__.index("Run from the repository") :]
+    parser = argparse.ArgumentParser(
+        prog="python -m adapterlib.rank_study",
+        description=title,
+        epilog=notes,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="folder for the five result files (results/rank overwrites the committed ones)",
+    )
+    parser.add_argument(
+        "--data-dir", help="local GLUE SST-2 folder (default: $ADAPTERLIB_SST2_DIR, else the hub)"
+    )
+    parser.add_argument(
+        "--model", help="base model, a hub name or a folder (default: the packaged MiniLM-L6)"
+    )
+    parser.add_argument(
+        "--runs",
+        default="results/runs.jsonl",
+        help="run log whose matching LoRA records are reused instead of trained again; a file "
+        "that is not there reuses nothing (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--train-size",
+        type=int,
+        default=0,
+        help="full fine-tuning's training examples, 0 for all 67,349 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lora-train-size",
+        type=int,
+        default=2_000,
+        help="LoRA's training examples; the comparison grid's recipe uses %(default)s (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ranks",
+        type=int,
+        nargs="+",
+        default=list(RANKS),
+        help="ranks the fine-tuning update is cut to; full rank is added (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lora-ranks",
+        type=int,
+        nargs="+",
+        default=list(LORA_RANKS),
+        help="ranks LoRA is trained at (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=list(SEEDS),
+        help="LoRA's seeds; must include 0, and 1 for the seed-against-seed similarity "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--similarity-ranks",
+        type=int,
+        nargs=2,
+        default=list(SIMILARITY_RANKS),
+        metavar=("SMALL", "LARGE"),
+        help="the two LoRA ranks whose directions are compared, both among --lora-ranks "
+        "(default: %(default)s, Hu et al.'s pair)",
+    )
     return parser.parse_args(argv)
 
 
@@ -292,40 +396,83 @@ def main(argv: list[str] | None = None) -> None:
         return run_key(asdict(recipe), recipe.peft_config_dict(), precision, prints)
 
     model, full_record = train(full_recipe)
-    print(f"full fine-tuning: {100 * full_record['accuracy']:.2f}% after {full_record['train_seconds']:.0f} s", flush=True)
-    pretrained = {k: w.detach().clone() for k, w in matrices(load_classifier(args.model, pooling=full_recipe.pooling)).items()}
+    print(
+        f"full fine-tuning: {100 * full_record['accuracy']:.2f}% after {full_record['train_seconds']:.0f} s",
+        flush=True,
+    )
+    pretrained = {
+        k: w.detach().clone()
+        for k, w in matrices(load_classifier(args.model, pooling=full_recipe.pooling)).items()
+    }
     finetuned = {k: w.detach().clone() for k, w in matrices(model).items()}
     deltas = weight_deltas(pretrained, finetuned)
     layers = len(find_layers(model))
     write(out, "spectra.json", spectra(deltas, pretrained, layers), compact=True)
 
     batches = validation_batches(args.model, args.data_dir)
-    runs = truncation_runs(model, pretrained, finetuned, deltas, batches, full_record["precision"], full_recipe.seed,
-                           args.ranks)
-    write(out, "truncation.json", {"precision": full_record["precision"], "seed": full_recipe.seed,
-                                   "fine_tuned_accuracy": full_record["accuracy"], "runs": runs})
+    runs = truncation_runs(
+        model, pretrained, finetuned, deltas, batches, full_record["precision"], full_recipe.seed, args.ranks
+    )
+    write(
+        out,
+        "truncation.json",
+        {
+            "precision": full_record["precision"],
+            "seed": full_recipe.seed,
+            "fine_tuned_accuracy": full_record["accuracy"],
+            "runs": runs,
+        },
+    )
     del model
 
     if not Path(args.runs).is_file():
         print(f"no run log at {Path(args.runs).resolve()}: every LoRA run is trained", flush=True)
-    records, retrained, lora = lora_study(train, Path(args.runs), args.lora_ranks, args.seeds, args.similarity_ranks,
-                                          lora_recipe, key)
-    write(out, "lora.json", {"recipe": asdict(lora_recipe) | {"method_options": {"r": "see each record"}},
-                             "summary": lora_summary(records), "records": records,
-                             "retrained_for_weights": retrained})
+    records, retrained, lora = lora_study(
+        train, Path(args.runs), args.lora_ranks, args.seeds, args.similarity_ranks, lora_recipe, key
+    )
+    write(
+        out,
+        "lora.json",
+        {
+            "recipe": asdict(lora_recipe) | {"method_options": {"r": "see each record"}},
+            "summary": lora_summary(records),
+            "records": records,
+            "retrained_for_weights": retrained,
+        },
+    )
     small = {key: delta for key, delta in deltas.items() if key.split(".", 1)[1] in QUERY_VALUE}
-    write(out, "similarity.json", {"precision": precision, "seed": 0} | similarities(lora, small, *args.similarity_ranks),
-          compact=True)
-    write(out, "study.json", {
-        "command": "python -m adapterlib.rank_study " + shlex.join(argv if argv is not None else sys.argv[1:]),
-        "full_recipe": asdict(full_recipe), "full_record": full_record, "lora_recipe": asdict(lora_recipe),
-        "ranks": args.ranks, "lora_ranks": args.lora_ranks, "seeds": args.seeds, "precision": precision,
-        "reused_lora_runs": sum("reused_from" in r for r in records), "trained_lora_runs": len(lora),
-        "environment": library_versions() | {"device": full_record["device"], "torch_threads": torch.get_num_threads()},
-        "wall_seconds": round(time.perf_counter() - started), **prints,
-    })
-    print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.json')))} to {out} "
-          f"in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+    write(
+        out,
+        "similarity.json",
+        {"precision": precision, "seed": 0} | similarities(lora, small, *args.similarity_ranks),
+        compact=True,
+    )
+    write(
+        out,
+        "study.json",
+        {
+            "command": "python -m adapterlib.rank_study "
+            + shlex.join(argv if argv is not None else sys.argv[1:]),
+            "full_recipe": asdict(full_recipe),
+            "full_record": full_record,
+            "lora_recipe": asdict(lora_recipe),
+            "ranks": args.ranks,
+            "lora_ranks": args.lora_ranks,
+            "seeds": args.seeds,
+            "precision": precision,
+            "reused_lora_runs": sum("reused_from" in r for r in records),
+            "trained_lora_runs": len(lora),
+            "environment": library_versions()
+            | {"device": full_record["device"], "torch_threads": torch.get_num_threads()},
+            "wall_seconds": round(time.perf_counter() - started),
+            **prints,
+        },
+    )
+    print(
+        f"wrote {', '.join(sorted(p.name for p in out.glob('*.json')))} to {out} "
+        f"in {(time.perf_counter() - started) / 60:.1f} min",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -34,8 +34,14 @@ from .modeling import model_location
 from .rank_study import FULL, MATRICES, QUERY_VALUE
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "rank"
-SHORT_NAMES = {"attention.self.query": "query", "attention.self.key": "key", "attention.self.value": "value",
-               "attention.output.dense": "attention output", "intermediate.dense": "FFN in", "output.dense": "FFN out"}
+SHORT_NAMES = {
+    "attention.self.query": "query",
+    "attention.self.key": "key",
+    "attention.self.value": "value",
+    "attention.output.dense": "attention output",
+    "intermediate.dense": "FFN in",
+    "output.dense": "FFN out",
+}
 TARGETS = {"query,value": QUERY_VALUE, "all": MATRICES}
 TARGET_LABELS = {"query,value": "query and value", "all": "all six matrices"}
 
@@ -59,8 +65,10 @@ class RankResults:
         names = ("study", "spectra", "truncation", "lora", "similarity")
         missing = [n for n in names if not (folder / f"{n}.json").is_file()]
         if missing:
-            raise FileNotFoundError(f"{folder} lacks {', '.join(f'{n}.json' for n in missing)}; write them with "
-                                    f"`python -m adapterlib.rank_study --out {folder}`.")
+            raise FileNotFoundError(
+                f"{folder} lacks {', '.join(f'{n}.json' for n in missing)}; write them with "
+                f"`python -m adapterlib.rank_study --out {folder}`."
+            )
         return cls(**{n: json.loads((folder / f"{n}.json").read_text()) for n in names})
 
     @property
@@ -74,13 +82,18 @@ class RankResults:
     def energy(self, r: int, names: tuple[str, ...] = QUERY_VALUE) -> float:
         r"""The share of :math:`\sum \|\Delta W\|_F^2` over every layer's ``names`` matrices that
         keeping rank ``r`` in each of them keeps."""
-        spectra = [self.singular_values(n, layer) ** 2 for n in names for layer in range(self.spectra["layers"])]
+        spectra = [
+            self.singular_values(n, layer) ** 2 for n in names for layer in range(self.spectra["layers"])
+        ]
         return sum(s[:r].sum() for s in spectra) / sum(s.sum() for s in spectra)
 
     def truncation_accuracy(self, targets: str) -> dict[int, float]:
         """``{rank: accuracy in %}`` for one set of truncated matrices; full rank under its number."""
-        return {self.full_rank if run["r"] == FULL else run["r"]: 100 * run["accuracy"]
-                for run in self.truncation["runs"] if run["targets"] == targets}
+        return {
+            self.full_rank if run["r"] == FULL else run["r"]: 100 * run["accuracy"]
+            for run in self.truncation["runs"]
+            if run["targets"] == targets
+        }
 
     def lora_rows(self) -> dict[int, dict]:
         """``{rank: summary row}``: mean accuracy over seeds (%) and its 95% intervals (points)."""
@@ -112,7 +125,9 @@ def slider_ranks(results: RankResults) -> list[int]:
     full = results.full_rank
     powers = [2**k for k in range(full.bit_length())]
     measured = set(results.truncation_accuracy("all")) | set(results.lora_rows())
-    return sorted({r for r in {0, full, *powers, *(p + p // 2 for p in powers if p > 1), *measured} if r <= full})
+    return sorted(
+        {r for r in {0, full, *powers, *(p + p // 2 for p in powers if p > 1), *measured} if r <= full}
+    )
 
 
 def model_shape(results: RankResults):
@@ -153,13 +168,22 @@ def plot_energy(results: RankResults, energy: Callable[[torch.Tensor, int], floa
     ranks = np.unique(np.geomspace(1, results.full_rank, 40).astype(int))
     figure, ax = plt.subplots(figsize=(7, 4))
     for name in MATRICES:
-        spectra = [torch.tensor(results.singular_values(name, layer)) for layer in range(results.spectra["layers"])]
-        shares = [np.mean([float(energy(s.clone(), r)) for s in spectra]) for r in ranks]  # a copy for every call
+        spectra = [
+            torch.tensor(results.singular_values(name, layer)) for layer in range(results.spectra["layers"])
+        ]
+        shares = [
+            np.mean([float(energy(s.clone(), r)) for s in spectra]) for r in ranks
+        ]  # a copy for every call
         ax.plot(ranks, 100 * np.array(shares), label=SHORT_NAMES[name])
     for r in (1, 8, 64):
         ax.axvline(r, color="grey", linewidth=0.5)
-    ax.set(xscale="log", xlabel="rank r", ylabel="share of ||ΔW||² kept (%)", ylim=(0, 100),
-           title=f"Energy of the update kept by rank r (mean over the {results.spectra['layers']} layers)")
+    ax.set(
+        xscale="log",
+        xlabel="rank r",
+        ylabel="share of ||ΔW||² kept (%)",
+        ylim=(0, 100),
+        title=f"Energy of the update kept by rank r (mean over the {results.spectra['layers']} layers)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return figure
@@ -174,16 +198,29 @@ def plot_accuracy(results: RankResults, r: int | None = None, ax=None):
     edge = 0.5  # where r = 0 sits on the log axis
     rows = results.lora_rows()
     seeds = rows[min(rows)]["seeds"]
-    series = [(f"full fine-tuning, {TARGET_LABELS[t]} truncated to rank r", m, results.truncation_accuracy(t), None)
-              for t, m in (("query,value", "o"), ("all", "s"))]
+    series = [
+        (f"full fine-tuning, {TARGET_LABELS[t]} truncated to rank r", m, results.truncation_accuracy(t), None)
+        for t, m in (("query,value", "o"), ("all", "s"))
+    ]
     interval = ", bars: 95% interval over seeds" if seeds > 1 else ""
-    series.append((f"LoRA on query and value, trained at rank r ({seeds} seeds{interval})", "^",
-                   {k: row["accuracy_mean"] for k, row in rows.items()},
-                   {k: row["ci95_seeds"] for k, row in rows.items()} if seeds > 1 else None))
+    series.append(
+        (
+            f"LoRA on query and value, trained at rank r ({seeds} seeds{interval})",
+            "^",
+            {k: row["accuracy_mean"] for k, row in rows.items()},
+            {k: row["ci95_seeds"] for k, row in rows.items()} if seeds > 1 else None,
+        )
+    )
     for label, marker, points, spread in series:
         ranks = sorted(points)
-        line = ax.errorbar([k or edge for k in ranks], [points[k] for k in ranks], marker=marker, capsize=3,
-                           yerr=None if spread is None else [spread[k] for k in ranks], label=label)
+        line = ax.errorbar(
+            [k or edge for k in ranks],
+            [points[k] for k in ranks],
+            marker=marker,
+            capsize=3,
+            yerr=None if spread is None else [spread[k] for k in ranks],
+            label=label,
+        )
         value, how = interpolate(points, r) if r else (None, "")
         if how.startswith("interpolated"):
             ax.plot(r, value, marker=marker, markersize=11, fillstyle="none", color=line.lines[0].get_color())
@@ -191,8 +228,9 @@ def plot_accuracy(results: RankResults, r: int | None = None, ax=None):
         ax.axvline(r or edge, color="black", linewidth=0.8, label=f"r = {r} (hollow: interpolated)")
     ticks = sorted({k for _, _, points, _ in series for k in points} | {0, results.full_rank})
     ax.set_xscale("log")
-    ax.set_xticks([k or edge for k in ticks],
-                  [f"{k}\n(full)" if k == results.full_rank else str(k) for k in ticks])
+    ax.set_xticks(
+        [k or edge for k in ticks], [f"{k}\n(full)" if k == results.full_rank else str(k) for k in ticks]
+    )
     ax.minorticks_off()
     ax.set(xlabel="rank r", ylabel="SST-2 validation accuracy (%)")
     ax.grid(alpha=0.3)
@@ -211,11 +249,15 @@ def plot_similarity_grids(results: RankResults, layer: int | None = None, side: 
     for row, pair in enumerate((f"lora{small}_lora{large}", f"lora{small}_full")):
         for column, name in enumerate(QUERY_VALUE):
             grid = np.array(results.similarity["grids"][f"{layer}.{name}.{side}"][pair])
-            image = axes[row, column].imshow(grid, vmin=0, vmax=1, aspect="auto", cmap="magma",
-                                             extent=(0.5, large + 0.5, small + 0.5, 0.5))
+            image = axes[row, column].imshow(
+                grid, vmin=0, vmax=1, aspect="auto", cmap="magma", extent=(0.5, large + 0.5, small + 0.5, 0.5)
+            )
             other = f"LoRA r={large}" if "full" not in pair else "full fine-tuning"
-            axes[row, column].set(title=f"layer {layer} {SHORT_NAMES[name]}: LoRA r={small} vs {other}",
-                                  ylabel="i" if column == 0 else None, xlabel="j" if row == 1 else None)
+            axes[row, column].set(
+                title=f"layer {layer} {SHORT_NAMES[name]}: LoRA r={small} vs {other}",
+                ylabel="i" if column == 0 else None,
+                xlabel="j" if row == 1 else None,
+            )
     figure.colorbar(image, ax=axes, label="φ(i, j)")
     return figure
 
@@ -228,18 +270,27 @@ def plot_similarity_diagonals(results: RankResults, side: str = "input"):
     figure, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
     i = np.arange(1, large + 1)
     labelled = False  # the legend names the lines of the first panel drawn
-    for ax, pair, title in ((axes[0], f"lora{large}_seeds", f"LoRA r={large}, seed 0 vs seed 1"),
-                            (axes[1], f"lora{large}_full", f"LoRA r={large} vs full fine-tuning")):
+    for ax, pair, title in (
+        (axes[0], f"lora{large}_seeds", f"LoRA r={large}, seed 0 vs seed 1"),
+        (axes[1], f"lora{large}_full", f"LoRA r={large} vs full fine-tuning"),
+    ):
         if pair not in results.similarity["diagonals"][f"0.{QUERY_VALUE[0]}.{side}"]:
-            left_out(title, "these results have no seed 1: the study compares two seeds when --seeds includes 1")
+            left_out(
+                title, "these results have no seed 1: the study compares two seeds when --seeds includes 1"
+            )
             ax.text(0.5, 0.5, "not in these results", ha="center", transform=ax.transAxes)
             ax.set(title=title, ylim=(0, 1))
             continue
         for layer in range(results.spectra["layers"]):
             for name, style in zip(QUERY_VALUE, ("-", ":")):
                 values = results.similarity["diagonals"][f"{layer}.{name}.{side}"][pair]
-                ax.plot(i, values, style, color=plt.cm.viridis(layer / max(results.spectra["layers"] - 1, 1)),
-                        label=None if labelled else f"layer {layer} {SHORT_NAMES[name]}")
+                ax.plot(
+                    i,
+                    values,
+                    style,
+                    color=plt.cm.viridis(layer / max(results.spectra["layers"] - 1, 1)),
+                    label=None if labelled else f"layer {layer} {SHORT_NAMES[name]}",
+                )
         ax.plot(i, i / n, "k--", label=None if labelled else "random subspaces (i / n)")
         ax.set(xscale="log", xlabel="i (top directions of each)", title=title, ylim=(0, 1))
         ax.grid(alpha=0.3)
@@ -261,8 +312,12 @@ class RankExplorer:
         self.results = results or RankResults.load()
         self.model_config = model_shape(self.results)
         ranks = slider_ranks(self.results)
-        self.slider = widgets.SelectionSlider(options=[(str(k), k) for k in ranks], value=r if r in ranks else ranks[0],
-                                              description="r", layout=widgets.Layout(width="600px"))
+        self.slider = widgets.SelectionSlider(
+            options=[(str(k), k) for k in ranks],
+            value=r if r in ranks else ranks[0],
+            description="r",
+            layout=widgets.Layout(width="600px"),
+        )
         self.table = widgets.HTML()
         self.plot = widgets.Output()
         self.slider.observe(self.update, names="value")
@@ -270,20 +325,36 @@ class RankExplorer:
 
     def rows(self, r: int) -> list[tuple[str, str, str]]:
         """``(quantity, value, how it was obtained)`` at rank ``r``."""
-        fraction = ("–", "r = 0 is no LoRA") if r == 0 else (f"{100 * lora_fraction(self.model_config, r):.3f}%",
-                                                             "closed form")
+        fraction = (
+            ("–", "r = 0 is no LoRA")
+            if r == 0
+            else (f"{100 * lora_fraction(self.model_config, r):.3f}%", "closed form")
+        )
         rows = [("LoRA trainable fraction (query, value, with the head)", *fraction)]
         for targets, names in TARGETS.items():
-            rows.append((f"energy of ΔW kept, {TARGET_LABELS[targets]}", f"{100 * self.results.energy(r, names):.1f}%",
-                         "from the singular values"))
+            rows.append(
+                (
+                    f"energy of ΔW kept, {TARGET_LABELS[targets]}",
+                    f"{100 * self.results.energy(r, names):.1f}%",
+                    "from the singular values",
+                )
+            )
         for targets in TARGETS:
             value, how = interpolate(self.results.truncation_accuracy(targets), r)
-            rows.append((f"full fine-tuning, {TARGET_LABELS[targets]} truncated to rank r",
-                         "–" if value is None else f"{value:.1f}%", how))
+            rows.append(
+                (
+                    f"full fine-tuning, {TARGET_LABELS[targets]} truncated to rank r",
+                    "–" if value is None else f"{value:.1f}%",
+                    how,
+                )
+            )
         lora = self.results.lora_rows()
         seeds = lora[min(lora)]["seeds"]
-        value, how = (None, "r = 0 is no LoRA") if r == 0 else interpolate(
-            {k: row["accuracy_mean"] for k, row in lora.items()}, r)
+        value, how = (
+            (None, "r = 0 is no LoRA")
+            if r == 0
+            else interpolate({k: row["accuracy_mean"] for k, row in lora.items()}, r)
+        )
         spread = lora[r]["ci95_seeds"] if r in lora else None
         if spread is not None:
             how += f"; ± is the 95% interval over the {seeds} seeds"
@@ -293,8 +364,10 @@ class RankExplorer:
 
     def update(self, change=None) -> None:
         r = self.slider.value
-        cells = "".join(f"<tr><td>{q}</td><td style='text-align:right'>{v}</td><td><i>{h}</i></td></tr>"
-                        for q, v, h in self.rows(r))
+        cells = "".join(
+            f"<tr><td>{q}</td><td style='text-align:right'>{v}</td><td><i>{h}</i></td></tr>"
+            for q, v, h in self.rows(r)
+        )
         self.table.value = f"<table><tr><th>at r = {r}</th><th>value</th><th>how</th></tr>{cells}</table>"
         with self.plot:
             self.plot.clear_output(wait=True)

@@ -25,9 +25,13 @@ SHARED = "shared_adapters"
 def check_adapter_name(name: str) -> None:
     """A name usable as a module key: letters, digits, underscores, and no attribute of a module."""
     if not isinstance(name, str) or not ADAPTER_NAME.match(name):
-        raise ValueError(f"adapter name {name!r} is not valid; use letters, digits and underscores, e.g. 'sentiment'.")
+        raise ValueError(
+            f"adapter name {name!r} is not valid; use letters, digits and underscores, e.g. 'sentiment'."
+        )
     if hasattr(nn.ModuleDict(), name):  # `to`, `train`, `training`, `_modules`, ...
-        raise ValueError(f"adapter name {name!r} is taken by a method of torch modules; choose another, e.g. '{name}_task'.")
+        raise ValueError(
+            f"adapter name {name!r} is taken by a method of torch modules; choose another, e.g. '{name}_task'."
+        )
 
 
 class AdapterSite(nn.Module):
@@ -78,7 +82,9 @@ class MergeableSite(AdapterSite):
     def merge(self) -> None:
         """Fold the active add-on into the base module's weights, keeping the originals."""
         if self.merged_adapter is not None:
-            raise RuntimeError(f"adapter {self.merged_adapter!r} is already merged; call unmerge_adapter() first.")
+            raise RuntimeError(
+                f"adapter {self.merged_adapter!r} is already merged; call unmerge_adapter() first."
+            )
         if self.active is None:
             return
         self.originals = [(tensor, tensor.clone()) for tensor in self.folded_tensors()]

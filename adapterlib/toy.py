@@ -67,14 +67,19 @@ class SelfAttention(nn.Module):
         super().__init__()
         d = config.hidden_size
         if d % config.num_attention_heads:
-            raise ValueError(f"hidden_size {d} is not divisible by num_attention_heads {config.num_attention_heads}.")
+            raise ValueError(
+                f"hidden_size {d} is not divisible by num_attention_heads {config.num_attention_heads}."
+            )
         self.num_attention_heads = config.num_attention_heads
         self.attention_head_size = d // config.num_attention_heads
         self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        q, k, v = (split_heads(proj(hidden_states), self.num_attention_heads) for proj in (self.query, self.key, self.value))
+        q, k, v = (
+            split_heads(proj(hidden_states), self.num_attention_heads)
+            for proj in (self.query, self.key, self.value)
+        )
         dropout = self.dropout.p if self.training else 0.0
         return scaled_dot_product_attention(q, k, v, attention_mask, dropout, implementation="eager")
 
@@ -120,14 +125,18 @@ class Intermediate(nn.Module):
 class TransformerLayer(nn.Module):
     """A post-LN encoder layer: ``LN(x + Attn(x))`` then ``LN(a + FFN(a))``, named as in BERT."""
 
-    def __init__(self, d_model: int = 128, num_heads: int = 4, d_ff: int | None = None, dropout: float = 0.1) -> None:
+    def __init__(
+        self, d_model: int = 128, num_heads: int = 4, d_ff: int | None = None, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.config = ToyConfig(d_model, num_heads, d_ff or 4 * d_model, 1, dropout)
         self.attention = Attention(self.config)
         self.intermediate = Intermediate(self.config)
         self.output = ResidualLayerNorm(self.config.intermediate_size, d_model, self.config)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``hidden_states``: ``[batch, seq, d_model]``; ``attention_mask``: ``[batch, seq]``, 1 = real token."""
         mask = padding_mask(attention_mask, hidden_states.dtype)
         a = self.attention(hidden_states, mask)

@@ -42,6 +42,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, Trai
 from .config import PeftConfig
 from .counting import count_parameters
 from .data import load_sst2, resolve_data_dir
+from .methods import methods
 from .modeling import (
     DEFAULT_POOLING,
     DEFAULT_PRECISION,
@@ -55,19 +56,28 @@ from .modeling import (
     training_choices,
     training_device,
 )
-from .methods import methods
 from .peft_model import get_peft_model
 
 # Learning rate and pooling per method, chosen on the tuning slice (results/tuning.jsonl, README):
 # the best score, and between choices within 0.5 points the one already in place.
-DEFAULT_LEARNING_RATES = {method.name: method.learning_rate for method in methods()} | {"full": 5e-5, "head": 3e-3}
+DEFAULT_LEARNING_RATES = {method.name: method.learning_rate for method in methods()} | {
+    "full": 5e-5,
+    "head": 3e-3,
+}
 SHUFFLE_SEED = 42
 TUNING_SLICE = range(2_000, 3_000)
 MAX_LENGTH = 128
 
 
 # The recipe the comparison started from: random batches, [CLS] pooling, these learning rates.
-SEED_RECIPE = {"train_size": 2_000, "epochs": 3.0, "batch_size": 16, "warmup_ratio": 0.0, "weight_decay": 0.0, "pooling": "cls"}
+SEED_RECIPE = {
+    "train_size": 2_000,
+    "epochs": 3.0,
+    "batch_size": 16,
+    "warmup_ratio": 0.0,
+    "weight_decay": 0.0,
+    "pooling": "cls",
+}
 SEED_LEARNING_RATES = {"adapter": 5e-4, "lora": 5e-4, "full": 5e-5, "head": 1e-3}
 
 
@@ -89,9 +99,13 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.method not in training_choices():
-            raise ValueError(f"method {self.method!r} is not known; use one of: {', '.join(training_choices())}.")
+            raise ValueError(
+                f"method {self.method!r} is not known; use one of: {', '.join(training_choices())}."
+            )
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} is not known; use one of: {', '.join(PRECISIONS)}.")
+            raise ValueError(
+                f"precision {self.precision!r} is not known; use one of: {', '.join(PRECISIONS)}."
+            )
         if self.learning_rate is None:
             self.learning_rate = DEFAULT_LEARNING_RATES[self.method]
 
@@ -149,7 +163,10 @@ class CompactLog(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs and state.is_world_process_zero:
-            print(f"step {state.global_step:>5}/{state.max_steps}  epoch {logs.get('epoch', 0):.2f}  loss {logs['loss']:.4f}")
+            print(
+                f"step {state.global_step:>5}/{state.max_steps}  epoch {logs.get('epoch', 0):.2f}  loss "
+                f"{logs['loss']:.4f}"
+            )
 
 
 def accuracy_metric(predictions) -> dict[str, float]:
@@ -187,11 +204,15 @@ def train_and_evaluate(
         raise ValueError("evaluate_on must be 'validation' or 'tuning'.")
     processes = process_count()
     if recipe.batch_size % processes:
-        raise ValueError(f"batch size {recipe.batch_size} does not split evenly over {processes} processes; "
-                         f"choose a multiple of {processes}.")
+        raise ValueError(
+            f"batch size {recipe.batch_size} does not split evenly over {processes} processes; "
+            f"choose a multiple of {processes}."
+        )
     if output_dir is None:
         with tempfile.TemporaryDirectory(prefix="adapterlib-trainer-") as workdir:
-            return train_and_evaluate(recipe, model_name, data_dir, workdir, evaluate_on, progress, evaluate_each_epoch)
+            return train_and_evaluate(
+                recipe, model_name, data_dir, workdir, evaluate_on, progress, evaluate_each_epoch
+            )
     set_seed(recipe.seed)
     tokenizer = load_tokenizer(model_name)
     train, evaluation = tokenized_splits(tokenizer, data_dir, recipe.train_size, evaluate_on)
@@ -260,7 +281,11 @@ def train_and_evaluate(
         "trainable_fraction": fraction,
         "evaluated_on": evaluate_on,
         "accuracy": accuracy,
-        **({"accuracy_per_epoch": [log["eval_accuracy"] for log in epoch_scores]} if evaluate_each_epoch else {}),
+        **(
+            {"accuracy_per_epoch": [log["eval_accuracy"] for log in epoch_scores]}
+            if evaluate_each_epoch
+            else {}
+        ),
         "evaluation_examples": len(evaluation),
         "train_examples": len(train),
         "train_seconds": seconds,

@@ -22,8 +22,9 @@ Per-head tensors are ``[batch, heads, seq, d_h]``; a 1/0 ``attention_mask`` is `
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,7 +45,9 @@ class SiteCall:
 def record_call(model: nn.Module, site: nn.Module, *inputs: Any, **named_inputs: Any) -> SiteCall:
     """Run ``model(*inputs, **named_inputs)`` once and return what ``site`` was first called with."""
     calls: list[SiteCall] = []
-    handle = site.register_forward_pre_hook(lambda _, args, kwargs: calls.append(SiteCall(args, kwargs)), with_kwargs=True)
+    handle = site.register_forward_pre_hook(
+        lambda _, args, kwargs: calls.append(SiteCall(args, kwargs)), with_kwargs=True
+    )
     try:
         with torch.no_grad():
             model(*inputs, **named_inputs)
@@ -71,7 +74,9 @@ def hidden_state(site: nn.Module, call: SiteCall, at: nn.Module | None = None) -
     return output[0] if isinstance(output, tuple) else output
 
 
-def measured_delta_h(model: nn.Module, site: nn.Module, call: SiteCall, at: nn.Module | None = None) -> torch.Tensor:
+def measured_delta_h(
+    model: nn.Module, site: nn.Module, call: SiteCall, at: nn.Module | None = None
+) -> torch.Tensor:
     r""":math:`\Delta h = h_{\text{adapter active}} - h_{\text{adapter disabled}}`, with the site's
     inputs held fixed (``model`` is the :class:`~adapterlib.PeftModel`; ``at`` as in :func:`hidden_state`)."""
     adapted = hidden_state(site, call, at)
@@ -132,7 +137,7 @@ def bottleneck_delta(
     return scaling * up
 
 
-def ia3_delta(h: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
+def ia3_delta(h: torch.Tensor, l: torch.Tensor) -> torch.Tensor:  # noqa: E741 (the paper's l)
     r"""(IA)³: :math:`h \leftarrow l \odot h`, i.e. :math:`\Delta h = (l - 1) \odot h`: it reads the
     hidden state it changes."""
     return (l - 1) * h
@@ -144,7 +149,12 @@ def bitfit_delta(delta_bias: torch.Tensor) -> torch.Tensor:
 
 
 def dora_delta(
-    x: torch.Tensor, weight: torch.Tensor, A: torch.Tensor, B: torch.Tensor, magnitude: torch.Tensor, scaling: float
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    magnitude: torch.Tensor,
+    scaling: float,
 ) -> torch.Tensor:
     r"""DoRA: :math:`\Delta h = (W' - W)\,x` with
 
@@ -162,8 +172,9 @@ def dora_delta(
     return x @ (gain[:, None] * direction - weight).T
 
 
-def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-              attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     r""":math:`\mathrm{softmax}(q K^\top / \sqrt{d_h})\, V` per head; keys where the 1/0 mask is 0 get no weight.
 
     ``key`` and ``value`` may be ``[heads, n, d_h]`` (a prefix, the same for every sentence)."""
@@ -173,8 +184,9 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     return scores.softmax(dim=-1) @ value
 
 
-def prefix_gate(query: torch.Tensor, key: torch.Tensor, prefix_key: torch.Tensor,
-                attention_mask: torch.Tensor) -> torch.Tensor:
+def prefix_gate(
+    query: torch.Tensor, key: torch.Tensor, prefix_key: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
     r"""The prefix's share of each query's attention, ``[batch, heads, seq, 1]``:
 
     .. math::  \lambda(x) = \frac{\sum_i \exp(q \cdot P_{k,i} / \sqrt{d_h})}
@@ -185,7 +197,8 @@ def prefix_gate(query: torch.Tensor, key: torch.Tensor, prefix_key: torch.Tensor
     scale = math.sqrt(query.shape[-1])
     prefix_scores = query @ prefix_key.transpose(-1, -2) / scale
     token_scores = (query @ key.transpose(-1, -2) / scale).masked_fill(
-        ~attention_mask.bool()[:, None, None, :], float("-inf"))
+        ~attention_mask.bool()[:, None, None, :], float("-inf")
+    )
     prefix_total = prefix_scores.logsumexp(dim=-1, keepdim=True)
     everything = torch.cat([prefix_scores, token_scores], dim=-1).logsumexp(dim=-1, keepdim=True)
     return (prefix_total - everything).exp()
@@ -199,11 +212,18 @@ def equal_score_share(num_virtual_tokens: int, attention_mask: torch.Tensor) -> 
     return (n / (n + real_tokens))[:, None, None, None]
 
 
-def prefix_delta(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, prefix_key: torch.Tensor,
-                 prefix_value: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def prefix_delta(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    prefix_key: torch.Tensor,
+    prefix_value: torch.Tensor,
+    attention_mask: torch.Tensor,
+) -> torch.Tensor:
     r"""Prefix tuning as a gated change of each head's output (He et al., section 3.1):
 
-    .. math::  \mathrm{Attn}([P_k; K], [P_v; V]) = (1 - \lambda)\, \mathrm{Attn}(K, V) + \lambda\, \mathrm{Attn}(P_k, P_v),
+    .. math::  \mathrm{Attn}([P_k; K], [P_v; V])
+               = (1 - \lambda)\, \mathrm{Attn}(K, V) + \lambda\, \mathrm{Attn}(P_k, P_v),
                \qquad \Delta h = \lambda(x)\, \bigl(\mathrm{Attn}(P_k, P_v) - \mathrm{Attn}(K, V)\bigr)
 
     since the softmax over all keys splits into the softmax over the prefix, weighted by its share
@@ -222,13 +242,17 @@ def prefix_parts(site: nn.Module, hidden_states: torch.Tensor) -> dict[str, torc
     heads = frozen.num_attention_heads
     with torch.no_grad():
         prefix = site.active()
-        parts = {name: split_heads(getattr(frozen, name)(hidden_states), heads) for name in ("query", "key", "value")}
+        parts = {
+            name: split_heads(getattr(frozen, name)(hidden_states), heads)
+            for name in ("query", "key", "value")
+        }
         parts["prefix_key"] = split_heads(prefix[0][None], heads)[0]
         parts["prefix_value"] = split_heads(prefix[1][None], heads)[0]
     return parts
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """``[batch, heads, seq, d_h]`` -> ``[batch, seq, heads * d_h]``: the heads side by side, as a layer outputs them."""
+    """``[batch, heads, seq, d_h]`` -> ``[batch, seq, heads * d_h]``: the heads side by side,
+    as a layer outputs them."""
     batch, heads, seq, d_h = x.shape
     return x.transpose(1, 2).reshape(batch, seq, heads * d_h)

@@ -30,11 +30,18 @@ from transformers import BertConfig
 
 from .compare import variant_name
 from .config import PeftConfig
-from .counting import bert_parameter_count, head_parameter_count, layer_parameter_count, method_parameter_count
+from .counting import (
+    bert_parameter_count,
+    head_parameter_count,
+    layer_parameter_count,
+    method_parameter_count,
+)
 from .methods import Method, get_method, method_names, methods
 from .toy import ToyConfig
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "results.json"  # beside adapterlib/, wherever Python runs
+RESULTS = (
+    Path(__file__).resolve().parents[1] / "results" / "results.json"
+)  # beside adapterlib/, wherever Python runs
 MEASURED_SHAPE = "MiniLM-L6 (packaged, d=384)"  # the model the comparison grid trains
 REFERENCES = {"full": "full fine-tuning", "head": "head only"}  # results/ rows that are no registered method
 
@@ -43,9 +50,13 @@ def model_shapes() -> dict[str, object]:
     """The shapes to explore; configs only, no weights."""
     return {
         "toy TransformerLayer (d=128)": ToyConfig(),
-        MEASURED_SHAPE: BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),
+        MEASURED_SHAPE: BertConfig(
+            hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+        ),
         "BERT-base (d=768)": BertConfig(),
-        "BERT-large (d=1024)": BertConfig(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+        "BERT-large (d=1024)": BertConfig(
+            hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+        ),
     }
 
 
@@ -79,16 +90,26 @@ class Measured:
 def measured_accuracies(path: Path = RESULTS) -> list[Measured]:
     """The ``summary`` rows of ``results.json``, each with the size and config its runs trained with."""
     if not path.is_file():
-        raise FileNotFoundError(f"No measured accuracies: {path.parent.name}/{path.name} was not found beside the "
-                                "adapterlib package (the comparison grid writes it: adapterlib compare --out results).")
+        raise FileNotFoundError(
+            f"No measured accuracies: {path.parent.name}/{path.name} was not found beside the "
+            "adapterlib package (the comparison grid writes it: adapterlib compare --out results)."
+        )
     results = json.loads(path.read_text())
     settings = {variant_name(run): run["peft_config"] or {} for run in results["runs"]}
     rows = []
     for row in results["summary"]:
         config = settings.get(row["variant"], {})
         size = get_method(row["method"]).size if row["method"] in method_names() else None
-        rows.append(Measured(row["method"], config.get(size.field) if size else None, config,
-                             row["accuracy_mean"], row["ci95_seeds"], row["seeds"]))
+        rows.append(
+            Measured(
+                row["method"],
+                config.get(size.field) if size else None,
+                config,
+                row["accuracy_mean"],
+                row["ci95_seeds"],
+                row["seeds"],
+            )
+        )
     return rows
 
 
@@ -137,7 +158,9 @@ def choice_control(name: str, choices: tuple[str, ...], default) -> widgets.Widg
     """A multiple choice for a tuple-valued field (LoRA's targets), else toggle buttons."""
     style = {"description_width": "initial"}
     if isinstance(default, tuple):
-        return widgets.SelectMultiple(options=choices, value=default, rows=len(choices), description=name, style=style)
+        return widgets.SelectMultiple(
+            options=choices, value=default, rows=len(choices), description=name, style=style
+        )
     return widgets.ToggleButtons(options=choices, value=default, description=name, style=style)
 
 
@@ -163,11 +186,16 @@ class Explorer:
             default = method.config_class()
             if method.size is not None:
                 self.sizes[method.name] = widgets.IntSlider(
-                    value=getattr(default, method.size.field), min=1, max=1024,
-                    description=f"{method.label} {method.size.symbol}", style={"description_width": "initial"},
+                    value=getattr(default, method.size.field),
+                    min=1,
+                    max=1024,
+                    description=f"{method.label} {method.size.symbol}",
+                    style={"description_width": "initial"},
                 )
             self.choices[method.name] = {
-                field: choice_control(f"{method.label} {field.replace('_', ' ')}", options, getattr(default, field))
+                field: choice_control(
+                    f"{method.label} {field.replace('_', ' ')}", options, getattr(default, field)
+                )
                 for field, options in method.explorer_choices.items()
             }
         try:
@@ -176,7 +204,11 @@ class Explorer:
             self.measured, self.missing = [], str(error)
         self.table = widgets.HTML()
         self.plot = widgets.Output()
-        self.controls = [self.shape, *self.sizes.values(), *(c for group in self.choices.values() for c in group.values())]
+        self.controls = [
+            self.shape,
+            *self.sizes.values(),
+            *(c for group in self.choices.values() for c in group.values()),
+        ]
         for control in self.controls:
             control.observe(self.update, names="value")
         self.update()
@@ -204,8 +236,12 @@ class Explorer:
             return []
         fields = self.methods[name].explorer_choices if name in self.methods else {}
         config = self.config(name) if name in self.methods else None
-        return [m for m in self.measured if m.method == name
-                and all(same_setting(getattr(config, field), m.settings.get(field)) for field in fields)]
+        return [
+            m
+            for m in self.measured
+            if m.method == name
+            and all(same_setting(getattr(config, field), m.settings.get(field)) for field in fields)
+        ]
 
     def measured_text(self, name: str) -> str:
         """The table's accuracy cell for ``name`` at the controls' settings, or why there is none."""
@@ -221,8 +257,10 @@ class Explorer:
     def rows(self) -> list[Row]:
         """Every method at the controls' settings, then the head alone (BERT shapes) and full fine-tuning."""
         shape = self.shapes[self.shape.value]
-        rows = [Row(self.methods[name].label, count(shape, config), self.measured_text(name))
-                for name, config in self.configs().items()]
+        rows = [
+            Row(self.methods[name].label, count(shape, config), self.measured_text(name))
+            for name, config in self.configs().items()
+        ]
         if not isinstance(shape, ToyConfig):
             rows.append(Row(REFERENCES["head"], head_only(shape), self.measured_text("head")))
         return rows + [Row(REFERENCES["full"], full_fine_tuning(shape), self.measured_text("full"))]
@@ -250,11 +288,15 @@ def table_html(explorer: Explorer) -> str:
     lines = [f"<tr>{''.join(f'<th>{h}</th>' for h in header)}</tr>"]
     for row in explorer.rows():
         accuracy = f"<td {right}>{row.measured}</td>" if measured else ""
-        lines.append(f"<tr><td>{row.label}</td><td {right}>{row.count.trainable:,}</td>"
-                     f"<td {right}>{100 * row.count.fraction:.3f}%</td>{accuracy}</tr>")
+        lines.append(
+            f"<tr><td>{row.label}</td><td {right}>{row.count.trainable:,}</td>"
+            f"<td {right}>{100 * row.count.fraction:.3f}%</td>{accuracy}</tr>"
+        )
     if measured:
-        note = (f"measured: SST-2 validation accuracy on MiniLM-L6, mean of {seeds_label(explorer.measured)} "
-                "± the 95% interval over seeds (results/results.json)")
+        note = (
+            f"measured: SST-2 validation accuracy on MiniLM-L6, mean of {seeds_label(explorer.measured)} "
+            "± the 95% interval over seeds (results/results.json)"
+        )
     else:
         note = explorer.missing or "results/results.json lists no runs."
     return f"<table>{''.join(lines)}</table><p style='font-size:smaller'>{note}</p>"
@@ -279,7 +321,9 @@ def draw_curves(explorer: Explorer, shape):
         if method.size is not None:
             panels.setdefault(method.size.symbol, []).append(method)
     sizeless = [method for method in explorer.methods.values() if method.size is None]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.4), squeeze=False, layout="constrained")
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(5.5 * len(panels), 4.4), squeeze=False, layout="constrained"
+    )
     current = explorer.counts()
     colours = {name: f"C{i}" for i, name in enumerate(explorer.methods)}
     overlay = bool(explorer.measured) and explorer.shape.value == MEASURED_SHAPE
@@ -288,14 +332,28 @@ def draw_curves(explorer: Explorer, shape):
             sizes = sizes_to_draw(size_limit(method, shape))
             fractions = [100 * count(shape, explorer.config(method.name, size)).fraction for size in sizes]
             ax.plot(sizes, fractions, color=colours[method.name], label=method.label)
-            ax.plot(explorer.sizes[method.name].value, 100 * current[method.label].fraction, "o",
-                    color=colours[method.name], markersize=9)
+            ax.plot(
+                explorer.sizes[method.name].value,
+                100 * current[method.label].fraction,
+                "o",
+                color=colours[method.name],
+                markersize=9,
+            )
         for method in sizeless:
-            ax.axhline(100 * current[method.label].fraction, color=colours[method.name], linestyle=(0, (6, 3)),
-                       label=f"{method.label} (no size)")
+            ax.axhline(
+                100 * current[method.label].fraction,
+                color=colours[method.name],
+                linestyle=(0, (6, 3)),
+                label=f"{method.label} (no size)",
+            )
         ax.axhline(100, color="grey", linestyle="--", label="full fine-tuning (100%)")
         what = " / ".join(f"{method.label} {symbol}" for method in group)
-        ax.set(xscale="log", yscale="log", xlabel=what, ylabel="trainable parameters (%" + (", lines)" if overlay else ")"))
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel=what,
+            ylabel="trainable parameters (%" + (", lines)" if overlay else ")"),
+        )
         ax.grid(alpha=0.3)
         if overlay:
             right_edge = max(size_limit(method, shape) for method in group)
@@ -306,16 +364,20 @@ def draw_curves(explorer: Explorer, shape):
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     if overlay:
-        handles[f"measured (SST-2 validation, {seeds_label(explorer.measured)}), 95% interval over seeds"] = Line2D(
-            [], [], color="black", marker="o", linestyle=":")
+        handles[f"measured (SST-2 validation, {seeds_label(explorer.measured)}), 95% interval over seeds"] = (
+            Line2D([], [], color="black", marker="o", linestyle=":")
+        )
     figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=4, fontsize=8)
     if explorer.missing:
         figure.suptitle(explorer.missing, fontsize=9)
     elif not overlay:
         figure.suptitle(f"Measured accuracies are for {MEASURED_SHAPE}: choose it to see them.", fontsize=9)
     else:
-        figure.suptitle("Cost and accuracy: lines, trainable parameters (left axis); "
-                        "markers, measured accuracy (right axis)", fontsize=9)
+        figure.suptitle(
+            "Cost and accuracy: lines, trainable parameters (left axis); "
+            "markers, measured accuracy (right axis)",
+            fontsize=9,
+        )
     return figure
 
 
@@ -326,15 +388,29 @@ def accuracy_range(measured: list[Measured], margin: float = 0.5) -> tuple[float
     return low - margin, high + margin
 
 
-def draw_measured(ax, explorer: Explorer, group: list[Method], sizeless: list[Method], right_edge: int,
-                  colours: dict[str, str]):
+def draw_measured(
+    ax,
+    explorer: Explorer,
+    group: list[Method],
+    sizeless: list[Method],
+    right_edge: int,
+    colours: dict[str, str],
+):
     """The accuracy axis of one panel (see :func:`draw_curves`)."""
     for method in group:
         points = sorted(explorer.measured_here(method.name), key=lambda m: m.size)
         if not points:
             continue
-        bars = ax.errorbar([p.size for p in points], [p.accuracy for p in points], yerr=[p.interval or 0 for p in points],
-                           color=colours[method.name], marker=method.marker, linestyle=":", capsize=3, markersize=6)
+        bars = ax.errorbar(
+            [p.size for p in points],
+            [p.accuracy for p in points],
+            yerr=[p.interval or 0 for p in points],
+            color=colours[method.name],
+            marker=method.marker,
+            linestyle=":",
+            capsize=3,
+            markersize=6,
+        )
         bars.lines[0].set_gid(f"measured {method.name}")
         for p in points:
             if p.size == explorer.sizes[method.name].value:
@@ -342,14 +418,33 @@ def draw_measured(ax, explorer: Explorer, group: list[Method], sizeless: list[Me
     for i, method in enumerate(sizeless):
         for p in explorer.measured_here(method.name):
             x = right_edge * 1.2**i  # side by side at the right edge: there is no size to place them at
-            bars = ax.errorbar([x], [p.accuracy], yerr=[p.interval or 0], color=colours[method.name],
-                               marker=method.marker, capsize=3, markersize=6)
+            bars = ax.errorbar(
+                [x],
+                [p.accuracy],
+                yerr=[p.interval or 0],
+                color=colours[method.name],
+                marker=method.marker,
+                capsize=3,
+                markersize=6,
+            )
             bars.lines[0].set_gid(f"measured {method.name}")
-            ax.annotate(method.label, (x, p.accuracy), xytext=(-5, 5), textcoords="offset points", ha="right", fontsize=8)
+            ax.annotate(
+                method.label,
+                (x, p.accuracy),
+                xytext=(-5, 5),
+                textcoords="offset points",
+                ha="right",
+                fontsize=8,
+            )
     for name, colour, style in (("full", "black", "-."), ("head", "dimgrey", ":")):
         for p in explorer.measured_here(name):
-            ax.axhline(p.accuracy, color=colour, linestyle=style, label=f"{REFERENCES[name]}: measured",
-                       gid=f"measured {name}")
+            ax.axhline(
+                p.accuracy,
+                color=colour,
+                linestyle=style,
+                label=f"{REFERENCES[name]}: measured",
+                gid=f"measured {name}",
+            )
             if p.interval:
                 ax.axhspan(p.accuracy - p.interval, p.accuracy + p.interval, color=colour, alpha=0.07)
     ax.set_ylabel(f"measured accuracy (%, markers)\nSST-2 validation, {seeds_label(explorer.measured)}")

@@ -21,8 +21,9 @@ import random
 import statistics
 from pathlib import Path
 
-from adapterlib.train import Recipe, train_and_evaluate
 from stats import load_average, machine_facts
+
+from adapterlib.train import Recipe, train_and_evaluate
 
 TARGET_SECONDS, TARGET_ACCURACY = 240.0, 0.875
 
@@ -37,39 +38,62 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).with_name("epoch.json")))
     args = parser.parse_args()
 
-    result = {"machine": machine_facts(), "target": {"seconds_per_epoch": TARGET_SECONDS, "accuracy": TARGET_ACCURACY},
-              "runs": []}
+    result = {
+        "machine": machine_facts(),
+        "target": {"seconds_per_epoch": TARGET_SECONDS, "accuracy": TARGET_ACCURACY},
+        "runs": [],
+    }
     order = random.Random(0)
     for seed in args.seeds:
         for precision in order.sample(args.precisions, k=len(args.precisions)):
-            recipe = Recipe(args.method, seed=seed, train_size=None, epochs=1.0, batch_size=args.batch_size, precision=precision)
+            recipe = Recipe(
+                args.method,
+                seed=seed,
+                train_size=None,
+                epochs=1.0,
+                batch_size=args.batch_size,
+                precision=precision,
+            )
             load_before = load_average()
             _, record = train_and_evaluate(recipe, data_dir=args.data_dir, progress=False)
             run = {
-                "method": args.method, "seed": seed, "precision": record["precision"],
-                "seconds_per_epoch": record["train_seconds"], "examples_per_second": record["examples_per_second"],
-                "accuracy": record["accuracy"], "train_examples": record["train_examples"], "batch_size": args.batch_size,
+                "method": args.method,
+                "seed": seed,
+                "precision": record["precision"],
+                "seconds_per_epoch": record["train_seconds"],
+                "examples_per_second": record["examples_per_second"],
+                "accuracy": record["accuracy"],
+                "train_examples": record["train_examples"],
+                "batch_size": args.batch_size,
                 "learning_rate": record["recipe"]["learning_rate"],
-                "load_average_before": load_before, "load_average_after": load_average(),
+                "load_average_before": load_before,
+                "load_average_after": load_average(),
             }
             result["runs"].append(run)
-            print(f"seed {seed} {run['precision']}: {run['seconds_per_epoch']:.0f} s per epoch, "
-                  f"{run['examples_per_second']:.0f} examples/s, accuracy {100 * run['accuracy']:.2f}%, "
-                  f"load {load_before} -> {run['load_average_after']}", flush=True)
+            print(
+                f"seed {seed} {run['precision']}: {run['seconds_per_epoch']:.0f} s per epoch, "
+                f"{run['examples_per_second']:.0f} examples/s, accuracy {100 * run['accuracy']:.2f}%, "
+                f"load {load_before} -> {run['load_average_after']}",
+                flush=True,
+            )
             Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     result["summary"] = {
         precision: {
             "seconds_per_epoch_median": statistics.median(r["seconds_per_epoch"] for r in runs),
             "accuracy_mean": statistics.fmean(r["accuracy"] for r in runs),
-            "meets_target": all(r["seconds_per_epoch"] <= TARGET_SECONDS and r["accuracy"] >= TARGET_ACCURACY for r in runs),
+            "meets_target": all(
+                r["seconds_per_epoch"] <= TARGET_SECONDS and r["accuracy"] >= TARGET_ACCURACY for r in runs
+            ),
         }
         for precision in args.precisions
         if (runs := [r for r in result["runs"] if r["precision"] == precision])
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for precision, row in result["summary"].items():
-        print(f"{precision}: {row['seconds_per_epoch_median']:.0f} s per epoch (median), "
-              f"accuracy {100 * row['accuracy_mean']:.2f}% (mean), target met: {row['meets_target']}")
+        print(
+            f"{precision}: {row['seconds_per_epoch_median']:.0f} s per epoch (median), "
+            f"accuracy {100 * row['accuracy_mean']:.2f}% (mean), target met: {row['meets_target']}"
+        )
     print(f"wrote {args.out}")
 
 

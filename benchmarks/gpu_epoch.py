@@ -14,7 +14,8 @@ device name, torch version, batch size, precision. Target: at most 5 s per epoch
 H100/H200-class GPU.
 
     python benchmarks/gpu_epoch.py --data-dir ../shared/data/sst2
-    python benchmarks/gpu_epoch.py --device cpu --train-size 256 --max-length 32 --batch-size 32 --out /tmp/gpu_epoch.json
+    python benchmarks/gpu_epoch.py --device cpu --train-size 256 --max-length 32 --batch-size 32 \\
+        --out /tmp/gpu_epoch.json
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from pathlib import Path
 
 import datasets
 import torch
+from stats import load_average, machine_facts
 from torch import nn
 
 from adapterlib import AdapterConfig, TaskType, get_peft_model
 from adapterlib.data import load_sst2
 from adapterlib.modeling import load_classifier, load_tokenizer
 from adapterlib.train import DEFAULT_LEARNING_RATES, DEFAULT_POOLING, MAX_LENGTH, SHUFFLE_SEED
-from stats import load_average, machine_facts
 
 METHODS = ("adapter", "full")
 TARGET_EPOCH_S = 5.0
@@ -42,7 +43,9 @@ MIB = 2**20
 Batch = dict[str, torch.Tensor]
 
 
-def length_grouped_batches(token_ids: list[list[int]], labels: list[int], size: int, pad_id: int, seed: int = 0) -> list[Batch]:
+def length_grouped_batches(
+    token_ids: list[list[int]], labels: list[int], size: int, pad_id: int, seed: int = 0
+) -> list[Batch]:
     """Batches of ``size`` sentences of similar length, each padded to its own longest, in random order.
 
     Sorting by length makes the padding of a batch at most the spread of lengths inside it, so
@@ -60,7 +63,13 @@ def length_grouped_batches(token_ids: list[list[int]], labels: list[int], size: 
         for row, i in enumerate(rows):
             input_ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
             attention_mask[row, : len(token_ids[i])] = 1
-        batches.append({"input_ids": input_ids, "attention_mask": attention_mask, "labels": torch.tensor([labels[i] for i in rows])})
+        batches.append(
+            {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "labels": torch.tensor([labels[i] for i in rows]),
+            }
+        )
     shuffle.shuffle(batches)
     return batches
 
@@ -90,7 +99,9 @@ def one_batch_per_shape(batches: list[Batch]) -> list[Batch]:
     return list(shapes.values())
 
 
-def train_epoch(model: nn.Module, batches: list[Batch], lr: float, device: torch.device, precision: str) -> dict[str, float]:
+def train_epoch(
+    model: nn.Module, batches: list[Batch], lr: float, device: torch.device, precision: str
+) -> dict[str, float]:
     """One epoch of AdamW with linear decay to 0 and gradient clipping at 1.0; warm-up and epoch seconds, mean loss."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, fused=device.type == "cuda")
@@ -117,7 +128,11 @@ def train_epoch(model: nn.Module, batches: list[Batch], lr: float, device: torch
         optimizer.zero_grad(set_to_none=True)
         total_loss += loss.detach().float()
     synchronize(device)
-    return {"warmup_s": warmup_s, "epoch_s": time.perf_counter() - start, "mean_loss": total_loss.item() / len(batches)}
+    return {
+        "warmup_s": warmup_s,
+        "epoch_s": time.perf_counter() - start,
+        "mean_loss": total_loss.item() / len(batches),
+    }
 
 
 @torch.inference_mode()
@@ -145,8 +160,15 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--max-length", type=int, default=MAX_LENGTH)
-    parser.add_argument("--train-size", type=int, default=None, help="first N sentences of the shuffled training set (default: all)")
-    parser.add_argument("--validation-size", type=int, default=None, help="first N validation sentences (default: all 872)")
+    parser.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="first N sentences of the shuffled training set (default: all)",
+    )
+    parser.add_argument(
+        "--validation-size", type=int, default=None, help="first N validation sentences (default: all 872)"
+    )
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--out", default="benchmarks/gpu_epoch.json")
@@ -163,7 +185,9 @@ def main() -> None:
         "torch": torch.__version__,
         "batch_size": args.batch_size,
         "max_length": args.max_length,
-        "precision": "bf16 autocast, float32 weights and AdamW state" if args.precision == "bf16" else "float32",
+        "precision": "bf16 autocast, float32 weights and AdamW state"
+        if args.precision == "bf16"
+        else "float32",
         "target_epoch_s": TARGET_EPOCH_S,
         "machine": machine,
     }
@@ -204,16 +228,23 @@ def main() -> None:
             "mean_loss": timings["mean_loss"],
             "learning_rate": lr,
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "peak_memory_mib": torch.cuda.max_memory_allocated(device) / MIB if device.type == "cuda" else None,
+            "peak_memory_mib": torch.cuda.max_memory_allocated(device) / MIB
+            if device.type == "cuda"
+            else None,
         }
         row = results["methods"][method]
-        print(f"{method:8s} {row['epoch_s']:7.2f} s/epoch  {row['examples_per_s']:9.0f} examples/s  validation accuracy {validation_accuracy:.4f}")
+        print(
+            f"{method:8s} {row['epoch_s']:7.2f} s/epoch  {row['examples_per_s']:9.0f} examples/s  "
+            f"validation accuracy {validation_accuracy:.4f}"
+        )
         del model
     results["machine"]["load_average_after"] = load_average()
 
-    print(f"{results['device']}, torch {results['torch']}, batch {args.batch_size}, {results['precision']}, "
-          f"{results['train_examples']} sentences in {results['steps_per_epoch']} batches "
-          f"(mean length {results['mean_real_length']:.1f} real, {results['mean_padded_length']:.1f} padded)")
+    print(
+        f"{results['device']}, torch {results['torch']}, batch {args.batch_size}, {results['precision']}, "
+        f"{results['train_examples']} sentences in {results['steps_per_epoch']} batches "
+        f"(mean length {results['mean_real_length']:.1f} real, {results['mean_padded_length']:.1f} padded)"
+    )
     slow = [m for m, row in results["methods"].items() if row["epoch_s"] > TARGET_EPOCH_S]
     if device.type == "cuda" and slow:
         print(f"above the {TARGET_EPOCH_S:.0f} s target: {', '.join(slow)}")

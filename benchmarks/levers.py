@@ -23,10 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from speed import build, interleaved, make_batch, print_section, summary
 from stats import load_average, machine_facts
+from torch import nn
 
 Step = Callable[[dict[str, torch.Tensor]], None]
 

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from speed import build, make_batch
 
 from adapterlib import PeftModel, method_names, save_adapter
-from speed import build, make_batch
 
 METHODS = ("full", *method_names(), "head")
 MIB = 2**20
@@ -124,14 +124,31 @@ def main() -> None:
         return
     results = {}
     for method in METHODS:
-        output = subprocess.run([sys.executable, __file__, "--one", method], check=True, capture_output=True, text=True).stdout
+        output = subprocess.run(
+            [sys.executable, __file__, "--one", method], check=True, capture_output=True, text=True
+        ).stdout
         results[method] = json.loads(output.strip().splitlines()[-1])
-    columns = ("weights_mib", "gradients_mib", "optimizer_state_mib", "saved_activations_mib", "peak_rise_mib", "checkpoint_mib")
+    columns = (
+        "weights_mib",
+        "gradients_mib",
+        "optimizer_state_mib",
+        "saved_activations_mib",
+        "peak_rise_mib",
+        "checkpoint_mib",
+    )
     print(f"batch 32 x 64 tokens, {STEPS} AdamW steps, MiB")
     print(f"{'method':8s} {'trainable':>10s} " + " ".join(f"{c.removesuffix('_mib'):>17s}" for c in columns))
     for method, row in results.items():
-        print(f"{method:8s} {row['trainable_parameters']:>10,d} " + " ".join(f"{row[c]:17.2f}" for c in columns))
-    Path(args.out).write_text(json.dumps({"shape": "batch 32 x 64 tokens", "steps": STEPS, "torch": torch.__version__, "methods": results}, indent=2) + "\n")
+        print(
+            f"{method:8s} {row['trainable_parameters']:>10,d} " + " ".join(f"{row[c]:17.2f}" for c in columns)
+        )
+    Path(args.out).write_text(
+        json.dumps(
+            {"shape": "batch 32 x 64 tokens", "steps": STEPS, "torch": torch.__version__, "methods": results},
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

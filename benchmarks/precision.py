@@ -46,14 +46,24 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
         differences = [100 * (pair["bf16"]["accuracy"] - pair["fp32"]["accuracy"]) for pair in pairs]
         sd = statistics.stdev(differences) if len(pairs) > 1 else None
         summary[method] = {
-            **{p: {"accuracy_mean": statistics.fmean(100 * pair[p]["accuracy"] for pair in pairs),
-                   "examples_per_second_mean": statistics.fmean(pair[p]["examples_per_second"] for pair in pairs)}
-               for p in PRECISIONS},
+            **{
+                p: {
+                    "accuracy_mean": statistics.fmean(100 * pair[p]["accuracy"] for pair in pairs),
+                    "examples_per_second_mean": statistics.fmean(
+                        pair[p]["examples_per_second"] for pair in pairs
+                    ),
+                }
+                for p in PRECISIONS
+            },
             "paired_seeds": len(pairs),
             "accuracy_difference_mean": statistics.fmean(differences),
             "accuracy_difference_sd": sd,
-            "accuracy_difference_ci95": None if sd is None else T_975.get(len(pairs) - 1, 1.96) * sd / math.sqrt(len(pairs)),
-            "speed_ratio_median": statistics.median(pair["bf16"]["examples_per_second"] / pair["fp32"]["examples_per_second"] for pair in pairs),
+            "accuracy_difference_ci95": None
+            if sd is None
+            else T_975.get(len(pairs) - 1, 1.96) * sd / math.sqrt(len(pairs)),
+            "speed_ratio_median": statistics.median(
+                pair["bf16"]["examples_per_second"] / pair["fp32"]["examples_per_second"] for pair in pairs
+            ),
         }
     return summary
 
@@ -71,28 +81,55 @@ def main() -> None:
     args = parser.parse_args()
 
     if not cpu_computes_bf16() and training_device() == "cpu":
-        print("warning: this CPU has no bf16 instructions; bf16 is emulated here and will be slower than fp32")
-    machine = {"device": training_device(), "processor": platform.processor() or platform.machine(),
-               "cpu_computes_bf16": cpu_computes_bf16(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+        print(
+            "warning: this CPU has no bf16 instructions; bf16 is emulated here and will be slower than fp32"
+        )
+    machine = {
+        "device": training_device(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_computes_bf16": cpu_computes_bf16(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
     order = random.Random(0)
     runs = []
     for method in args.methods:
         for seed in args.seeds:
             for precision in order.sample(PRECISIONS, k=len(PRECISIONS)):
-                recipe = Recipe(method, seed=seed, train_size=args.train_size or None, epochs=args.epochs,
-                                batch_size=args.batch_size, precision=precision)
+                recipe = Recipe(
+                    method,
+                    seed=seed,
+                    train_size=args.train_size or None,
+                    epochs=args.epochs,
+                    batch_size=args.batch_size,
+                    precision=precision,
+                )
                 _, record = train_and_evaluate(recipe, args.model, args.data_dir, progress=False)
-                runs.append({"method": method, "seed": seed, "precision": record["precision"], "accuracy": record["accuracy"],
-                             "examples_per_second": record["examples_per_second"], "train_seconds": record["train_seconds"],
-                             "recipe": record["recipe"], "peft_config": record["peft_config"]})
-                print(f"{method} seed {seed} {precision}: {100 * record['accuracy']:.2f}%, "
-                      f"{record['examples_per_second']:.1f} examples/s", flush=True)
+                runs.append(
+                    {
+                        "method": method,
+                        "seed": seed,
+                        "precision": record["precision"],
+                        "accuracy": record["accuracy"],
+                        "examples_per_second": record["examples_per_second"],
+                        "train_seconds": record["train_seconds"],
+                        "recipe": record["recipe"],
+                        "peft_config": record["peft_config"],
+                    }
+                )
+                print(
+                    f"{method} seed {seed} {precision}: {100 * record['accuracy']:.2f}%, "
+                    f"{record['examples_per_second']:.1f} examples/s",
+                    flush=True,
+                )
                 result = {"machine": machine, "summary": summarize(runs), "runs": runs}
                 Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     for method, row in result["summary"].items():
         interval = row["accuracy_difference_ci95"]
-        print(f"{method}: bf16 - fp32 accuracy {row['accuracy_difference_mean']:+.2f} points"
-              f"{'' if interval is None else f' (95% CI +-{interval:.2f})'}, speed x{row['speed_ratio_median']:.2f}")
+        print(
+            f"{method}: bf16 - fp32 accuracy {row['accuracy_difference_mean']:+.2f} points"
+            f"{'' if interval is None else f' (95% CI +-{interval:.2f})'}, speed x{row['speed_ratio_median']:.2f}"
+        )
     print(f"wrote {args.out}")
 
 

@@ -31,10 +31,10 @@ from typing import TypeVar
 
 import datasets
 import torch
+from stats import control_warning, load_average, machine_facts, paired_ratio
 
 from adapterlib import TaskType, get_peft_model, methods
 from adapterlib.modeling import load_classifier
-from stats import control_warning, load_average, machine_facts, paired_ratio
 
 BATCH, LENGTH = 32, 64
 GROUPING_BATCH, BATCHES_PER_ROUND = 16, 4
@@ -50,7 +50,16 @@ def build(name: str, pooling: str = "cls"):
     if name == "peft-lora":
         import peft
 
-        model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"], task_type=peft.TaskType.SEQ_CLS))
+        model = peft.get_peft_model(
+            model,
+            peft.LoraConfig(
+                r=8,
+                lora_alpha=16,
+                lora_dropout=0.1,
+                target_modules=["query", "value"],
+                task_type=peft.TaskType.SEQ_CLS,
+            ),
+        )
     elif name in VARIANTS or name == "lora-merged":
         model = get_peft_model(model, VARIANTS.get(name, VARIANTS["lora"])(task_type=SEQ_CLS))
         if name == "lora-merged":
@@ -61,7 +70,9 @@ def build(name: str, pooling: str = "cls"):
     return model
 
 
-def training_step(name: str, pooling: str = "cls", lr: float = 1e-4) -> Callable[[dict[str, torch.Tensor]], None]:
+def training_step(
+    name: str, pooling: str = "cls", lr: float = 1e-4
+) -> Callable[[dict[str, torch.Tensor]], None]:
     """One AdamW step of a variant on a batch: zero the gradients, forward, backward, update."""
     model = build(name, pooling).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -83,7 +94,9 @@ def make_batch(size: int = BATCH, length: int = LENGTH) -> dict[str, torch.Tenso
     }
 
 
-def interleaved(steps: dict[str, Callable[[Input], object]], inputs: Sequence[Input], seed: int = 0) -> dict[str, list[float]]:
+def interleaved(
+    steps: dict[str, Callable[[Input], object]], inputs: Sequence[Input], seed: int = 0
+) -> dict[str, list[float]]:
     """Seconds of every variant in every round; round ``i`` runs each variant once on ``inputs[i]``,
     in a new random order, so that no variant always follows another."""
     for step in steps.values():
@@ -104,7 +117,12 @@ def summary(times: dict[str, list[float]], baseline: str) -> dict:
     for name, values in times.items():
         q1, median, q3 = statistics.quantiles(values, n=4)
         ratio = paired_ratio(values, times[baseline])
-        variants[name] = {"median_s": median, "iqr_s": q3 - q1, "ratio": ratio.ratio, "ratio_ci95": [ratio.low, ratio.high]}
+        variants[name] = {
+            "median_s": median,
+            "iqr_s": q3 - q1,
+            "ratio": ratio.ratio,
+            "ratio_ci95": [ratio.low, ratio.high],
+        }
     return {"baseline": baseline, "rounds": len(times[baseline]), "variants": variants}
 
 
@@ -186,7 +204,10 @@ def length_grouping_benchmark(encoded: list[dict]) -> dict:
         "length-grouped": grouped_order(encoded, GROUPING_BATCH),
     }
     batches = {name: batches_in_order(encoded, order, GROUPING_BATCH) for name, order in orders.items()}
-    rounds = [{name: b[s : s + BATCHES_PER_ROUND] for name, b in batches.items()} for s in range(0, len(batches["random"]), BATCHES_PER_ROUND)]
+    rounds = [
+        {name: b[s : s + BATCHES_PER_ROUND] for name, b in batches.items()}
+        for s in range(0, len(batches["random"]), BATCHES_PER_ROUND)
+    ]
 
     def train_on(name: str) -> Callable[[dict], None]:
         return lambda round_batches: [step(batch) for batch in round_batches[name]]
@@ -200,7 +221,11 @@ def length_grouping_benchmark(encoded: list[dict]) -> dict:
         for name in orders
     }
     speed_up = paired_ratio(times["random"], times["length-grouped"])
-    result["speed-up"] = {"ratio": speed_up.ratio, "ratio_ci95": [speed_up.low, speed_up.high], "rounds": len(rounds)}
+    result["speed-up"] = {
+        "ratio": speed_up.ratio,
+        "ratio_ci95": [speed_up.low, speed_up.high],
+        "rounds": len(rounds),
+    }
     return result
 
 
@@ -213,11 +238,15 @@ def seed_recipe_step_benchmark(encoded: list[dict]) -> dict:
 
 
 def print_section(title: str, section: dict) -> None:
-    print(f"\n{title}: {section['rounds']} rounds, ratio to {section['baseline']} with bootstrap 95% interval")
+    print(
+        f"\n{title}: {section['rounds']} rounds, ratio to {section['baseline']} with bootstrap 95% interval"
+    )
     print(f"{'variant':12s} {'median s':>9s} {'IQR s':>8s} {'ratio':>6s}  95% interval")
     for name, row in section["variants"].items():
         low, high = row["ratio_ci95"]
-        print(f"{name:12s} {row['median_s']:9.4f} {row['iqr_s']:8.4f} {row['ratio']:6.3f}  [{low:.3f}, {high:.3f}]")
+        print(
+            f"{name:12s} {row['median_s']:9.4f} {row['iqr_s']:8.4f} {row['ratio']:6.3f}  [{low:.3f}, {high:.3f}]"
+        )
 
 
 def main() -> None:
@@ -230,7 +259,9 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results.json")
     args = parser.parse_args()
     if args.rounds < 2 or args.grouping_examples < 2 * GROUPING_BATCH * BATCHES_PER_ROUND:
-        parser.error(f"need --rounds >= 2 and --grouping-examples >= {2 * GROUPING_BATCH * BATCHES_PER_ROUND} (two rounds)")
+        parser.error(
+            f"need --rounds >= 2 and --grouping-examples >= {2 * GROUPING_BATCH * BATCHES_PER_ROUND} (two rounds)"
+        )
     datasets.disable_progress_bars()
     torch.manual_seed(0)
     results = {"shape": f"batch {args.batch_size} x {args.length} tokens", "machine": machine_facts()}
@@ -244,17 +275,27 @@ def main() -> None:
 
     print_section("inference", results["inference"])
     control = results["inference"]["control"]
-    print(f"control: base-again / base = {control['ratio']:.3f} [{control['ratio_ci95'][0]:.3f}, {control['ratio_ci95'][1]:.3f}]")
+    print(
+        f"control: base-again / base = {control['ratio']:.3f} [{control['ratio_ci95'][0]:.3f}, "
+        f"{control['ratio_ci95'][1]:.3f}]"
+    )
     print_section("training step", results["training_step"])
     print_section("training step at real SST-2 lengths", results["seed_recipe_step"])
     grouping = results["length_grouping"]
     speed_up = grouping["speed-up"]
-    print(f"\nlength grouping: {grouping['random']['examples_per_second']:.1f} -> {grouping['length-grouped']['examples_per_second']:.1f} examples/s "
-          f"(x{speed_up['ratio']:.2f} [{speed_up['ratio_ci95'][0]:.2f}, {speed_up['ratio_ci95'][1]:.2f}]; mean padded length "
-          f"{grouping['random']['mean_padded_length']:.1f} -> {grouping['length-grouped']['mean_padded_length']:.1f})")
+    print(
+        f"\nlength grouping: {grouping['random']['examples_per_second']:.1f} -> "
+        f"{grouping['length-grouped']['examples_per_second']:.1f} examples/s "
+        f"(x{speed_up['ratio']:.2f} [{speed_up['ratio_ci95'][0]:.2f}, {speed_up['ratio_ci95'][1]:.2f}]; "
+        "mean padded length "
+        f"{grouping['random']['mean_padded_length']:.1f} -> {grouping['length-grouped']['mean_padded_length']:.1f})"
+    )
     machine = results["machine"]
-    print(f"\n{machine['cpu']} ({', '.join(machine['cpu_flags'])}), {machine['torch_threads']} threads, torch {machine['torch']}; "
-          f"load average {machine['load_average_before']} before, {machine['load_average_after']} after")
+    print(
+        f"\n{machine['cpu']} ({', '.join(machine['cpu_flags'])}), {machine['torch_threads']} threads, torch "
+        f"{machine['torch']}; "
+        f"load average {machine['load_average_before']} before, {machine['load_average_after']} after"
+    )
     if control["warning"]:
         print(control["warning"])
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

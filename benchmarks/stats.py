@@ -30,7 +30,17 @@ import torch
 RESAMPLES = 10_000
 CONTROL_TOLERANCE = 0.03
 # CPU features that decide which matrix kernels PyTorch can use (bf16 dot products, AMX tiles).
-SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
+SPEED_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 
 
 class Ratio(NamedTuple):
@@ -44,10 +54,18 @@ class Ratio(NamedTuple):
         return self.low <= value <= self.high
 
 
-def paired_ratio(variant: Sequence[float], baseline: Sequence[float], level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0) -> Ratio:
+def paired_ratio(
+    variant: Sequence[float],
+    baseline: Sequence[float],
+    level: float = 0.95,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> Ratio:
     """Median of the per-round ratios ``variant[i] / baseline[i]``, with a paired bootstrap interval."""
     if len(variant) != len(baseline) or len(variant) == 0:
-        raise ValueError(f"need the same non-zero number of rounds for both, got {len(variant)} and {len(baseline)}")
+        raise ValueError(
+            f"need the same non-zero number of rounds for both, got {len(variant)} and {len(baseline)}"
+        )
     ratios = np.asarray(variant, dtype=float) / np.asarray(baseline, dtype=float)
     rounds = np.random.default_rng(seed).integers(0, len(ratios), size=(resamples, len(ratios)))
     medians = np.median(ratios[rounds], axis=1)
@@ -60,8 +78,10 @@ def control_warning(control: Ratio, tolerance: float = CONTROL_TOLERANCE) -> str
     if control.contains(1.0) and control.low >= 1 - tolerance and control.high <= 1 + tolerance:
         return None
     return (
-        f"WARNING: the control (base vs base-again) measured {control.ratio:.3f} [{control.low:.3f}, {control.high:.3f}]; "
-        f"its interval should contain 1.00 and stay within +-{tolerance:.0%}. The machine was too noisy for differences "
+        f"WARNING: the control (base vs base-again) measured {control.ratio:.3f} [{control.low:.3f}, "
+        f"{control.high:.3f}]; "
+        f"its interval should contain 1.00 and stay within +-{tolerance:.0%}. The machine was too noisy for "
+        "differences "
         "of about 5%: rerun on an idle machine or with more rounds."
     )
 

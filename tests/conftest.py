@@ -7,14 +7,22 @@ from transformers import BertConfig, BertForSequenceClassification, BertModel
 
 def tiny_config(attn_implementation: str = "eager", **overrides) -> BertConfig:
     values = dict(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=64, num_labels=2, attn_implementation=attn_implementation,
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=2,
+        attn_implementation=attn_implementation,
     )
     values.update(overrides)
     return BertConfig(**values)
 
 
-def tiny_classifier(attn_implementation: str = "eager", seed: int = 0, **overrides) -> BertForSequenceClassification:
+def tiny_classifier(
+    attn_implementation: str = "eager", seed: int = 0, **overrides
+) -> BertForSequenceClassification:
     torch.manual_seed(seed)
     return BertForSequenceClassification(tiny_config(attn_implementation, **overrides)).eval()
 

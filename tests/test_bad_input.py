@@ -2,14 +2,17 @@
 
 import pytest
 import torch
-from conftest import assert_unchanged, snapshot, tiny_classifier, tiny_encoder
 from transformers import GPT2Config, GPT2Model
 
 from adapterlib import AdapterConfig, LoraConfig, PrefixTuningConfig, TaskType, get_peft_model, load_adapter
 from adapterlib.toy import ToyTransformerLayer
+from conftest import assert_unchanged, snapshot, tiny_classifier, tiny_encoder
 
 
-@pytest.mark.parametrize("make", [lambda: AdapterConfig(r=0), lambda: LoraConfig(r=-2), lambda: PrefixTuningConfig(num_virtual_tokens=0)])
+@pytest.mark.parametrize(
+    "make",
+    [lambda: AdapterConfig(r=0), lambda: LoraConfig(r=-2), lambda: PrefixTuningConfig(num_virtual_tokens=0)],
+)
 def test_non_positive_sizes_are_rejected(make):
     with pytest.raises(ValueError, match="positive integer"):
         make()
@@ -36,9 +39,21 @@ def test_bad_config_values_are_rejected(make, message):
     "config, error, message",
     [
         (AdapterConfig(r=33), ValueError, r"r=33 is larger than the hidden size \(32\)"),
-        (LoraConfig(r=40), ValueError, r"r=40 is larger than the smaller side of attention.self.query \(32\)"),
-        (LoraConfig(target_modules=("query", "qkv_proj")), ValueError, r"\['qkv_proj'\] match no Linear.*attention.self.query"),
-        ({"r": 8}, TypeError, r"expected a PEFT config \(AdapterConfig, .*LoraConfig, .*PrefixTuningConfig\), got dict"),
+        (
+            LoraConfig(r=40),
+            ValueError,
+            r"r=40 is larger than the smaller side of attention.self.query \(32\)",
+        ),
+        (
+            LoraConfig(target_modules=("query", "qkv_proj")),
+            ValueError,
+            r"\['qkv_proj'\] match no Linear.*attention.self.query",
+        ),
+        (
+            {"r": 8},
+            TypeError,
+            r"expected a PEFT config \(AdapterConfig, .*LoraConfig, .*PrefixTuningConfig\), got dict",
+        ),
     ],
 )
 def test_bad_configs_for_this_model_leave_it_unchanged(config, error, message):
@@ -50,7 +65,8 @@ def test_bad_configs_for_this_model_leave_it_unchanged(config, error, message):
 
 
 @pytest.mark.parametrize(
-    "make_model", [lambda: GPT2Model(GPT2Config(n_embd=32, n_layer=1, n_head=4)), lambda: ToyTransformerLayer(d_model=32)],
+    "make_model",
+    [lambda: GPT2Model(GPT2Config(n_embd=32, n_layer=1, n_head=4)), lambda: ToyTransformerLayer(d_model=32)],
     ids=["gpt2", "tutorial-toy-layer"],
 )
 def test_unsupported_model_family(make_model):
@@ -100,7 +116,11 @@ def test_checkpoint_from_another_shape(tmp_path):
     from adapterlib import save_adapter
 
     save_adapter(get_peft_model(tiny_classifier(), LoraConfig(task_type=TaskType.SEQ_CLS)), tmp_path)
-    for other in (tiny_classifier(hidden_size=48), tiny_classifier(num_hidden_layers=3), tiny_classifier(num_labels=5)):
+    for other in (
+        tiny_classifier(hidden_size=48),
+        tiny_classifier(num_hidden_layers=3),
+        tiny_classifier(num_labels=5),
+    ):
         before = snapshot(other)
         with pytest.raises(ValueError, match="trained on a base model of another shape"):
             load_adapter(other, tmp_path)

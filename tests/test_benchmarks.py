@@ -112,7 +112,9 @@ def test_length_grouped_batches_pad_each_batch_to_its_longest():
         assert real.tolist() == [int(lengths[i]) for i in batch["labels"]]
         assert (batch["input_ids"][batch["attention_mask"] == 0] == 0).all()
     grouped = sum(b["input_ids"].numel() for b in batches)
-    in_random_batches = sum(len(chunk) * chunk.max() for chunk in np.array_split(rng.permutation(lengths), range(8, 50, 8)))
+    in_random_batches = sum(
+        len(chunk) * chunk.max() for chunk in np.array_split(rng.permutation(lengths), range(8, 50, 8))
+    )
     assert grouped < 1.2 * lengths.sum() < 0.8 * in_random_batches
 
 
@@ -121,15 +123,29 @@ def test_gpu_epoch_smoke_run_on_cpu(tmp_path):
         pytest.skip("ADAPTERLIB_SST2_DIR is not set: the epoch benchmark needs the SST-2 folder")
     out = tmp_path / "gpu_epoch.json"
     command = [
-        sys.executable, str(BENCHMARKS / "gpu_epoch.py"), "--device", "cpu", "--train-size", "64", "--validation-size", "64",
-        "--max-length", "32", "--batch-size", "32", "--out", str(out),
+        sys.executable,
+        str(BENCHMARKS / "gpu_epoch.py"),
+        "--device",
+        "cpu",
+        "--train-size",
+        "64",
+        "--validation-size",
+        "64",
+        "--max-length",
+        "32",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
     ]
     # One thread: a smoke run, not a timing, and a shared CI machine makes two spinning threads far slower.
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=600, env=env)
     result = json.loads(out.read_text())
     assert result["device"].startswith("cpu")
-    assert result["batch_size"] == 32 and result["train_examples"] == 64 and result["validation_examples"] == 64
+    assert (
+        result["batch_size"] == 32 and result["train_examples"] == 64 and result["validation_examples"] == 64
+    )
     assert result["steps_per_epoch"] == 2
     assert result["precision"].startswith("bf16") and result["torch"]
     methods = result["methods"]

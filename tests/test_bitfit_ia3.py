@@ -5,8 +5,6 @@ import json
 
 import pytest
 import torch
-from conftest import assert_unchanged, snapshot, tiny_classifier, tiny_config, tiny_encoder
-from conftest import perturbed as move
 from safetensors.torch import load_file
 from test_cli import write_tiny_model, write_tiny_sst2
 from transformers import BertConfig
@@ -19,12 +17,16 @@ from adapterlib.methods.bitfit import BIAS_TERMS, BitFitConfig, BitFitSite
 from adapterlib.methods.ia3 import IA3Config, IA3Linear
 from adapterlib.sites import AdapterSite
 from adapterlib.toy import TransformerLayer
+from conftest import assert_unchanged, snapshot, tiny_classifier, tiny_config, tiny_encoder
+from conftest import perturbed as move
 
 peft = pytest.importorskip("peft", reason="peft is the reference implementation; install requirements.txt")
 
 CONFIGS = {
     "bitfit": lambda: BitFitConfig(task_type=TaskType.SEQ_CLS),
-    "bitfit-small": lambda: BitFitConfig(bias_terms=("attention.self.query", "intermediate.dense"), task_type=TaskType.SEQ_CLS),
+    "bitfit-small": lambda: BitFitConfig(
+        bias_terms=("attention.self.query", "intermediate.dense"), task_type=TaskType.SEQ_CLS
+    ),
     "ia3": lambda: IA3Config(task_type=TaskType.SEQ_CLS),
 }
 METHODS = ["bitfit", "ia3"]
@@ -41,7 +43,11 @@ def last_hidden(model, batch) -> torch.Tensor:
 
 def base_tensors(model) -> dict[str, torch.Tensor]:
     """The base model's own tensors by name, wherever sites put them."""
-    return {n.replace(".base_layer", ""): t.clone() for n, t in model.state_dict().items() if ".adapters." not in n}
+    return {
+        n.replace(".base_layer", ""): t.clone()
+        for n, t in model.state_dict().items()
+        if ".adapters." not in n
+    }
 
 
 # ------------------------------------------------------------------ (IA)^3 against peft
@@ -50,31 +56,53 @@ def base_tensors(model) -> dict[str, torch.Tensor]:
 def peft_ia3(num_layers: int = 2):
     """peft's IA3 on the same layers: explicit full names, since "output.dense" as a suffix would
     also match attention.output.dense."""
-    names = [f"bert.encoder.layer.{i}.{n}" for i in range(num_layers)
-             for n in ("attention.self.key", "attention.self.value", "output.dense")]
-    config = peft.IA3Config(target_modules=names, feedforward_modules=[n for n in names if n.endswith(".output.dense")],
-                            task_type=peft.TaskType.SEQ_CLS)
+    names = [
+        f"bert.encoder.layer.{i}.{n}"
+        for i in range(num_layers)
+        for n in ("attention.self.key", "attention.self.value", "output.dense")
+    ]
+    config = peft.IA3Config(
+        target_modules=names,
+        feedforward_modules=[n for n in names if n.endswith(".output.dense")],
+        task_type=peft.TaskType.SEQ_CLS,
+    )
     return peft.get_peft_model(tiny_classifier(), config).eval()
 
 
 def test_ia3_matches_peft_with_the_same_vectors_also_merged(batch):
     ours = get_peft_model(tiny_classifier(), CONFIGS["ia3"]())
     reference = peft_ia3()
-    ours_sites = {n.removeprefix("base_model."): m for n, m in ours.named_modules() if isinstance(m, IA3Linear)}
-    their_sites = {n.removeprefix("base_model.model."): m for n, m in reference.named_modules() if hasattr(m, "ia3_l")}
-    assert sorted(ours_sites) == sorted(their_sites) == sorted(
-        f"bert.encoder.layer.{i}.{n}" for i in range(2) for n in ("attention.self.key", "attention.self.value", "output.dense"))
+    ours_sites = {
+        n.removeprefix("base_model."): m for n, m in ours.named_modules() if isinstance(m, IA3Linear)
+    }
+    their_sites = {
+        n.removeprefix("base_model.model."): m for n, m in reference.named_modules() if hasattr(m, "ia3_l")
+    }
+    assert (
+        sorted(ours_sites)
+        == sorted(their_sites)
+        == sorted(
+            f"bert.encoder.layer.{i}.{n}"
+            for i in range(2)
+            for n in ("attention.self.key", "attention.self.value", "output.dense")
+        )
+    )
     torch.manual_seed(3)
     with torch.no_grad():
         for name, site in ours_sites.items():
             site.active.l.normal_(1.0, 0.5)
-            their_sites[name].ia3_l["default"].copy_(site.active.l.view_as(their_sites[name].ia3_l["default"]))
+            their_sites[name].ia3_l["default"].copy_(
+                site.active.l.view_as(their_sites[name].ia3_l["default"])
+            )
         reference.base_model.model.classifier.modules_to_save["default"].load_state_dict(
-            ours.base_model.classifier.active.state_dict())
+            ours.base_model.classifier.active.state_dict()
+        )
     base = last_hidden(tiny_classifier(), batch)
     assert (last_hidden(ours, batch) - base).abs().max() > 1e-2, "the vectors must change the model"
-    difference = lambda: max((ours(**batch).logits - reference(**batch).logits).abs().max().item(),
-                             (last_hidden(ours, batch) - last_hidden(reference, batch)).abs().max().item())
+    difference = lambda: max(
+        (ours(**batch).logits - reference(**batch).logits).abs().max().item(),
+        (last_hidden(ours, batch) - last_hidden(reference, batch)).abs().max().item(),
+    )
     unmerged = difference()
     ours.merge_adapter()
     reference.merge_adapter()
@@ -91,9 +119,14 @@ def test_ia3_rescales_the_ffn_activation_not_the_attention_output():
     peft_model = get_peft_model(tiny_encoder(), IA3Config())
     layer = peft_model.base_model.encoder.layer[0]
     assert isinstance(layer.output.dense, IA3Linear) and layer.output.dense.active.scales_input
-    assert isinstance(layer.output.dense.active.l, torch.nn.Parameter) and layer.output.dense.active.l.numel() == 64
+    assert (
+        isinstance(layer.output.dense.active.l, torch.nn.Parameter)
+        and layer.output.dense.active.l.numel() == 64
+    )
     assert isinstance(layer.attention.output.dense, torch.nn.Linear)
-    assert not layer.attention.self.key.active.scales_input and isinstance(layer.attention.self.query, torch.nn.Linear)
+    assert not layer.attention.self.key.active.scales_input and isinstance(
+        layer.attention.self.query, torch.nn.Linear
+    )
 
 
 # ------------------------------------------------------------------ BitFit against an unfrozen bias
@@ -113,7 +146,9 @@ def one_step(model, parameters, optimizer: str, batch, weight_decay: float = 0.0
     model.zero_grad()
     model(**batch, labels=torch.tensor([0, 1])).loss.backward()
     if optimizer == "sgd":
-        torch.optim.SGD(parameters, lr=20.0, weight_decay=weight_decay).step()  # a visible step on a tiny random model
+        torch.optim.SGD(
+            parameters, lr=20.0, weight_decay=weight_decay
+        ).step()  # a visible step on a tiny random model
     else:
         torch.optim.AdamW(parameters, lr=0.1, weight_decay=weight_decay).step()
 
@@ -124,7 +159,9 @@ def bitfit_step_and_unfrozen_step(optimizer: str, batch, weight_decay: float = 0
     one_step(bitfit, [p for p in bitfit.parameters() if p.requires_grad], optimizer, batch, weight_decay)
     plain = with_random_biases(tiny_classifier())
     plain.requires_grad_(False)
-    unfrozen = [plain.bert.encoder.get_submodule(f"layer.{i}.{name}").bias for i in range(2) for name in BIAS_TERMS]
+    unfrozen = [
+        plain.bert.encoder.get_submodule(f"layer.{i}.{name}").bias for i in range(2) for name in BIAS_TERMS
+    ]
     unfrozen += list(plain.classifier.parameters())
     for parameter in unfrozen:
         parameter.requires_grad_(True)
@@ -169,11 +206,17 @@ def test_closed_form_counts_equal_built_models(name):
         model = tiny_classifier(num_labels=3, **overrides)
         inserted = method_parameter_count(model_config, config)
         trainable, total, _ = count_parameters(get_peft_model(model, config))
-        assert trainable == expected_trainable_parameters(model_config, config, num_labels=3) == inserted + 32 * 3 + 3
+        assert (
+            trainable
+            == expected_trainable_parameters(model_config, config, num_labels=3)
+            == inserted + 32 * 3 + 3
+        )
         assert total == bert_parameter_count(model_config, num_labels=3) + inserted + 32 * 3 + 3
     layer = TransformerLayer(d_model=64, num_heads=4, d_ff=80)
     toy_config = BitFitConfig(bias_terms=config.bias_terms) if name.startswith("bitfit") else IA3Config()
-    assert count_parameters(get_peft_model(layer, toy_config)).trainable == method_parameter_count(layer.config, toy_config)
+    assert count_parameters(get_peft_model(layer, toy_config)).trainable == method_parameter_count(
+        layer.config, toy_config
+    )
 
 
 def test_closed_forms_on_bert_base_and_minilm():
@@ -226,9 +269,14 @@ def test_save_pretrained_and_from_pretrained_round_trip(name, batch, tmp_path):
     expected = trained(**batch).logits
     trained.save_pretrained(tmp_path)
     saved = load_file(tmp_path / "adapter_model.safetensors")
-    site_names = BIAS_TERMS if name == "bitfit" else ("attention.self.key", "attention.self.value", "output.dense")
+    site_names = (
+        BIAS_TERMS if name == "bitfit" else ("attention.self.key", "attention.self.value", "output.dense")
+    )
     tensor = "delta" if name == "bitfit" else "l"
-    assert set(saved) == {f"layers.{i}.{s}.{tensor}" for i in range(2) for s in site_names} | {"classifier.weight", "classifier.bias"}
+    assert set(saved) == {f"layers.{i}.{s}.{tensor}" for i in range(2) for s in site_names} | {
+        "classifier.weight",
+        "classifier.bias",
+    }
     assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_config"]["method"] == name
     loaded = PeftModel.from_pretrained(tiny_classifier(), tmp_path)
     assert torch.equal(loaded(**batch).logits, expected)
@@ -241,13 +289,21 @@ def test_several_adapters_on_one_base_switch_disable_delete_and_unload(batch, tm
     model = tiny_classifier()
     base_logits = model(**batch).logits
     base = base_tensors(model)
-    peft_model = perturbed(get_peft_model(model, PrefixTuningConfig(num_virtual_tokens=2, task_type=TaskType.SEQ_CLS),
-                                          adapter_name="prefix"), seed=1)
+    peft_model = perturbed(
+        get_peft_model(
+            model, PrefixTuningConfig(num_virtual_tokens=2, task_type=TaskType.SEQ_CLS), adapter_name="prefix"
+        ),
+        seed=1,
+    )
     logits = {"prefix": peft_model(**batch).logits}
-    for seed, (adapter, config) in enumerate([
-        ("bias", CONFIGS["bitfit"]()), ("scale", CONFIGS["ia3"]()),
-        ("lora", LoraConfig(r=2, target_modules=("key", "value", "dense"), task_type=TaskType.SEQ_CLS)),
-    ], start=2):
+    for seed, (adapter, config) in enumerate(
+        [
+            ("bias", CONFIGS["bitfit"]()),
+            ("scale", CONFIGS["ia3"]()),
+            ("lora", LoraConfig(r=2, target_modules=("key", "value", "dense"), task_type=TaskType.SEQ_CLS)),
+        ],
+        start=2,
+    ):
         peft_model.add_adapter(adapter, config)
         logits[adapter] = perturbed(peft_model, seed)(**batch).logits
     assert len({tuple(v.flatten().tolist()) for v in logits.values()}) == 4
@@ -280,9 +336,13 @@ def test_several_adapters_on_one_base_switch_disable_delete_and_unload(batch, tm
 def test_count_ia3_and_bitfit_on_the_packaged_model(capsys):
     # MiniLM-L6: d = 384, i = 1536, 6 layers; the head's trainable copy 384 * 2 + 2 = 770.
     assert main(["count", "--method", "ia3", "--pooling", "cls"]) == 0
-    assert capsys.readouterr().out.strip() == "trainable 14,594 | total 22,728,580 | fraction 0.0642%"  # 6 (2d + i) + 770
+    assert (
+        capsys.readouterr().out.strip() == "trainable 14,594 | total 22,728,580 | fraction 0.0642%"
+    )  # 6 (2d + i) + 770
     assert main(["count", "--method", "bitfit", "--pooling", "cls"]) == 0
-    assert capsys.readouterr().out.strip() == "trainable 26,114 | total 22,740,100 | fraction 0.1148%"  # 6 (7d + i) + 770
+    assert (
+        capsys.readouterr().out.strip() == "trainable 26,114 | total 22,740,100 | fraction 0.1148%"
+    )  # 6 (7d + i) + 770
     assert main(["count", "--method", "ia3", "--r", "8"]) == 2
     assert "--r does not apply to --method ia3" in capsys.readouterr().err
 
@@ -291,12 +351,35 @@ def test_train_bitfit_on_the_command_line(tmp_path, capsys):
     model_dir = write_tiny_model(tmp_path / "model")
     data_dir = write_tiny_sst2(tmp_path / "data")
     out = tmp_path / "run"
-    assert main(["train", "--method", "bitfit", "--model", model_dir, "--epochs", "1", "--train-size", "0",
-                 "--data-dir", data_dir, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "bitfit",
+                "--model",
+                model_dir,
+                "--epochs",
+                "1",
+                "--train-size",
+                "0",
+                "--data-dir",
+                data_dir,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("bitfit: validation accuracy")
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["trainable_parameters"] == 2 * (7 * 32 + 64) + 32 * 2 + 2  # 2 layers of 7d + i, mean-pooling head
-    assert metrics["recipe"]["learning_rate"] == get_method("bitfit").learning_rate and metrics["recipe"]["weight_decay"] == 0.0
+    assert (
+        metrics["trainable_parameters"] == 2 * (7 * 32 + 64) + 32 * 2 + 2
+    )  # 2 layers of 7d + i, mean-pooling head
+    assert (
+        metrics["recipe"]["learning_rate"] == get_method("bitfit").learning_rate
+        and metrics["recipe"]["weight_decay"] == 0.0
+    )
     deltas = [t for k, t in load_file(out / "adapter_model.safetensors").items() if k.endswith(".delta")]
     assert len(deltas) == 2 * len(BIAS_TERMS) and all(t.abs().max() > 0 for t in deltas)
     assert main(["predict", "--checkpoint", str(out), "good film", "bad plot"]) == 0
@@ -308,11 +391,23 @@ def test_train_bitfit_on_the_command_line(tmp_path, capsys):
 @pytest.mark.parametrize(
     "make, error, message",
     [
-        (lambda: BitFitConfig(bias_terms=("query",)), ValueError, "not biases of a BERT layer; use full names"),
+        (
+            lambda: BitFitConfig(bias_terms=("query",)),
+            ValueError,
+            "not biases of a BERT layer; use full names",
+        ),
         (lambda: BitFitConfig(bias_terms=()), ValueError, "bias_terms is empty"),
-        (lambda: BitFitConfig(bias_terms=("output.dense", "output.dense")), ValueError, "names a module twice"),
+        (
+            lambda: BitFitConfig(bias_terms=("output.dense", "output.dense")),
+            ValueError,
+            "names a module twice",
+        ),
         (lambda: BitFitConfig(bias_terms=[3]), TypeError, "bias_terms must be module names"),
-        (lambda: IA3Config(task_type="classification"), ValueError, "task_type 'classification' is not known"),
+        (
+            lambda: IA3Config(task_type="classification"),
+            ValueError,
+            "task_type 'classification' is not known",
+        ),
     ],
 )
 def test_bad_configs_are_refused_when_made(make, error, message):

@@ -4,7 +4,8 @@ Opens notebooks/07_explore_r.ipynb, runs it, moves the adapter's r slider one st
 and checks that the table shows the adapter's count for the new r while LoRA's count stays, then
 the same for LoRA's slider. The accuracy overlay is checked too: at the starting sizes, which the
 comparison grid trained, the table shows the accuracy results/results.json records and the plot is
-drawn; one step off, it says the size was not trained. Saves screenshots to test-artifacts/. The server, its kernel and the
+drawn; one step off, it says the size was not trained. Saves screenshots to test-artifacts/. The server, its
+kernel and the
 browser keep their state (workspaces, settings, history) in the test's temporary folder, never in
 the home directory. Needs Debian's chromium (/usr/bin/chromium) and the playwright package;
 .ci/run installs both.
@@ -28,8 +29,14 @@ from adapterlib.widgets import Count, count, model_shapes
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def requirements_missing() -> str | None:
@@ -57,15 +64,37 @@ def jupyter_lab(tmp_path):
     served = tmp_path / "notebooks"
     served.mkdir()
     shutil.copy(ROOT / "notebooks" / "07_explore_r.ipynb", served)
-    state = {name: tmp_path / name for name in ("runtime", "data", "ipython", "matplotlib", "workspaces", "user-settings")}
-    environment = {**os.environ, "JUPYTER_RUNTIME_DIR": str(state["runtime"]), "JUPYTER_DATA_DIR": str(state["data"]),
-                   "IPYTHONDIR": str(state["ipython"]), "MPLCONFIGDIR": str(state["matplotlib"])}
+    state = {
+        name: tmp_path / name
+        for name in ("runtime", "data", "ipython", "matplotlib", "workspaces", "user-settings")
+    }
+    environment = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(state["runtime"]),
+        "JUPYTER_DATA_DIR": str(state["data"]),
+        "IPYTHONDIR": str(state["ipython"]),
+        "MPLCONFIGDIR": str(state["matplotlib"]),
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
-         f"--ServerApp.token={token}", f"--ServerApp.root_dir={served}", "--LabApp.news_url=",
-         f"--LabApp.workspaces_dir={state['workspaces']}", f"--LabApp.user_settings_dir={state['user-settings']}",
-         "--ServerApp.disable_check_xsrf=True"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            f"--port={port}",
+            "--ip=127.0.0.1",
+            f"--ServerApp.token={token}",
+            f"--ServerApp.root_dir={served}",
+            "--LabApp.news_url=",
+            f"--LabApp.workspaces_dir={state['workspaces']}",
+            f"--LabApp.user_settings_dir={state['user-settings']}",
+            "--ServerApp.disable_check_xsrf=True",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -95,7 +124,11 @@ def measured_row(method: str, shown: Count, accuracy: str) -> str:
 
 def committed_accuracy(variant: str) -> str:
     """What results/results.json records for ``variant`` ("adapter r=16"), as "83.6 ± 1.0%"."""
-    (row,) = [row for row in json.loads((ROOT / "results" / "results.json").read_text())["summary"] if row["variant"] == variant]
+    (row,) = [
+        row
+        for row in json.loads((ROOT / "results" / "results.json").read_text())["summary"]
+        if row["variant"] == variant
+    ]
     return f"{row['accuracy_mean']:.1f} ± {row['ci95_seeds']:.1f}%"
 
 
@@ -105,7 +138,9 @@ def run_all_cells(playwright, jupyter_lab, notebook: str, home: Path):
     from playwright.sync_api import TimeoutError
 
     base, token = jupyter_lab
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, env={**os.environ, "HOME": str(home)})
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, args=CHROMIUM_FLAGS, env={**os.environ, "HOME": str(home)}
+    )
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{base}/lab/tree/{notebook}?token={token}")
     page.locator(".jp-Notebook").first.wait_for(timeout=60_000)

@@ -4,10 +4,18 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_classifier
 from safetensors.torch import load_file
 
-from adapterlib import AdapterConfig, LoraConfig, PrefixTuningConfig, TaskType, get_peft_model, load_adapter, save_adapter
+from adapterlib import (
+    AdapterConfig,
+    LoraConfig,
+    PrefixTuningConfig,
+    TaskType,
+    get_peft_model,
+    load_adapter,
+    save_adapter,
+)
+from conftest import tiny_classifier
 
 CONFIGS = [
     AdapterConfig(placement="houlsby", task_type=TaskType.SEQ_CLS),
@@ -32,7 +40,9 @@ def test_round_trip_gives_identical_logits(config, batch, tmp_path):
     expected = trained(**batch).logits
     save_adapter(trained, tmp_path, base_model_name="tiny-bert")
     saved = load_file(tmp_path / "adapter_model.safetensors")
-    assert sum(t.numel() for t in saved.values()) == sum(p.numel() for p in trained.parameters() if p.requires_grad)
+    assert sum(t.numel() for t in saved.values()) == sum(
+        p.numel() for p in trained.parameters() if p.requires_grad
+    )
     meta = json.loads((tmp_path / "adapter_config.json").read_text())
     assert meta["peft_config"]["method"] == config.method and meta["base_model_name"] == "tiny-bert"
     # a fresh base with the same pre-trained weights (seed 0) but a different random head

@@ -31,7 +31,9 @@ WORDS = ["good", "great", "fine", "warm", "funny", "bad", "dull", "poor", "weak"
 def write_tiny_model(folder: Path) -> str:
     """A 2-layer, 32-wide random BERT with the packaged tokenizer, saved like a hub model."""
     torch.manual_seed(0)
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=2)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=2
+    )
     BertForSequenceClassification(config).save_pretrained(folder)
     load_tokenizer(PACKAGED_MODEL).save_pretrained(folder)
     return str(folder)
@@ -42,7 +44,10 @@ def write_tiny_sst2(folder: Path, train: int = 64, dev: int = 16) -> str:
     folder.mkdir(parents=True, exist_ok=True)
 
     def rows(count: int, offset: int) -> str:
-        lines = [f"{WORDS[i % 10]} film {WORDS[(i // 10) % 10]} plot {i + offset}\t{int(i % 10 < 5)}" for i in range(count)]
+        lines = [
+            f"{WORDS[i % 10]} film {WORDS[(i // 10) % 10]} plot {i + offset}\t{int(i % 10 < 5)}"
+            for i in range(count)
+        ]
         return "sentence\tlabel\n" + "\n".join(lines) + "\n"
 
     (folder / "train.tsv").write_text(rows(train, 0))
@@ -62,9 +67,17 @@ def tiny_data_dir(tmp_path_factory):
 
 def fake_record(recipe: Recipe) -> dict:
     return {
-        "method": recipe.method, "recipe": asdict(recipe), "peft_config": recipe.peft_config_dict(),
-        "accuracy": 0.8, "evaluation_examples": 872, "trainable_parameters": 1_000, "trainable_fraction": 0.01,
-        "seconds_per_step": 0.1, "train_seconds": 1.0, "versions": {"torch": "x"}, "device": "cpu",
+        "method": recipe.method,
+        "recipe": asdict(recipe),
+        "peft_config": recipe.peft_config_dict(),
+        "accuracy": 0.8,
+        "evaluation_examples": 872,
+        "trainable_parameters": 1_000,
+        "trainable_fraction": 0.01,
+        "seconds_per_step": 0.1,
+        "train_seconds": 1.0,
+        "versions": {"torch": "x"},
+        "device": "cpu",
         "precision": "bf16" if recipe.precision == "auto" else recipe.precision,
     }
 
@@ -73,20 +86,46 @@ def fake_record(recipe: Recipe) -> dict:
 @pytest.mark.parametrize("method", ["lora", "head"])
 def test_train_then_predict(method, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--method", method, "--model", tiny_model_dir, "--train-size", "32", "--epochs", "2",
-                 "--evaluate-each-epoch", "--data-dir", DATA, "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--method",
+            method,
+            "--model",
+            tiny_model_dir,
+            "--train-size",
+            "32",
+            "--epochs",
+            "2",
+            "--evaluate-each-epoch",
+            "--data-dir",
+            DATA,
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert summary.startswith(f"{method}: validation accuracy") and "after 2 epochs" in summary and str(out) in summary
+    assert (
+        summary.startswith(f"{method}: validation accuracy")
+        and "after 2 epochs" in summary
+        and str(out) in summary
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no trainer/ folder, no half-written copy
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["evaluation_examples"] == 872 and metrics["train_examples"] == 32
     assert 0 <= metrics["accuracy"] <= 1 and metrics["trainable_parameters"] < metrics["total_parameters"]
-    assert len(metrics["accuracy_per_epoch"]) == 2 and metrics["accuracy_per_epoch"][-1] == metrics["accuracy"]
+    assert (
+        len(metrics["accuracy_per_epoch"]) == 2 and metrics["accuracy_per_epoch"][-1] == metrics["accuracy"]
+    )
     assert metrics["precision"] == resolve_precision("auto") and metrics["processes"] == 1  # the default
     assert metrics["data_dir"] == str(Path(DATA).absolute())
     changes = metrics["changes_from_seed_recipe"]
-    assert changes["train_size"] == [2000, 32] and changes["pooling"] == ["cls", "mean"] and changes["epochs"] == [3.0, 2.0]
+    assert (
+        changes["train_size"] == [2000, 32]
+        and changes["pooling"] == ["cls", "mean"]
+        and changes["epochs"] == [3.0, 2.0]
+    )
     tsv = tmp_path / "few.tsv"
     tsv.write_text("sentence\tlabel\na gripping , funny film \t1\na dull mess \t0\n")
     assert main(["predict", "--checkpoint", str(out), "--file", str(tsv)]) == 0
@@ -97,7 +136,9 @@ def test_train_then_predict(method, tiny_model_dir, tmp_path, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
 
 
-def test_one_epoch_relative_data_dir_and_no_folders_left(tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch, capsys):
+def test_one_epoch_relative_data_dir_and_no_folders_left(
+    tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch, capsys
+):
     """A relative --data-dir is read against the current directory; the Trainer's working folder
     is a temporary one, gone afterwards; the record keeps the data folder as an absolute path."""
     shutil.copytree(tiny_data_dir, tmp_path / "data")
@@ -110,10 +151,36 @@ def test_one_epoch_relative_data_dir_and_no_folders_left(tiny_model_dir, tiny_da
         return original_train(trainer, *args, **kwargs)
 
     monkeypatch.setattr(adapterlib.train.Trainer, "train", spy_train)
-    assert main(["train", "--method", "adapter", "--r", "4", "--model", tiny_model_dir, "--epochs", "1",
-                 "--batch-size", "16", "--train-size", "0", "--data-dir", "data", "--out", "runs/adapter"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "adapter",
+                "--r",
+                "4",
+                "--model",
+                tiny_model_dir,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--train-size",
+                "0",
+                "--data-dir",
+                "data",
+                "--out",
+                "runs/adapter",
+            ]
+        )
+        == 0
+    )
     assert "after 1 epoch |" in capsys.readouterr().out
-    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_dir()) == ["data", "runs", "runs/adapter"]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_dir()) == [
+        "data",
+        "runs",
+        "runs/adapter",
+    ]
     assert len(working_folders) == 1 and not working_folders[0].exists()
     metrics = json.loads((tmp_path / "runs/adapter/metrics.json").read_text())
     assert metrics["data_dir"] == str(tmp_path / "data") and metrics["train_examples"] == 64
@@ -125,12 +192,31 @@ def test_offline_without_data_fails_in_one_line_naming_the_options(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in HUB_VARIABLES}
     env.update(HTTPS_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", NO_PROXY="", no_proxy="")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "adapterlib", "train", "--method", "adapter", "--r", "16", "--out", "runs/adapter"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adapterlib",
+            "train",
+            "--method",
+            "adapter",
+            "--r",
+            "16",
+            "--out",
+            "runs/adapter",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     seconds = time.perf_counter() - started
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("adapterlib train: error: no SST-2 data: pass --data-dir PATH")
+    assert len(lines) == 1 and lines[0].startswith(
+        "adapterlib train: error: no SST-2 data: pass --data-dir PATH"
+    )
     assert "$ADAPTERLIB_SST2_DIR" in lines[0] and "data_dir=" not in lines[0]
     assert list(tmp_path.iterdir()) == []
     assert seconds < 30  # the hub client's retries alone take about 30 s
@@ -144,21 +230,47 @@ def test_offline_checks_take_no_hub_retries(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(
+        adapterlib.train, "train_and_evaluate", lambda *a, **k: pytest.fail("training started")
+    )
     started = time.perf_counter()
     assert main(["train", "--method", "adapter", "--out", str(tmp_path / "x")]) == 2
-    assert main(["train", "--method", "adapter", "--data-dir", str(tmp_path), "--model", "someone/bert", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "adapter",
+                "--data-dir",
+                str(tmp_path),
+                "--model",
+                "someone/bert",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     assert time.perf_counter() - started < 5
     lines = capsys.readouterr().err.strip().splitlines()
     assert "pass --data-dir PATH" in lines[0] and "does not answer" in lines[0]
-    assert lines[1].startswith("adapterlib train: error: --model someone/bert is not a local folder") and "leave --model out" in lines[1]
+    assert (
+        lines[1].startswith("adapterlib train: error: --model someone/bert is not a local folder")
+        and "leave --model out" in lines[1]
+    )
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["train", "--method", "lora", "--r", "0", "--out", "{tmp}/x"], "argument --r: must be a positive whole number, got 0"),
-        (["train", "--method", "adapter", "--data-dir", "{tmp}/nowhere", "--out", "{tmp}/x"], "does not exist"),
+        (
+            ["train", "--method", "lora", "--r", "0", "--out", "{tmp}/x"],
+            "argument --r: must be a positive whole number, got 0",
+        ),
+        (
+            ["train", "--method", "adapter", "--data-dir", "{tmp}/nowhere", "--out", "{tmp}/x"],
+            "does not exist",
+        ),
         (["train", "--method", "adapter", "--out", "{tmp}"], "exists and is not an empty folder"),
         (["predict", "--checkpoint", "{tmp}", "text"], "not a checkpoint written by `adapterlib train`"),
     ],
@@ -181,7 +293,9 @@ def test_trainer_working_folder_is_removed_when_training_fails(tiny_model_dir, t
 
     monkeypatch.setattr(adapterlib.train.Trainer, "train", failing_train)
     with pytest.raises(KeyboardInterrupt):
-        adapterlib.train.train_and_evaluate(Recipe("head", train_size=8), tiny_model_dir, tiny_data_dir, progress=False)
+        adapterlib.train.train_and_evaluate(
+            Recipe("head", train_size=8), tiny_model_dir, tiny_data_dir, progress=False
+        )
     assert len(working_folders) == 1 and not working_folders[0].exists()
 
 
@@ -190,7 +304,9 @@ def test_count_packaged_model(capsys):
     assert capsys.readouterr().out.strip() == "trainable 74,498 | total 22,788,484 | fraction 0.3269%"
 
 
-def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(tiny_data_dir, tmp_path, monkeypatch, capsys):
+def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(
+    tiny_data_dir, tmp_path, monkeypatch, capsys
+):
     trained = []
 
     def fake_train_and_evaluate(recipe, model_name, data_dir, progress):
@@ -199,8 +315,22 @@ def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(tiny_
 
     monkeypatch.setattr(adapterlib.train, "train_and_evaluate", fake_train_and_evaluate)
     out = tmp_path / "grid"
-    argv = ["compare", "--methods", "head", "adapter", "--seeds", "0", "--train-size", "32", "--precision", "fp32",
-            "--data-dir", tiny_data_dir, "--out", str(out)]
+    argv = [
+        "compare",
+        "--methods",
+        "head",
+        "adapter",
+        "--seeds",
+        "0",
+        "--train-size",
+        "32",
+        "--precision",
+        "fp32",
+        "--data-dir",
+        tiny_data_dir,
+        "--out",
+        str(out),
+    ]
     runs = 1 + len(GRID_SIZES["adapter"])  # head once, the adapter at every size
     assert main(argv) == 0 and trained == ["head"] + ["adapter"] * (runs - 1)
     assert "wrote" in capsys.readouterr().out
@@ -214,14 +344,22 @@ def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(tiny_
     (out / "results.json").write_text(json.dumps(results))
     assert main(argv) == 0 and trained[runs:] == ["adapter"]
     shown = json.loads((out / "results.json").read_text())["runs"]
-    assert len(shown) == runs and all(r["peft_config"] is None or r["peft_config"]["dropout"] == 0.0 for r in shown)
+    assert len(shown) == runs and all(
+        r["peft_config"] is None or r["peft_config"]["dropout"] == 0.0 for r in shown
+    )
     assert len((out / "runs.jsonl").read_text().splitlines()) == runs + 1  # the outdated run stays in the log
-    assert main(argv + ["--precision", "bf16"]) == 2 and len(trained) == runs + 1  # another experiment: refused
-    assert "holds the results of another experiment (precision fp32 there, bf16 here)" in capsys.readouterr().err
+    assert (
+        main(argv + ["--precision", "bf16"]) == 2 and len(trained) == runs + 1
+    )  # another experiment: refused
+    assert (
+        "holds the results of another experiment (precision fp32 there, bf16 here)" in capsys.readouterr().err
+    )
 
 
 @needs_data
-def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_changed(tmp_path, monkeypatch, capsys):
+def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_changed(
+    tmp_path, monkeypatch, capsys
+):
     """The committed command, rerun: every run whose recipe (learning rate, pooling, full PEFT
     config) is what the code makes today is reused; the others retrain, replacing their own row
     and no other; a method with no committed run yet trains at every size and seed the command
@@ -232,11 +370,16 @@ def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_chan
     shown = json.loads(before["results.json"])["runs"]
 
     def today(run: dict) -> Recipe:
-        return Recipe(run["method"], method_options=run["recipe"]["method_options"], seed=run["recipe"]["seed"])
+        return Recipe(
+            run["method"], method_options=run["recipe"]["method_options"], seed=run["recipe"]["seed"]
+        )
 
-    outdated = sorted(json.dumps([r["method"], r["recipe"]["method_options"], r["recipe"]["seed"]]) for r in shown
-                      if (today(r).peft_config_dict(), today(r).learning_rate, today(r).pooling)
-                      != (r["peft_config"], r["recipe"]["learning_rate"], r["recipe"]["pooling"]))
+    outdated = sorted(
+        json.dumps([r["method"], r["recipe"]["method_options"], r["recipe"]["seed"]])
+        for r in shown
+        if (today(r).peft_config_dict(), today(r).learning_rate, today(r).pooling)
+        != (r["peft_config"], r["recipe"]["learning_rate"], r["recipe"]["pooling"])
+    )
     asked = []
 
     def fake_train_and_evaluate(recipe, model_name, data_dir, progress):
@@ -247,10 +390,17 @@ def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_chan
     command = json.loads(before["results.json"])["command"].split()[1:]
     assert command[0] == "compare" and "--out" in command and "--data-dir" in command
     command[command.index("--out") + 1] = str(copy)
-    command[command.index("--data-dir") + 1] = DATA  # the shared SST-2 copy the runs were made on, wherever it lies
+    command[command.index("--data-dir") + 1] = (
+        DATA  # the shared SST-2 copy the runs were made on, wherever it lies
+    )
     grid = build_parser().parse_args(command)
-    new = [json.dumps([m, options, seed]) for m in grid.methods if m not in {r["method"] for r in shown}
-           for options in GRID_SIZES[m] for seed in grid.seeds]
+    new = [
+        json.dumps([m, options, seed])
+        for m in grid.methods
+        if m not in {r["method"] for r in shown}
+        for options in GRID_SIZES[m]
+        for seed in grid.seeds
+    ]
     assert main(command) == 0
     assert sorted(asked) == sorted(outdated + new)
     if asked:
@@ -263,7 +413,9 @@ def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_chan
 def test_committed_runs_carry_the_fingerprints_of_the_shared_data_and_the_packaged_model():
     """Every committed run was made on the shared SST-2 copy and the packaged model; the stamp says so."""
     runs = [json.loads(line) for line in (RESULTS / "runs.jsonl").read_text().splitlines()]
-    assert {(r["data_fingerprint"], r["model_fingerprint"]) for r in runs} == {(SHARED_SST2, model_fingerprint(PACKAGED_MODEL))}
+    assert {(r["data_fingerprint"], r["model_fingerprint"]) for r in runs} == {
+        (SHARED_SST2, model_fingerprint(PACKAGED_MODEL))
+    }
     if DATA:
         assert data_fingerprint(DATA) == SHARED_SST2
 

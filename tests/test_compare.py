@@ -3,21 +3,38 @@
 import json
 import math
 
-from adapterlib.compare import counted, learning_rate_curves, markdown_table, plot_learning_rates, run_grid, summarize, write_results
+from adapterlib.compare import (
+    counted,
+    learning_rate_curves,
+    markdown_table,
+    plot_learning_rates,
+    run_grid,
+    summarize,
+    write_results,
+)
 from adapterlib.train import Recipe
 
 
 def fake_record(recipe: Recipe) -> dict:
     accuracy = {"head": 0.70, "lora": 0.86}[recipe.method] + 0.01 * recipe.seed
     return {
-        "method": recipe.method, "recipe": recipe.__dict__, "accuracy": accuracy, "evaluation_examples": 872,
-        "trainable_parameters": 770 if recipe.method == "head" else 74_498, "trainable_fraction": 0.01,
-        "seconds_per_step": 0.2, "train_seconds": 60.0, "versions": {"torch": "x"}, "device": "cpu",
+        "method": recipe.method,
+        "recipe": recipe.__dict__,
+        "accuracy": accuracy,
+        "evaluation_examples": 872,
+        "trainable_parameters": 770 if recipe.method == "head" else 74_498,
+        "trainable_fraction": 0.01,
+        "seconds_per_step": 0.2,
+        "train_seconds": 60.0,
+        "versions": {"torch": "x"},
+        "device": "cpu",
     }
 
 
 def test_summary_statistics_and_files(tmp_path):
-    records = run_grid([Recipe("lora", method_options={"r": 8}), Recipe("head")], seeds=[0, 1, 2], train=fake_record)
+    records = run_grid(
+        [Recipe("lora", method_options={"r": 8}), Recipe("head")], seeds=[0, 1, 2], train=fake_record
+    )
     rows = summarize(records)
     assert [row["variant"] for row in rows] == ["head", "lora r=8"]
     lora = rows[1]
@@ -35,12 +52,21 @@ def test_summary_statistics_and_files(tmp_path):
 def test_learning_rate_curves_keep_only_default_configurations():
     def record(method, lr, accuracy, pooling="mean", options=None):
         recipe = Recipe(method, lr, pooling=pooling, method_options=options or {})
-        return {"method": method, "recipe": recipe.__dict__, "peft_config": recipe.peft_config_dict(), "accuracy": accuracy}
+        return {
+            "method": method,
+            "recipe": recipe.__dict__,
+            "peft_config": recipe.peft_config_dict(),
+            "accuracy": accuracy,
+        }
 
     records = [
-        record("lora", 1e-3, 0.86), record("lora", 1e-4, 0.80), record("lora", 1e-3, 0.85, pooling="cls"),
-        record("adapter", 1e-3, 0.85), record("adapter", 1e-3, 0.84, options={"dropout": 0.1}),
-        record("adapter", 1e-3, 0.83, options={"position": "before_layer_norm"}), record("full", 5e-5, 0.87),
+        record("lora", 1e-3, 0.86),
+        record("lora", 1e-4, 0.80),
+        record("lora", 1e-3, 0.85, pooling="cls"),
+        record("adapter", 1e-3, 0.85),
+        record("adapter", 1e-3, 0.84, options={"dropout": 0.1}),
+        record("adapter", 1e-3, 0.83, options={"position": "before_layer_norm"}),
+        record("full", 5e-5, 0.87),
     ]
     curves = learning_rate_curves(records)
     assert curves == {"lora": [(1e-4, 80.0), (1e-3, 86.0)], "adapter": [(1e-3, 85.0)], "full": [(5e-5, 87.0)]}
@@ -51,6 +77,10 @@ def test_learning_rate_curves_keep_only_default_configurations():
 
 def test_counts_are_singular_for_one():
     assert [counted(1, "epoch"), counted(1.0, "epoch"), counted(2.0, "epoch"), counted(0.5, "epoch")] == [
-        "1 epoch", "1 epoch", "2 epochs", "0.5 epochs"]
+        "1 epoch",
+        "1 epoch",
+        "2 epochs",
+        "0.5 epochs",
+    ]
     one_seed = markdown_table(summarize(run_grid([Recipe("head")], seeds=[0], train=fake_record)))
     assert "70.0 ± 0.0% (1 seed) | n/a |" in one_seed

@@ -30,7 +30,7 @@ def write(folder, train, dev="sentence\tlabel\ngood film \t1\n"):
 
 
 def test_null_nan_and_quotes_stay_strings(tmp_path):
-    folder = write(tmp_path / "d", 'sentence\tlabel\nnull\t0\nnan\t1\n`` it \'s " great \'\' \t1\nNA\t0\n')
+    folder = write(tmp_path / "d", "sentence\tlabel\nnull\t0\nnan\t1\n`` it 's \" great '' \t1\nNA\t0\n")
     data = load_sst2(folder)
     assert data["train"]["sentence"] == ["null", "nan", "`` it 's \" great '' ", "NA"]
     assert data["train"]["label"] == [0, 1, 1, 0]
@@ -48,7 +48,10 @@ def test_argument_wins_over_environment(tmp_path, monkeypatch):
         ("text\tlabel\na\t0\n", r"train.tsv, line 1: header is 'text\\tlabel'"),
         ("sentence\tlabel\na\t0\nb\t2\n", r"train.tsv, line 3: label '2' is not 0 or 1"),
         ("sentence\tlabel\na\t0\nb\t\n", r"train.tsv, line 3: label '' is not 0 or 1"),
-        ("sentence\tlabel\na\t0\nb\tc\t1\n", r"train.tsv, line 3: expected 2 tab-separated fields, .*; found 3"),
+        (
+            "sentence\tlabel\na\t0\nb\tc\t1\n",
+            r"train.tsv, line 3: expected 2 tab-separated fields, .*; found 3",
+        ),
         ("sentence\tlabel\n\n", r"train.tsv has the header but no rows"),
         ("", r"train.tsv is empty"),
     ],
@@ -92,7 +95,15 @@ def test_relative_folder_is_made_absolute_when_read(tmp_path, monkeypatch):
 
 @pytest.fixture
 def hub_variables_unset(monkeypatch):
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "ADAPTERLIB_SST2_DIR", "NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy"):
+    for name in (
+        "HF_HUB_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "ADAPTERLIB_SST2_DIR",
+        "NO_PROXY",
+        "no_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -13,9 +13,9 @@ import textwrap
 
 import pytest
 import torch
+from test_cli import write_tiny_model, write_tiny_sst2
 
 from adapterlib.cli import main
-from test_cli import write_tiny_model, write_tiny_sst2
 
 WORKER = textwrap.dedent('''
     """One process of the two: the real command line, watched."""
@@ -59,9 +59,33 @@ def two_process_run(tmp_path_factory):
     env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     # "--" ends torchrun's own options, which it would otherwise also look for among the script's
     # ("--r" is ambiguous with its --rdzv-*, --role, --run-path).
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "worker.py",
-               "--", "train", "--method", "adapter", "--r", "4", "--model", model_dir, "--data-dir", data_dir,
-               "--train-size", "0", "--epochs", "1", "--batch-size", "8", "--out", "out"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "worker.py",
+        "--",
+        "train",
+        "--method",
+        "adapter",
+        "--r",
+        "4",
+        "--model",
+        model_dir,
+        "--data-dir",
+        data_dir,
+        "--train-size",
+        "0",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        "out",
+    ]
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     runs = [json.loads((folder / f"seen{rank}.json").read_text()) for rank in (0, 1)]
@@ -102,7 +126,11 @@ def test_trained_parameters_are_equal_across_processes_and_changed(two_process_r
 
 def test_only_the_first_process_writes(two_process_run):
     folder, _, stdout = two_process_run
-    assert sorted(p.name for p in (folder / "out").iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "metrics.json"]
+    assert sorted(p.name for p in (folder / "out").iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "metrics.json",
+    ]
     assert json.loads((folder / "out" / "metrics.json").read_text())["processes"] == 2
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["data", "model", "out"]
     assert stdout.count("adapter: validation accuracy") == 1
@@ -111,6 +139,21 @@ def test_only_the_first_process_writes(two_process_run):
 def test_a_batch_that_does_not_split_over_the_processes_is_refused(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     data = write_tiny_sst2(tmp_path / "data")
-    assert main(["train", "--method", "head", "--batch-size", "7", "--data-dir", data, "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "head",
+                "--batch-size",
+                "7",
+                "--data-dir",
+                data,
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
     assert "batch size 7 does not split evenly over 2 processes" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -57,8 +57,15 @@ def test_solutions_mode_raises_on_wrong_and_missing_answers():
         require_correct_answers(False)
 
 
-@pytest.mark.parametrize("package_code", [adapterlib.BottleneckAdapter, adapterlib.BottleneckAdapter(8, 2),
-                                          adapterlib.get_peft_model, type("Sub", (adapterlib.LoraLinear,), {})])
+@pytest.mark.parametrize(
+    "package_code",
+    [
+        adapterlib.BottleneckAdapter,
+        adapterlib.BottleneckAdapter(8, 2),
+        adapterlib.get_peft_model,
+        type("Sub", (adapterlib.LoraLinear,), {}),
+    ],
+)
 def test_package_code_is_refused(package_code):
     with pytest.raises(NotYet, match="package's own"):
         grade("test.double", package_code)

@@ -63,7 +63,8 @@ def test_freeze_unanswered_falls_back_to_the_package():
     fallback = check("2.freeze", template)
     layer = TransformerLayer(d_model=8, num_heads=2)
     assert fallback(layer, lambda name: name.endswith("bias")) == sum(
-        p.numel() for n, p in layer.named_parameters() if n.endswith("bias"))
+        p.numel() for n, p in layer.named_parameters() if n.endswith("bias")
+    )
 
 
 def test_package_function_is_refused_for_freeze():
@@ -73,7 +74,9 @@ def test_package_function_is_refused_for_freeze():
 
 def add_adapter(layer: TransformerLayer, r: int) -> TransformerLayer:
     layer.requires_grad_(False)
-    layer.output.LayerNorm = nn.Sequential(layer.output.LayerNorm, BottleneckAdapter(layer.config.hidden_size, r))
+    layer.output.LayerNorm = nn.Sequential(
+        layer.output.LayerNorm, BottleneckAdapter(layer.config.hidden_size, r)
+    )
     return layer
 
 
@@ -99,12 +102,16 @@ def with_own_bottleneck(layer, r):
 
 
 def base_left_trainable(layer, r):
-    layer.output.LayerNorm = nn.Sequential(layer.output.LayerNorm, BottleneckAdapter(layer.config.hidden_size, r))
+    layer.output.LayerNorm = nn.Sequential(
+        layer.output.LayerNorm, BottleneckAdapter(layer.config.hidden_size, r)
+    )
     return layer
 
 
 def frozen_after_inserting(layer, r):
-    layer.output.LayerNorm = nn.Sequential(layer.output.LayerNorm, BottleneckAdapter(layer.config.hidden_size, r))
+    layer.output.LayerNorm = nn.Sequential(
+        layer.output.LayerNorm, BottleneckAdapter(layer.config.hidden_size, r)
+    )
     layer.requires_grad_(False)
     return layer
 
@@ -162,7 +169,9 @@ class NormThenAdapter(nn.Module):
 
 def doubled_residual(layer, r):
     layer.requires_grad_(False)
-    layer.output.LayerNorm = NormThenAdapter(layer.output.LayerNorm, BottleneckAdapter(layer.config.hidden_size, r))
+    layer.output.LayerNorm = NormThenAdapter(
+        layer.output.LayerNorm, BottleneckAdapter(layer.config.hidden_size, r)
+    )
     return layer
 
 

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_classifier
 
 from adapterlib import AdapterConfig, TaskType, get_peft_model
 from adapterlib.exercises import NotYet, check, grade
 from adapterlib.exercises.nb03 import houlsby_parameters, reference_compute_metrics, reference_predict_with
 from adapterlib.train import accuracy_metric
+from conftest import tiny_classifier
 
 
 def logits_of(eval_pred) -> np.ndarray:
@@ -121,7 +121,11 @@ def test_right_switch_passes_and_leaves_the_model_as_it_was(two_adapters):
 
 @pytest.mark.parametrize(
     ("mistake", "named"),
-    [(forgets_to_switch, "did not switch"), (stays_in_train_mode, "train mode"), (keeps_the_graph, "no_grad")],
+    [
+        (forgets_to_switch, "did not switch"),
+        (stays_in_train_mode, "train mode"),
+        (keeps_the_graph, "no_grad"),
+    ],
 )
 def test_switch_mistakes_are_named(two_adapters, mistake, named):
     with pytest.raises(NotYet, match=named):
@@ -141,7 +145,9 @@ def test_unanswered_switch_falls_back_to_reference(two_adapters, capsys):
 
 def test_houlsby_count_and_slips():
     right = houlsby_parameters()
-    assert right == 6 * 2 * (2 * 384 * 8 + 384 + 8) + 384 * 2 + 2  # the packaged MiniLM-L6: d = 384, 6 layers; r = 8
+    assert (
+        right == 6 * 2 * (2 * 384 * 8 + 384 + 8) + 384 * 2 + 2
+    )  # the packaged MiniLM-L6: d = 384, 6 layers; r = 8
     assert "trainable parameters" in grade("3.houlsby", right)
     with pytest.raises(NotYet, match="Pfeiffer"):
         grade("3.houlsby", 6 * (2 * 384 * 8 + 384 + 8) + 770)

@@ -157,8 +157,12 @@ def test_unanswered_lora_layer_falls_back_to_the_package(capsys):
 # ---------------------------------------------------------------- 4.inject
 
 
-def make_replace(layer_class: type, matches: Callable[[str, list[str]], bool], freeze: bool = True,
-                 returns_names: bool = True) -> Callable:
+def make_replace(
+    layer_class: type,
+    matches: Callable[[str, list[str]], bool],
+    freeze: bool = True,
+    returns_names: bool = True,
+) -> Callable:
     """A replace_linear_with_lora built from the given pieces, right or wrong."""
 
     def replace(model, targets, r, alpha):
@@ -213,7 +217,7 @@ def test_right_injection_passes_with_either_lora_layer():
     "wrong, message",
     [
         (make_replace(RightLoRALinear, every_linear), "not targets"),
-        (make_replace(RightLoRALinear, substring_match), "\"attention\" occurs inside that name"),
+        (make_replace(RightLoRALinear, substring_match), '"attention" occurs inside that name'),
         (make_replace(RightLoRALinear, last_part_match), "were not wrapped"),
         (make_replace(RightLoRALinear, suffix_match, freeze=False), "still trainable"),
         (make_replace(RightLoRALinear, suffix_match, returns_names=False), "returned list"),
@@ -250,8 +254,12 @@ def test_scaling_number():
     grade("4.scaling", 1)
     grade("4.scaling", 1.0)
     assert "learning rate" in grade("4.scaling", 1)
-    for wrong, message in ((0.5, "how much the factor changes"), (2, "factor at r = 8"), (4, "not the factor"),
-                           ("1", "should be a number")):
+    for wrong, message in (
+        (0.5, "how much the factor changes"),
+        (2, "factor at r = 8"),
+        (4, "not the factor"),
+        ("1", "should be a number"),
+    ):
         with pytest.raises(NotYet, match=message):
             grade("4.scaling", wrong)
     assert check("4.scaling", ...) is Ellipsis
@@ -263,7 +271,15 @@ def test_scaling_number():
 def test_committed_lora_adapter_is_the_notebooks_recipe_and_small():
     directory = Path(__file__).parents[1] / "notebooks" / "trained" / "lora"
     meta = read_adapter_config(directory)
-    assert meta["peft_config"] == {"method": "lora", "task_type": "SEQ_CLS", "r": 8, "alpha": 16, "dropout": 0.1,
-                                   "target_modules": ["query", "value"]}
-    assert meta["base_model_shape"]["hidden_size"] == 384 and meta["base_model_shape"]["num_hidden_layers"] == 6
+    assert meta["peft_config"] == {
+        "method": "lora",
+        "task_type": "SEQ_CLS",
+        "r": 8,
+        "alpha": 16,
+        "dropout": 0.1,
+        "target_modules": ["query", "value"],
+    }
+    assert (
+        meta["base_model_shape"]["hidden_size"] == 384 and meta["base_model_shape"]["num_hidden_layers"] == 6
+    )
     assert (directory / WEIGHTS_FILE).stat().st_size < 1_000_000

@@ -11,8 +11,20 @@ from adapterlib.exercises import NotYet, Unanswered, check, grade, nb05
 from adapterlib.exercises.nb05 import PrefixMLP
 
 
-def prefix_attention(query, key, value, prefix_key, prefix_value, attention_mask, *, extend_mask=True,
-                     prefix_queries=False, scale=None, hide_padding=True, prefix_visible=True):
+def prefix_attention(
+    query,
+    key,
+    value,
+    prefix_key,
+    prefix_value,
+    attention_mask,
+    *,
+    extend_mask=True,
+    prefix_queries=False,
+    scale=None,
+    hide_padding=True,
+    prefix_visible=True,
+):
     """A learner's prefix attention; the keywords switch on one typical mistake each."""
     batch, heads, _, d_h = query.shape
     n = prefix_key.shape[1]
@@ -93,7 +105,9 @@ class LearnerMLP(nn.Module):
         super().__init__()
         self.sizes = (num_layers, d_model, num_virtual_tokens)
         self.embedding = nn.Parameter(torch.randn(num_virtual_tokens, d_model) * 0.02)
-        self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.Tanh(), nn.Linear(hidden, num_layers * 2 * d_model))
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, hidden), nn.Tanh(), nn.Linear(hidden, num_layers * 2 * d_model)
+        )
 
     def forward(self):
         layers, d, n = self.sizes
@@ -160,9 +174,14 @@ def test_unanswered_mlp_returns_the_reference(capsys):
 
 @pytest.mark.parametrize(
     "answer, message",
-    [(46_080 // 2, "key vector \\*and\\* a value vector"), (46_080 // 6, "one layer"), (46_080 * 2, "12 layers"),
-     (46_080 // 12, "head width d_h .* without the key/value pair"), (46_080 + 770, "classifier head"),
-     (1234, "not the count")],
+    [
+        (46_080 // 2, "key vector \\*and\\* a value vector"),
+        (46_080 // 6, "one layer"),
+        (46_080 * 2, "12 layers"),
+        (46_080 // 12, "head width d_h .* without the key/value pair"),
+        (46_080 + 770, "classifier head"),
+        (1234, "not the count"),
+    ],
 )
 def test_prefix_count_mistakes_are_named(answer, message):
     with pytest.raises(NotYet, match=message):

@@ -9,8 +9,8 @@ from adapterlib.compare import summarize
 from adapterlib.exercises import NotYet, Unanswered, check, grade
 from adapterlib.exercises.nb06 import SIGNIFICANCE_CASES, differs, paired_outcomes, sampling_interval
 
-
 # 6.sampling_interval ------------------------------------------------------------------------------
+
 
 def right_interval(p: float, n: int) -> float:
     return 1.96 * math.sqrt(p * (1 - p) / n)
@@ -33,18 +33,28 @@ def test_sampling_interval_right_answer_passes():
 
 
 def test_sampling_interval_agrees_with_the_comparison_table():
-    record = {"method": "adapter", "recipe": {"method_options": {"r": 16}, "learning_rate": 3e-3}, "accuracy": 0.83,
-              "evaluation_examples": 872, "trainable_parameters": 1, "trainable_fraction": 0.1,
-              "seconds_per_step": 1.0, "train_seconds": 1.0}
+    record = {
+        "method": "adapter",
+        "recipe": {"method_options": {"r": 16}, "learning_rate": 3e-3},
+        "accuracy": 0.83,
+        "evaluation_examples": 872,
+        "trainable_parameters": 1,
+        "trainable_fraction": 0.1,
+        "seconds_per_step": 1.0,
+        "train_seconds": 1.0,
+    }
     (row,) = summarize([record])
     assert row["ci95_sampling"] == pytest.approx(100 * sampling_interval(0.83, 872))
 
 
-@pytest.mark.parametrize("mistake, words", [
-    (standard_error_only, "1 standard error sqrt"),
-    (root_outside, "1/sqrt(n)"),
-    (in_percent, "not in percent"),
-])
+@pytest.mark.parametrize(
+    "mistake, words",
+    [
+        (standard_error_only, "1 standard error sqrt"),
+        (root_outside, "1/sqrt(n)"),
+        (in_percent, "not in percent"),
+    ],
+)
 def test_sampling_interval_mistakes_are_named(mistake, words):
     with pytest.raises(NotYet, match=words.replace("(", r"\(").replace(")", r"\)")):
         grade("6.sampling_interval", mistake)
@@ -68,6 +78,7 @@ def test_sampling_interval_unanswered_returns_the_reference():
 
 
 # 6.significant -------------------------------------------------------------------------------------
+
 
 def exact_mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> bool:
     b = int(np.sum(correct_a & ~correct_b))
@@ -118,7 +129,11 @@ def test_significant_right_answers_pass(right):
 def test_reference_is_mcnemar_on_every_case():
     for b, c, both_right in SIGNIFICANCE_CASES:
         correct_a, correct_b = paired_outcomes(b, c, both_right)
-        assert differs(correct_a, correct_b) == exact_mcnemar(correct_a, correct_b) == chi_square_mcnemar(correct_a, correct_b)
+        assert (
+            differs(correct_a, correct_b)
+            == exact_mcnemar(correct_a, correct_b)
+            == chi_square_mcnemar(correct_a, correct_b)
+        )
     assert {differs(*paired_outcomes(b, c, t)) for b, c, t in SIGNIFICANCE_CASES} == {True, False}
 
 
@@ -160,6 +175,7 @@ def test_package_functions_are_refused():
 
 
 # 6.merges ------------------------------------------------------------------------------------------
+
 
 def test_merges():
     assert "single matrix" in grade("6.merges", "LoRA")

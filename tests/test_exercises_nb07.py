@@ -10,8 +10,11 @@ from adapterlib.exercises.nb07 import RANK_CASES, SHAPES, matching_rank
 
 
 def lora_per_rank(shape, targets) -> int:
-    return sum(m + k for name, (m, k) in bert_layer_linears(shape).items()
-               if any(name == t or name.endswith("." + t) for t in targets))
+    return sum(
+        m + k
+        for name, (m, k) in bert_layer_linears(shape).items()
+        if any(name == t or name.endswith("." + t) for t in targets)
+    )
 
 
 def adapter_count(shape, r, placement, bias=True, houlsby_sites=2) -> int:
@@ -38,17 +41,26 @@ def ignores_biases(shape, adapter_r, placement, targets):
 
 def square_ffn(shape, adapter_r, placement, targets):
     d = shape.hidden_size
-    per_rank = sum(2 * d for name in bert_layer_linears(shape) if any(name == t or name.endswith("." + t) for t in targets))
+    per_rank = sum(
+        2 * d
+        for name in bert_layer_linears(shape)
+        if any(name == t or name.endswith("." + t) for t in targets)
+    )
     return math.ceil(adapter_count(shape, adapter_r, placement) / per_rank)
 
 
 def one_site_for_houlsby(shape, adapter_r, placement, targets):
-    return math.ceil(adapter_count(shape, adapter_r, placement, houlsby_sites=1) / lora_per_rank(shape, targets))
+    return math.ceil(
+        adapter_count(shape, adapter_r, placement, houlsby_sites=1) / lora_per_rank(shape, targets)
+    )
 
 
 def one_matrix_per_name(shape, adapter_r, placement, targets):
     """Takes "output.dense" for the FFN's output only, missing that it also matches attention.output.dense."""
-    sizes = {name.split(".")[-1] if name.startswith("attention.self") else name: size for name, size in bert_layer_linears(shape).items()}
+    sizes = {
+        name.split(".")[-1] if name.startswith("attention.self") else name: size
+        for name, size in bert_layer_linears(shape).items()
+    }
     per_rank = sum(sum(sizes[t]) for t in targets)
     return math.ceil(adapter_count(shape, adapter_r, placement) / per_rank)
 
@@ -59,17 +71,22 @@ def test_right_answer_passes():
 
 def test_reference_is_the_closed_form():
     for shape_name, adapter_r, placement, targets in RANK_CASES:
-        assert matching_rank(SHAPES[shape_name], adapter_r, placement, targets) == right(SHAPES[shape_name], adapter_r, placement, targets)
+        assert matching_rank(SHAPES[shape_name], adapter_r, placement, targets) == right(
+            SHAPES[shape_name], adapter_r, placement, targets
+        )
 
 
-@pytest.mark.parametrize("mistake, words", [
-    (largest_below, "fewer than the adapter's"),
-    (floor_plus_one, "already trains"),
-    (ignores_biases, "fewer than the adapter's"),
-    (square_ffn, "the adapter's"),
-    (one_site_for_houlsby, "fewer than the adapter's"),
-    (one_matrix_per_name, "also wraps `attention.output.dense`"),
-])
+@pytest.mark.parametrize(
+    "mistake, words",
+    [
+        (largest_below, "fewer than the adapter's"),
+        (floor_plus_one, "already trains"),
+        (ignores_biases, "fewer than the adapter's"),
+        (square_ffn, "the adapter's"),
+        (one_site_for_houlsby, "fewer than the adapter's"),
+        (one_matrix_per_name, "also wraps `attention.output.dense`"),
+    ],
+)
 def test_mistakes_are_caught(mistake, words):
     with pytest.raises(NotYet, match=words):
         grade("7.matching_rank", mistake)

@@ -72,20 +72,23 @@ def test_right_energy_shares_pass():
     grade("8.energy", numpy_energy)
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (unsquared, "sum of the singular values"),
-    (one_too_many, "one singular value too many"),
-    (norm_ratio, "ratio of Frobenius norms"),
-    (smallest_first, "r smallest"),
-    (percent, "fraction from 0 to 1.*not a percentage"),
-    (left_out, "falls as r grows.*leaves out"),
-    (cumulative_at_r_minus_1, "except r = 0.*-1"),
-    (one_too_few, "one singular value too few"),
-    (squares_in_place, "changed the singular values it was given"),
-    (lambda s, r: 0.5, "r = 0.*keeping nothing"),
-    (lambda s, r: min(r, 1), "not the share"),
-    (lambda s, r: "half", "not a number"),
-])
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (unsquared, "sum of the singular values"),
+        (one_too_many, "one singular value too many"),
+        (norm_ratio, "ratio of Frobenius norms"),
+        (smallest_first, "r smallest"),
+        (percent, "fraction from 0 to 1.*not a percentage"),
+        (left_out, "falls as r grows.*leaves out"),
+        (cumulative_at_r_minus_1, "except r = 0.*-1"),
+        (one_too_few, "one singular value too few"),
+        (squares_in_place, "changed the singular values it was given"),
+        (lambda s, r: 0.5, "r = 0.*keeping nothing"),
+        (lambda s, r: min(r, 1), "not the share"),
+        (lambda s, r: "half", "not a number"),
+    ],
+)
 def test_energy_mistakes_are_named(wrong, message):
     with pytest.raises(NotYet, match=message):
         grade("8.energy", wrong)
@@ -128,7 +131,7 @@ def without_sigma(delta, r):
 def smallest_directions(delta, r):
     u, s, vh = torch.linalg.svd(delta, full_matrices=False)
     n = len(s)
-    return u[:, n - r:] @ torch.diag(s[n - r:]) @ vh[n - r:]
+    return u[:, n - r :] @ torch.diag(s[n - r :]) @ vh[n - r :]
 
 
 def columns_of_vh(delta, r):
@@ -164,21 +167,24 @@ def test_right_truncations_pass():
     grade("8.truncate", zeroing_truncate)
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (without_sigma, "weighted by their singular values"),
-    (smallest_directions, "r smallest singular values"),
-    (sigma_squared, "weighted by sigma_i\\^2"),
-    (lambda delta, r: right_truncate(delta, max(r - 1, 0)), "r - 1 directions, one too few"),
-    (lambda delta, r: right_truncate(delta, r + 1), "r \\+ 1 directions, one too many"),
-    (the_rest, "except the first r terms"),
-    (lambda delta, r: right_truncate(delta, r).bfloat16(), "bfloat16, which rounds"),
-    (lambda delta, r: right_truncate(delta, r).long(), "torch.int64"),
-    (columns_of_vh, r"raised RuntimeError|more than the"),
-    (untruncated, "has rank"),
-    (in_place, "changed the matrix it was given"),
-    (lambda delta, r: right_truncate(delta, r).T, "shape"),
-    (lambda delta, r: right_truncate(delta, r).tolist(), "torch tensor"),
-])
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (without_sigma, "weighted by their singular values"),
+        (smallest_directions, "r smallest singular values"),
+        (sigma_squared, "weighted by sigma_i\\^2"),
+        (lambda delta, r: right_truncate(delta, max(r - 1, 0)), "r - 1 directions, one too few"),
+        (lambda delta, r: right_truncate(delta, r + 1), "r \\+ 1 directions, one too many"),
+        (the_rest, "except the first r terms"),
+        (lambda delta, r: right_truncate(delta, r).bfloat16(), "bfloat16, which rounds"),
+        (lambda delta, r: right_truncate(delta, r).long(), "torch.int64"),
+        (columns_of_vh, r"raised RuntimeError|more than the"),
+        (untruncated, "has rank"),
+        (in_place, "changed the matrix it was given"),
+        (lambda delta, r: right_truncate(delta, r).T, "shape"),
+        (lambda delta, r: right_truncate(delta, r).tolist(), "torch tensor"),
+    ],
+)
 def test_truncation_mistakes_are_named(wrong, message):
     with pytest.raises(NotYet, match=message):
         grade("8.truncate", wrong)
@@ -213,19 +219,25 @@ def overlap(u1, u2, a, b):
     return (torch.linalg.matrix_norm(u1[:, :a].T @ u2[:, :b]) ** 2).item()
 
 
-@pytest.mark.parametrize("wrong, message", [
-    (lambda u1, u2, i, j: overlap(u1, u2, i, j) ** 0.5 / min(i, j), "not its square"),
-    (lambda u1, u2, i, j: overlap(u1, u2, i, j), "not divided by min"),
-    (lambda u1, u2, i, j: overlap(u1, u2, i, j) / max(i, j), "larger of i and j"),
-    (lambda u1, u2, i, j: (torch.linalg.matrix_norm(u1[:i] @ u2[:j].T) ** 2).item() / min(i, j), "columns"),
-    (lambda u1, u2, i, j: overlap(u1, u2, i, j) / (i * j), r"divided by i \* j"),
-    (lambda u1, u2, i, j: overlap(u1, u2, i, j) / (i * j) ** 0.5, "sqrt"),
-    (lambda u1, u2, i, j: overlap(u1, u2, i + 1, j + 1) / min(i, j), r"i \+ 1 columns"),
-    (lambda u1, u2, i, j: overlap(u1, u2, j, i) / min(i, j), "first j columns of U1"),
-    (lambda u1, u2, i, j: (u1[:, :i].T @ u2[:, :j]).abs().sum().item() / min(i, j), "absolute values"),
-    (lambda u1, u2, i, j: 1.5, "above 1, which phi cannot be"),
-    (lambda u1, u2, i, j: 1.0, "which is not"),
-])
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (lambda u1, u2, i, j: overlap(u1, u2, i, j) ** 0.5 / min(i, j), "not its square"),
+        (lambda u1, u2, i, j: overlap(u1, u2, i, j), "not divided by min"),
+        (lambda u1, u2, i, j: overlap(u1, u2, i, j) / max(i, j), "larger of i and j"),
+        (
+            lambda u1, u2, i, j: (torch.linalg.matrix_norm(u1[:i] @ u2[:j].T) ** 2).item() / min(i, j),
+            "columns",
+        ),
+        (lambda u1, u2, i, j: overlap(u1, u2, i, j) / (i * j), r"divided by i \* j"),
+        (lambda u1, u2, i, j: overlap(u1, u2, i, j) / (i * j) ** 0.5, "sqrt"),
+        (lambda u1, u2, i, j: overlap(u1, u2, i + 1, j + 1) / min(i, j), r"i \+ 1 columns"),
+        (lambda u1, u2, i, j: overlap(u1, u2, j, i) / min(i, j), "first j columns of U1"),
+        (lambda u1, u2, i, j: (u1[:, :i].T @ u2[:, :j]).abs().sum().item() / min(i, j), "absolute values"),
+        (lambda u1, u2, i, j: 1.5, "above 1, which phi cannot be"),
+        (lambda u1, u2, i, j: 1.0, "which is not"),
+    ],
+)
 def test_similarity_mistakes_are_named(wrong, message):
     with pytest.raises(NotYet, match=message):
         grade("8.similarity", wrong)
@@ -251,14 +263,29 @@ def test_package_similarity_is_refused_and_is_the_fallback(capsys):
 # ---------------------------------------------------------------- wrapping the package
 
 
-@pytest.mark.parametrize("exercise_id, wrapper, named", [
-    ("8.energy", lambda s, r: low_rank.energy_shares(s)[r].item(), "low_rank.energy_shares"),
-    ("8.energy", lambda s, r: nb08.energy_share(s, r), "nb08.energy_share"),
-    ("8.truncate", lambda delta, r: low_rank.truncate(delta, r), "low_rank.truncate"),
-    ("8.truncate", lambda delta, r: low_rank.low_rank(*torch.linalg.svd(delta, full_matrices=False), r), "low_rank.low_rank"),
-    ("8.similarity", lambda u1, u2, i, j: package_similarity(u1, u2, i, j), "low_rank.subspace_similarity"),
-    ("8.similarity", lambda u1, u2, i, j: low_rank.similarity_grid(u1, u2, i, j)[i - 1][j - 1], "low_rank.similarity_grid"),
-])
+@pytest.mark.parametrize(
+    "exercise_id, wrapper, named",
+    [
+        ("8.energy", lambda s, r: low_rank.energy_shares(s)[r].item(), "low_rank.energy_shares"),
+        ("8.energy", lambda s, r: nb08.energy_share(s, r), "nb08.energy_share"),
+        ("8.truncate", lambda delta, r: low_rank.truncate(delta, r), "low_rank.truncate"),
+        (
+            "8.truncate",
+            lambda delta, r: low_rank.low_rank(*torch.linalg.svd(delta, full_matrices=False), r),
+            "low_rank.low_rank",
+        ),
+        (
+            "8.similarity",
+            lambda u1, u2, i, j: package_similarity(u1, u2, i, j),
+            "low_rank.subspace_similarity",
+        ),
+        (
+            "8.similarity",
+            lambda u1, u2, i, j: low_rank.similarity_grid(u1, u2, i, j)[i - 1][j - 1],
+            "low_rank.similarity_grid",
+        ),
+    ],
+)
 def test_wrapping_the_package_is_refused(exercise_id, wrapper, named):
     before = sys.getprofile()
     with pytest.raises(NotYet, match=f"calls the package's adapterlib.*{named}; write it with torch"):
@@ -285,4 +312,6 @@ def test_a_package_call_is_refused_even_when_the_answer_catches_the_refusal():
 
     with pytest.raises(NotYet, match="low_rank.truncate"):
         grade("8.truncate", careful)
-    assert "best rank-r" in grade("8.truncate", right_truncate)  # the watch is gone: a right answer passes after
+    assert "best rank-r" in grade(
+        "8.truncate", right_truncate
+    )  # the watch is gone: a right answer passes after

@@ -11,8 +11,20 @@ from adapterlib.exercises import NotYet, Unanswered, check, grade
 from adapterlib.exercises.nb09 import METHOD_NAMES, measurement_beside_answer
 
 
-def prefix_gate(query, key, prefix_key, attention_mask, *, scale=None, hide_padding=True, share="prefix",
-                keepdim=True, stable=True, tokens_in_denominator=True, multiply_by_mask=False):
+def prefix_gate(
+    query,
+    key,
+    prefix_key,
+    attention_mask,
+    *,
+    scale=None,
+    hide_padding=True,
+    share="prefix",
+    keepdim=True,
+    stable=True,
+    tokens_in_denominator=True,
+    multiply_by_mask=False,
+):
     """A learner's lambda(x); the keywords switch on one typical mistake each."""
     divisor = scale or math.sqrt(query.shape[-1])
     prefix_scores = query @ prefix_key.transpose(-1, -2) / divisor
@@ -23,7 +35,7 @@ def prefix_gate(query, key, prefix_key, attention_mask, *, scale=None, hide_padd
         token_scores = token_scores.masked_fill(attention_mask[:, None, None, :] == 0, float("-inf"))
     if stable:
         weights = torch.cat([prefix_scores, token_scores], dim=-1).softmax(dim=-1)
-        prefix_weight, token_weight = weights[..., :prefix_key.shape[1]], weights[..., prefix_key.shape[1]:]
+        prefix_weight, token_weight = weights[..., : prefix_key.shape[1]], weights[..., prefix_key.shape[1] :]
     else:
         prefix_weight, token_weight = prefix_scores.exp(), token_scores.exp()
         total = prefix_weight.sum(-1, keepdim=True) + token_weight.sum(-1, keepdim=True)
@@ -47,11 +59,21 @@ def test_right_gate_passes():
         (dict(keepdim=False), r"keep the summed axis \(keepdim=True\)"),
         (dict(stable=False), "exp overflowed"),
         (dict(tokens_in_denominator=False), "the denominator must hold the scores of the real tokens"),
-        (dict(multiply_by_mask=True), r"padding must not count at all\. Your padded keys score 0, as if the scores "
-                                      r"were multiplied by the mask, and exp\(0\) = 1"),
+        (
+            dict(multiply_by_mask=True),
+            r"padding must not count at all\. Your padded keys score 0, as if the scores "
+            r"were multiplied by the mask, and exp\(0\) = 1",
+        ),
     ],
-    ids=["padding-counted", "tokens-share", "no-scaling", "no-keepdim", "overflow", "prefix-only-softmax",
-         "scores-times-mask"],
+    ids=[
+        "padding-counted",
+        "tokens-share",
+        "no-scaling",
+        "no-keepdim",
+        "overflow",
+        "prefix-only-softmax",
+        "scores-times-mask",
+    ],
 )
 def test_gate_mistakes_are_named(mistake, message):
     wrong = lambda *args: prefix_gate(*args, **mistake)
@@ -75,10 +97,13 @@ def test_gate_messages_show_no_expected_values():
 
 
 def test_padding_that_still_counts_a_little_is_named():
-    def weak_mask(query, key, prefix_key, attention_mask):  # padded scores set to -10: exp(-10) is small, not 0
+    def weak_mask(
+        query, key, prefix_key, attention_mask
+    ):  # padded scores set to -10: exp(-10) is small, not 0
         d_h, n = query.shape[-1], prefix_key.shape[1]
         token_scores = (query @ key.transpose(-1, -2) / math.sqrt(d_h)).masked_fill(
-            attention_mask[:, None, None, :] == 0, -10.0)
+            attention_mask[:, None, None, :] == 0, -10.0
+        )
         scores = torch.cat([query @ prefix_key.transpose(-1, -2) / math.sqrt(d_h), token_scores], dim=-1)
         return scores.softmax(dim=-1)[..., :n].sum(dim=-1, keepdim=True)
 
@@ -102,8 +127,21 @@ def test_unanswered_gate_returns_the_reference(capsys):
     assert "Not answered yet" in capsys.readouterr().out
 
 
-def dora_delta(x, weight, A, B, magnitude, scaling, *, norm_dim=1, subtract_base=True, norm_of="updated",
-               use_scaling=True, use_magnitude=True, scale_columns=False):
+def dora_delta(
+    x,
+    weight,
+    A,
+    B,
+    magnitude,
+    scaling,
+    *,
+    norm_dim=1,
+    subtract_base=True,
+    norm_of="updated",
+    use_scaling=True,
+    use_magnitude=True,
+    scale_columns=False,
+):
     """A learner's DoRA Delta h; the keywords switch on one typical mistake each."""
     s = scaling if use_scaling else 1.0
     direction = weight + s * B @ A
@@ -178,7 +216,9 @@ RIGHT = {"9.prefix_gate": prefix_gate, "9.dora_delta": dora_delta}
 
 @pytest.mark.parametrize("exercise, what", [("9.prefix_gate", "λ"), ("9.dora_delta", "Δh")])
 def test_right_values_in_float64_are_told_so_and_asked_for_float32(exercise, what):
-    with pytest.raises(NotYet, match=f"your {what} is right, but your function returns torch.float64: return float32"):
+    with pytest.raises(
+        NotYet, match=f"your {what} is right, but your function returns torch.float64: return float32"
+    ):
         grade(exercise, lambda *args: RIGHT[exercise](*args).double())
 
 
@@ -192,7 +232,10 @@ def test_a_wrong_answer_in_float64_is_diagnosed_as_usual():
     [
         (lambda output: output > 0.5, "a tensor of torch.bool; return a float tensor"),
         (lambda output: output.tolist(), "returned a list; return a float tensor"),
-        (lambda output: output.half(), "returned torch.float16, which rounds to about 1e-03; return a float tensor"),
+        (
+            lambda output: output.half(),
+            "returned torch.float16, which rounds to about 1e-03; return a float tensor",
+        ),
     ],
     ids=["bool", "list", "float16"],
 )
@@ -216,7 +259,12 @@ def test_answers_that_call_the_package_are_refused(exercise, wrapped, name):
     with pytest.raises(NotYet, match=f"your answer calls the package's adapterlib.unified.{name}"):
         grade(exercise, wrapped)
     assert sys.getprofile() is profile  # the refusal ends with the learner's call
-    query, key, prefix_key, mask = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4), torch.randn(2, 1, 4), torch.ones(1, 3)
+    query, key, prefix_key, mask = (
+        torch.randn(1, 2, 3, 4),
+        torch.randn(1, 2, 3, 4),
+        torch.randn(2, 1, 4),
+        torch.ones(1, 3),
+    )
     assert unified.prefix_gate(query, key, prefix_key, mask).shape == (1, 2, 3, 1)
 
 
@@ -235,8 +283,17 @@ def test_wrapping_the_reference_an_unanswered_check_returned_is_refused(capsys):
 
 # --------------------------------------------------------------- 9.same_for_every_token
 
-WHERE_THE_ANSWER_WOULD_SHOW = [*METHOD_NAMES, "BitFit", "Δb", "bias", "reads nothing", "LoRA", "DoRA", "(IA)³",
-                               "prefix tuning"]
+WHERE_THE_ANSWER_WOULD_SHOW = [
+    *METHOD_NAMES,
+    "BitFit",
+    "Δb",
+    "bias",
+    "reads nothing",
+    "LoRA",
+    "DoRA",
+    "(IA)³",
+    "prefix tuning",
+]
 
 
 @pytest.mark.parametrize(
@@ -246,7 +303,10 @@ WHERE_THE_ANSWER_WOULD_SHOW = [*METHOD_NAMES, "BitFit", "Δb", "bias", "reads no
         (set(METHOD_NAMES), "6 of the 7 methods you chose give each token its own Δh"),
         (set(), "your answer leaves out 1 method whose Δh is the same for every token"),
         ({"lora"}, "the one method you chose gives each token its own Δh; your answer leaves out 1 method"),
-        ({"lora", "dora"}, "2 of the 2 methods you chose give each token its own Δh; your answer leaves out 1"),
+        (
+            {"lora", "dora"},
+            "2 of the 2 methods you chose give each token its own Δh; your answer leaves out 1",
+        ),
     ],
 )
 def test_same_for_every_token_feedback_counts_without_naming(answer, message):
@@ -272,14 +332,26 @@ def test_same_for_every_token_right_and_unanswered():
     assert check("9.same_for_every_token", ...) is Ellipsis
 
 
-SPREADS = {"lora": 1.9, "adapter (sequential)": 0.7, "parallel": 2.7, "ia3 keys": 0.2, "ia3 FFN activation": 0.1,
-           "bitfit": 0.0, "prefix": 0.2, "dora": 0.5}
+SPREADS = {
+    "lora": 1.9,
+    "adapter (sequential)": 0.7,
+    "parallel": 2.7,
+    "ia3 keys": 0.2,
+    "ia3 FFN activation": 0.1,
+    "bitfit": 0.0,
+    "prefix": 0.2,
+    "dora": 0.5,
+}
 
 
 @pytest.mark.parametrize(
     "answer, says",
-    [({"bitfit"}, "Your answer agrees."), ({"bitfit", "ia3"}, "differ on: ia3"), (..., "Next time answer first"),
-     (3, "cannot be compared: expected a set")],
+    [
+        ({"bitfit"}, "Your answer agrees."),
+        ({"bitfit", "ia3"}, "differ on: ia3"),
+        (..., "Next time answer first"),
+        (3, "cannot be compared: expected a set"),
+    ],
 )
 def test_the_measurement_is_set_beside_the_answer(answer, says, capsys):
     assert measurement_beside_answer(answer, SPREADS) == {"bitfit"}

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from conftest import tiny_classifier
 
 from adapterlib import LoraConfig, TaskType, get_peft_model
 from adapterlib.methods.lora import LoraLinear
+from conftest import tiny_classifier
 
 peft = pytest.importorskip("peft", reason="peft is the reference implementation; install requirements.txt")
 
@@ -18,17 +18,30 @@ def randomise_lora(peft_model) -> None:
             site.active.B.normal_(0, 0.1)
 
 
-@pytest.mark.parametrize("targets", [("query", "value"), ("query", "key", "value", "intermediate.dense", "output.dense")])
+@pytest.mark.parametrize(
+    "targets", [("query", "value"), ("query", "key", "value", "intermediate.dense", "output.dense")]
+)
 def test_matches_peft_lora_with_the_same_A_and_B(targets, batch):
-    ours = get_peft_model(tiny_classifier(), LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=targets, task_type=TaskType.SEQ_CLS))
+    ours = get_peft_model(
+        tiny_classifier(),
+        LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=targets, task_type=TaskType.SEQ_CLS),
+    )
     randomise_lora(ours)
     reference = peft.get_peft_model(
         tiny_classifier(),
-        peft.LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=list(targets), task_type=peft.TaskType.SEQ_CLS),
+        peft.LoraConfig(
+            r=4, lora_alpha=8, lora_dropout=0.0, target_modules=list(targets), task_type=peft.TaskType.SEQ_CLS
+        ),
     ).eval()
     with torch.no_grad():
-        ours_sites = {n.removeprefix("base_model."): m for n, m in ours.named_modules() if isinstance(m, LoraLinear)}
-        their_sites = {n.removeprefix("base_model.model."): m for n, m in reference.named_modules() if hasattr(m, "lora_A")}
+        ours_sites = {
+            n.removeprefix("base_model."): m for n, m in ours.named_modules() if isinstance(m, LoraLinear)
+        }
+        their_sites = {
+            n.removeprefix("base_model.model."): m
+            for n, m in reference.named_modules()
+            if hasattr(m, "lora_A")
+        }
         assert ours_sites.keys() == their_sites.keys() and ours_sites
         for name, site in ours_sites.items():
             their_sites[name].lora_A["default"].weight.copy_(site.active.A)
@@ -43,7 +56,10 @@ def test_matches_peft_lora_with_the_same_A_and_B(targets, batch):
 
 def test_trainable_counts_match_peft():
     ours = get_peft_model(tiny_classifier(), LoraConfig(r=4, task_type=TaskType.SEQ_CLS))
-    reference = peft.get_peft_model(tiny_classifier(), peft.LoraConfig(r=4, target_modules=["query", "value"], task_type=peft.TaskType.SEQ_CLS))
+    reference = peft.get_peft_model(
+        tiny_classifier(),
+        peft.LoraConfig(r=4, target_modules=["query", "value"], task_type=peft.TaskType.SEQ_CLS),
+    )
     count = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)
     assert count(ours) == count(reference)
 

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from conftest import tiny_classifier, tiny_encoder
 
 from adapterlib import AdapterConfig, LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
 from adapterlib.methods.adapter import BottleneckSite
 from adapterlib.methods.prefix import PrefixSelfAttention
 from adapterlib.toy import ToyTransformerLayer, TransformerLayer
+from conftest import tiny_classifier, tiny_encoder
 
 IMPLEMENTATIONS = ["eager", "sdpa"]
 START_AT_BASE = [
@@ -27,7 +27,11 @@ def test_tutorial_toy_layer_output_shape():
 
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
-@pytest.mark.parametrize("config", START_AT_BASE, ids=lambda c: f"{c.method}-{getattr(c, 'placement', '')}-{getattr(c, 'position', '')}")
+@pytest.mark.parametrize(
+    "config",
+    START_AT_BASE,
+    ids=lambda c: f"{c.method}-{getattr(c, 'placement', '')}-{getattr(c, 'position', '')}",
+)
 def test_adapted_model_starts_at_base_model(config, implementation, batch):
     model = tiny_classifier(implementation)
     expected = model(**batch).logits
@@ -35,12 +39,16 @@ def test_adapted_model_starts_at_base_model(config, implementation, batch):
     torch.testing.assert_close(peft_model(**batch).logits, expected, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("position, module", [("after_layer_norm", "LayerNorm"), ("before_layer_norm", "dense")])
+@pytest.mark.parametrize(
+    "position, module", [("after_layer_norm", "LayerNorm"), ("before_layer_norm", "dense")]
+)
 def test_bottleneck_placements_wrap_the_right_modules(position, module):
     houlsby = get_peft_model(tiny_encoder(), AdapterConfig(placement="houlsby", position=position))
     pfeiffer = get_peft_model(tiny_encoder(), AdapterConfig(placement="pfeiffer", position=position))
     wrapped = lambda m: sorted(n for n, s in m.base_model.named_modules() if isinstance(s, BottleneckSite))
-    assert wrapped(houlsby) == [f"encoder.layer.{i}.{p}.{module}" for i in range(2) for p in ("attention.output", "output")]
+    assert wrapped(houlsby) == [
+        f"encoder.layer.{i}.{p}.{module}" for i in range(2) for p in ("attention.output", "output")
+    ]
     assert wrapped(pfeiffer) == [f"encoder.layer.{i}.output.{module}" for i in range(2)]
 
 
@@ -58,9 +66,12 @@ def test_adapter_after_layer_norm_adds_its_update_to_the_normalised_output():
 
 @pytest.mark.parametrize(
     "config",
-    [AdapterConfig(task_type=TaskType.SEQ_CLS), LoraConfig(task_type=TaskType.SEQ_CLS),
-     PrefixTuningConfig(num_virtual_tokens=4, task_type=TaskType.SEQ_CLS),
-     PrefixTuningConfig(num_virtual_tokens=4, prefix_projection=True, task_type=TaskType.SEQ_CLS)],
+    [
+        AdapterConfig(task_type=TaskType.SEQ_CLS),
+        LoraConfig(task_type=TaskType.SEQ_CLS),
+        PrefixTuningConfig(num_virtual_tokens=4, task_type=TaskType.SEQ_CLS),
+        PrefixTuningConfig(num_virtual_tokens=4, prefix_projection=True, task_type=TaskType.SEQ_CLS),
+    ],
     ids=["adapter", "lora", "prefix", "prefix-mlp"],
 )
 def test_only_method_and_head_receive_gradients(config, batch):
@@ -68,7 +79,7 @@ def test_only_method_and_head_receive_gradients(config, batch):
     peft_model.train()
     # A non-zero start for zero-initialised matrices, so every trainable tensor gets a gradient.
     with torch.no_grad():
-        for name, p in peft_model.named_parameters():
+        for _name, p in peft_model.named_parameters():
             if p.requires_grad and not p.any():
                 p.normal_(0, 0.02)
     loss = peft_model(**batch, labels=torch.tensor([0, 1])).loss
@@ -101,17 +112,21 @@ def reference_prefix_attention(attention, hidden, prefix, padding):
 
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_prefix_attention_matches_reference_with_padding(implementation, batch):
-    peft_model = get_peft_model(tiny_encoder(implementation), PrefixTuningConfig(num_virtual_tokens=3, init_std=1.0))
+    peft_model = get_peft_model(
+        tiny_encoder(implementation), PrefixTuningConfig(num_virtual_tokens=3, init_std=1.0)
+    )
     attention = peft_model.base_model.encoder.layer[0].attention.self
     assert isinstance(attention, PrefixSelfAttention) and attention.implementation == implementation
     captured = {}
     attention.register_forward_hook(lambda m, args, out: captured.update(hidden=args[0], out=out[0]))
     peft_model(**batch)
     prefix = peft_model.base_model.shared_adapters["default"]()[0]
-    expected, weights = reference_prefix_attention(attention, captured["hidden"], prefix, batch["attention_mask"])
+    expected, weights = reference_prefix_attention(
+        attention, captured["hidden"], prefix, batch["attention_mask"]
+    )
     torch.testing.assert_close(captured["out"], expected, rtol=1e-5, atol=1e-5)
     # padded keys get no attention; the prefix does
-    assert weights[1, :, :, 3 + 3:].abs().max() == 0
+    assert weights[1, :, :, 3 + 3 :].abs().max() == 0
     assert weights[1, :, :, :3].sum() > 0
 
 
@@ -119,7 +134,9 @@ def test_prefix_eager_and_sdpa_agree(batch):
     outputs = []
     for implementation in IMPLEMENTATIONS:
         torch.manual_seed(0)
-        peft_model = get_peft_model(tiny_classifier(implementation), PrefixTuningConfig(num_virtual_tokens=5, init_std=1.0))
+        peft_model = get_peft_model(
+            tiny_classifier(implementation), PrefixTuningConfig(num_virtual_tokens=5, init_std=1.0)
+        )
         outputs.append(peft_model(**batch).logits)
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
 
@@ -139,13 +156,20 @@ def test_prefix_applies_to_the_original_model_object_and_disables(implementation
 
 
 def test_prefix_projection_shapes():
-    peft_model = get_peft_model(tiny_encoder(), PrefixTuningConfig(num_virtual_tokens=7, prefix_projection=True, encoder_hidden_size=16))
+    peft_model = get_peft_model(
+        tiny_encoder(),
+        PrefixTuningConfig(num_virtual_tokens=7, prefix_projection=True, encoder_hidden_size=16),
+    )
     assert peft_model.base_model.shared_adapters["default"]().shape == (2, 2, 7, 32)
 
 
 @pytest.mark.parametrize(
     "config",
-    [AdapterConfig(placement="houlsby"), LoraConfig(), PrefixTuningConfig(num_virtual_tokens=4, init_std=1.0)],
+    [
+        AdapterConfig(placement="houlsby"),
+        LoraConfig(),
+        PrefixTuningConfig(num_virtual_tokens=4, init_std=1.0),
+    ],
     ids=["adapter", "lora", "prefix"],
 )
 def test_methods_apply_to_the_proper_toy_layer(config):
@@ -172,4 +196,6 @@ def test_prefix_combines_with_lora_on_the_same_model(batch):
     peft_model = get_peft_model(tiny_encoder(), PrefixTuningConfig(num_virtual_tokens=2))
     peft_model.add_adapter("lora", LoraConfig(target_modules=("query",)))
     names = [n for n, _ in peft_model.named_parameters() if n.endswith("adapters.lora.A")]
-    assert names == [f"base_model.encoder.layer.{i}.attention.self.base_layer.query.adapters.lora.A" for i in range(2)]
+    assert names == [
+        f"base_model.encoder.layer.{i}.attention.self.base_layer.query.adapters.lora.A" for i in range(2)
+    ]

@@ -23,15 +23,17 @@ from adapterlib import (
 )
 from adapterlib.checkpoint import CONFIG_FILE, WEIGHTS_FILE, DifferentBaseWarning, checksum
 from adapterlib.methods.lora import LoraLinear
-
 from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier, tiny_config
 
 CONFIGS = {
     "adapter": lambda: AdapterConfig(r=4, placement="houlsby", task_type=TaskType.SEQ_CLS),
-    "lora": lambda: LoraConfig(r=4, target_modules=("query", "value", "output.dense"), task_type=TaskType.SEQ_CLS),
+    "lora": lambda: LoraConfig(
+        r=4, target_modules=("query", "value", "output.dense"), task_type=TaskType.SEQ_CLS
+    ),
     "prefix": lambda: PrefixTuningConfig(num_virtual_tokens=3, init_std=1.0, task_type=TaskType.SEQ_CLS),
-    "prefix-mlp": lambda: PrefixTuningConfig(num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=8,
-                                             task_type=TaskType.SEQ_CLS),
+    "prefix-mlp": lambda: PrefixTuningConfig(
+        num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=8, task_type=TaskType.SEQ_CLS
+    ),
 }
 
 
@@ -65,14 +67,23 @@ def test_every_method_applies_when_the_original_model_object_is_called(batch):
     for name, make in CONFIGS.items():
         model = tiny_classifier()
         peft_model = perturbed(get_peft_model(model, make()))
-        torch.testing.assert_close(model(**batch).logits, peft_model(**batch).logits, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(
+            model(**batch).logits, peft_model(**batch).logits, rtol=0, atol=0, msg=name
+        )
 
 
 def test_mlp_encoder_is_saved_once(tmp_path):
     peft_model = get_peft_model(tiny_classifier(), CONFIGS["prefix-mlp"]())
     keys = set(peft_model.adapter_state_dict())
-    assert keys == {"shared.embedding", "shared.mlp.0.weight", "shared.mlp.0.bias", "shared.mlp.2.weight",
-                    "shared.mlp.2.bias", "classifier.weight", "classifier.bias"}
+    assert keys == {
+        "shared.embedding",
+        "shared.mlp.0.weight",
+        "shared.mlp.0.bias",
+        "shared.mlp.2.weight",
+        "shared.mlp.2.bias",
+        "classifier.weight",
+        "classifier.bias",
+    }
 
 
 # ------------------------------------------------------------------ checkpoint format
@@ -100,7 +111,9 @@ def test_save_pretrained_writes_only_the_adapter(tmp_path, batch):
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     assert sum(t.numel() for t in saved.values()) == trainable
     reloaded = PeftModel.from_pretrained(tiny_classifier(), tmp_path)
-    assert not any(p.requires_grad for p in reloaded.parameters()), "from_pretrained is for inference unless is_trainable"
+    assert not any(p.requires_grad for p in reloaded.parameters()), (
+        "from_pretrained is for inference unless is_trainable"
+    )
     torch.testing.assert_close(reloaded(**batch).logits, peft_model(**batch).logits, rtol=0, atol=0)
     trainable_again = PeftModel.from_pretrained(tiny_classifier(), tmp_path, is_trainable=True)
     assert any(p.requires_grad for p in trainable_again.parameters())
@@ -144,9 +157,14 @@ def test_format_1_checkpoints_still_load(tmp_path, batch):
 
 
 def test_another_base_of_the_same_shape_is_named_in_a_warning(tmp_path):
-    save_adapter(get_peft_model(tiny_classifier(seed=0), CONFIGS["lora"]()), tmp_path, base_model_name="tiny-seed-0")
+    save_adapter(
+        get_peft_model(tiny_classifier(seed=0), CONFIGS["lora"]()), tmp_path, base_model_name="tiny-seed-0"
+    )
     other = tiny_classifier(seed=1)
-    with pytest.warns(DifferentBaseWarning, match="tiny-seed-0 with weights fingerprint [0-9a-f]{16}.*fingerprint [0-9a-f]{16}"):
+    with pytest.warns(
+        DifferentBaseWarning,
+        match="tiny-seed-0 with weights fingerprint [0-9a-f]{16}.*fingerprint [0-9a-f]{16}",
+    ):
         load_adapter(other, tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -163,12 +181,23 @@ def test_a_bf16_copy_of_the_same_base_is_the_same_base(tmp_path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda f: (f / WEIGHTS_FILE).write_bytes((f / WEIGHTS_FILE).read_bytes()[:100]), "differs from what was saved"),
+        (
+            lambda f: (f / WEIGHTS_FILE).write_bytes((f / WEIGHTS_FILE).read_bytes()[:100]),
+            "differs from what was saved",
+        ),
         (lambda f: (f / WEIGHTS_FILE).write_bytes(b""), "differs from what was saved"),
-        (lambda f: (f / CONFIG_FILE).write_text((f / CONFIG_FILE).read_text().replace('"alpha": 16.0', '"alpha": 36.0')),
-         "differs from what was saved"),
-        (lambda f: (f / CONFIG_FILE).write_text((f / CONFIG_FILE).read_text().replace('"format_version": 2', '"format_version": "2"')),
-         "fields of the wrong type"),
+        (
+            lambda f: (f / CONFIG_FILE).write_text(
+                (f / CONFIG_FILE).read_text().replace('"alpha": 16.0', '"alpha": 36.0')
+            ),
+            "differs from what was saved",
+        ),
+        (
+            lambda f: (f / CONFIG_FILE).write_text(
+                (f / CONFIG_FILE).read_text().replace('"format_version": 2', '"format_version": "2"')
+            ),
+            "fields of the wrong type",
+        ),
         (lambda f: (f / CONFIG_FILE).write_text("{not json"), "is not valid JSON"),
         (lambda f: (f / CONFIG_FILE).write_text("{}"), "lacks peft_config, base_model_shape"),
     ],
@@ -244,7 +273,9 @@ def test_failed_load_into_an_existing_model_changes_nothing(tmp_path, batch):
     assert_unchanged(fresh, before)
 
 
-@pytest.mark.parametrize("name", ["to", "train", "forward", "cuda", "state_dict", "training", "_modules", "_parameters"])
+@pytest.mark.parametrize(
+    "name", ["to", "train", "forward", "cuda", "state_dict", "training", "_modules", "_parameters"]
+)
 def test_adapter_names_that_collide_with_module_attributes(name):
     peft_model = get_peft_model(tiny_classifier(), CONFIGS["lora"]())
     before = snapshot(peft_model)
@@ -284,7 +315,9 @@ def test_adding_while_merged_is_refused_before_inserting():
     peft_model = perturbed(get_peft_model(tiny_classifier(), CONFIGS["lora"]()))
     peft_model.merge_adapter()
     before = snapshot(peft_model)
-    with pytest.raises(RuntimeError, match="merged into the weights; call unmerge_adapter\\(\\) before adding"):
+    with pytest.raises(
+        RuntimeError, match="merged into the weights; call unmerge_adapter\\(\\) before adding"
+    ):
         peft_model.add_adapter("second", CONFIGS["adapter"]())
     assert_unchanged(peft_model, before)
 
@@ -338,8 +371,16 @@ def test_save_pretrained_writes_every_adapter_or_none(tmp_path):
 
 def test_roberta_adapters_save_and_load(tmp_path, batch):
     """RoBERTa's head is a dense layer and a projection, not a single Linear."""
-    config = RobertaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=64, max_position_embeddings=70, num_labels=2, attn_implementation="eager")
+    config = RobertaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=70,
+        num_labels=2,
+        attn_implementation="eager",
+    )
     torch.manual_seed(0)
     peft_model = perturbed(get_peft_model(RobertaForSequenceClassification(config).eval(), CONFIGS["lora"]()))
     save_adapter(peft_model, tmp_path)
@@ -361,10 +402,18 @@ def test_roberta_adapters_save_and_load(tmp_path, batch):
         (lambda: LoraConfig(alpha=math.inf), ValueError, "alpha must be a finite number > 0, got inf"),
         (lambda: LoraConfig(alpha="16"), TypeError, "alpha must be a number, got str '16'"),
         (lambda: PrefixTuningConfig(init_std=math.nan), ValueError, "init_std must be a finite number > 0"),
-        (lambda: LoraConfig(target_modules=[None]), TypeError, "target_modules must be names of Linear layers"),
+        (
+            lambda: LoraConfig(target_modules=[None]),
+            TypeError,
+            "target_modules must be names of Linear layers",
+        ),
         (lambda: LoraConfig(dropout="0.1"), TypeError, "dropout must be a number"),
         (lambda: AdapterConfig(bias="yes"), TypeError, "bias must be True or False"),
-        (lambda: PrefixTuningConfig(prefix_projection=1), TypeError, "prefix_projection must be True or False"),
+        (
+            lambda: PrefixTuningConfig(prefix_projection=1),
+            TypeError,
+            "prefix_projection must be True or False",
+        ),
     ],
 )
 def test_bad_values_are_refused_when_the_config_is_made(make, error, message):
@@ -390,7 +439,11 @@ def test_adapter_alpha_defaults_to_r():
         assert adapter.scaling == 1.0
     config = AdapterConfig()
     config.r = 4  # changed after it was made: the scaling still follows r
-    adapter = next(m for m in get_peft_model(tiny_classifier(), config).modules() if type(m).__name__ == "BottleneckAdapter")
+    adapter = next(
+        m
+        for m in get_peft_model(tiny_classifier(), config).modules()
+        if type(m).__name__ == "BottleneckAdapter"
+    )
     assert adapter.scaling == 1.0
     assert LoraConfig(r=4).alpha == LoraConfig(r=64).alpha == 16.0
 
@@ -403,7 +456,9 @@ def test_a_config_reused_for_a_second_adapter_does_not_change_the_first(tmp_path
     assert peft_model.peft_config["default"].r == 4 and peft_model.peft_config["small"].r == 2
     peft_model.set_adapter("default")
     save_adapter(peft_model, tmp_path)
-    torch.testing.assert_close(load_adapter(tiny_classifier(), tmp_path)(**batch).logits, peft_model(**batch).logits)
+    torch.testing.assert_close(
+        load_adapter(tiny_classifier(), tmp_path)(**batch).logits, peft_model(**batch).logits
+    )
 
 
 def test_task_type_given_as_text_after_the_config_was_made(tmp_path):
@@ -418,11 +473,17 @@ def test_task_type_given_as_text_after_the_config_was_made(tmp_path):
 def test_peft_configs_and_names_get_a_pointer_to_adapterlib():
     import peft
 
-    with pytest.raises(TypeError, match="got LoraConfig \\(peft's class; adapterlib has its own: from adapterlib import LoraConfig\\)"):
+    with pytest.raises(
+        TypeError,
+        match="got LoraConfig \\(peft's class; adapterlib has its own: from adapterlib import LoraConfig\\)",
+    ):
         get_peft_model(tiny_classifier(), peft.LoraConfig())
     peft_model = get_peft_model(tiny_classifier(), CONFIGS["lora"]())
-    for name, hint in (("disable_adapters", "disable_adapter"), ("active_adapters", "active_adapter"),
-                       ("get_adapter_state_dict", "adapter_state_dict")):
+    for name, hint in (
+        ("disable_adapters", "disable_adapter"),
+        ("active_adapters", "active_adapter"),
+        ("get_adapter_state_dict", "adapter_state_dict"),
+    ):
         with pytest.raises(AttributeError, match=f"PeftModel has no {name}; use .*{hint}"):
             getattr(peft_model, name)
     with pytest.raises(TypeError, match="selected_adapters is a list of names"):

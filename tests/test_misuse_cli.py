@@ -35,12 +35,16 @@ def refused(argv: list, capsys) -> str:
 
 def contents(folder: Path) -> dict[str, bytes | None]:
     """Every file (its bytes) and folder (None) under ``folder``: what 'untouched' means."""
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))
+    }
 
 
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch):
-    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(
+        adapterlib.train, "train_and_evaluate", lambda *a, **k: pytest.fail("training started")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +63,39 @@ def data_dir(tmp_path) -> Path:
 @pytest.mark.parametrize(
     "train, message",
     [
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\xff\xfe", "train.tsv is not UTF-8 text: line 1 holds the byte 0x89"),
-        (f"{HEADER}a good film\t1\ncaf\u00e9 cr\u00e8me\t1\n".encode("latin-1"), "train.tsv is not UTF-8 text: line 3 holds the byte 0xe9"),
+        (
+            b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\xff\xfe",
+            "train.tsv is not UTF-8 text: line 1 holds the byte 0x89",
+        ),
+        (
+            f"{HEADER}a good film\t1\ncaf\u00e9 cr\u00e8me\t1\n".encode("latin-1"),
+            "train.tsv is not UTF-8 text: line 3 holds the byte 0xe9",
+        ),
         (HEADER.encode(), "train.tsv has the header but no rows"),
         (b"", "train.tsv is empty"),
-        (f"{HEADER}good\t1\nfine\tfilm\t1\n".encode(), "train.tsv, line 3: expected 2 tab-separated fields, the sentence and its label; found 3"),
-        (f"{HEADER}good\n".encode(), "train.tsv, line 2: expected 2 tab-separated fields, the sentence and its label; found 1"),
+        (
+            f"{HEADER}good\t1\nfine\tfilm\t1\n".encode(),
+            "train.tsv, line 3: expected 2 tab-separated fields, the sentence and its label; found 3",
+        ),
+        (
+            f"{HEADER}good\n".encode(),
+            "train.tsv, line 2: expected 2 tab-separated fields, the sentence and its label; found 1",
+        ),
         (b"sentence\ngood\n", "train.tsv, line 1: header is 'sentence'; expected 'sentence<TAB>label'"),
         (b"label\tsentence\n1\tgood\n", "train.tsv, line 1: header is 'label\\tsentence'"),
         (f"{HEADER}good\t1\nbad\t2\n".encode(), "train.tsv, line 3: label '2' is not 0 or 1"),
     ],
-    ids=["binary", "latin-1", "header-only", "empty", "three-fields", "one-field", "no-label-column", "swapped-header", "label-2"],
+    ids=[
+        "binary",
+        "latin-1",
+        "header-only",
+        "empty",
+        "three-fields",
+        "one-field",
+        "no-label-column",
+        "swapped-header",
+        "label-2",
+    ],
 )
 def test_bad_training_file_is_named_with_its_line(train, message, data_dir, tmp_path, capsys):
     (data_dir / "train.tsv").write_bytes(train)
@@ -81,7 +107,9 @@ def test_bad_training_file_is_named_with_its_line(train, message, data_dir, tmp_
 
 def test_folder_without_the_split_files(tmp_path, capsys):
     (tmp_path / "data").mkdir()
-    line = refused(["train", "--method", "head", "--data-dir", tmp_path / "data", "--out", tmp_path / "run"], capsys)
+    line = refused(
+        ["train", "--method", "head", "--data-dir", tmp_path / "data", "--out", tmp_path / "run"], capsys
+    )
     assert "has no train.tsv; a GLUE-format folder holds train.tsv and dev.tsv" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
@@ -90,8 +118,24 @@ def test_a_byte_order_mark_is_read_like_the_loader_reads_it(data_dir, tmp_path, 
     """The check reads what the datasets loader reads: it drops a UTF-8 byte-order mark."""
     path = data_dir / "train.tsv"
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
-    line = refused(["train", "--method", "head", "--data-dir", data_dir, "--train-size", 2_001, "--out", tmp_path / "run"], capsys)
-    assert "--train-size 2,001 is more than the 2,000 rows of the training split; pass at most 2000, or 0 for all of them" in line
+    line = refused(
+        [
+            "train",
+            "--method",
+            "head",
+            "--data-dir",
+            data_dir,
+            "--train-size",
+            2_001,
+            "--out",
+            tmp_path / "run",
+        ],
+        capsys,
+    )
+    assert (
+        "--train-size 2,001 is more than the 2,000 rows of the training split; pass at most 2000, or 0 for all of them"
+        in line
+    )
 
 
 # ------------------------------------------------------------------ train: numbers, folders, model
@@ -112,7 +156,10 @@ def test_a_byte_order_mark_is_read_like_the_loader_reads_it(data_dir, tmp_path, 
     ],
 )
 def test_bad_numbers(option, value, message, data_dir, tmp_path, capsys):
-    line = refused(["train", "--method", "lora", option, value, "--data-dir", data_dir, "--out", tmp_path / "run"], capsys)
+    line = refused(
+        ["train", "--method", "lora", option, value, "--data-dir", data_dir, "--out", tmp_path / "run"],
+        capsys,
+    )
     assert message in line
     assert not (tmp_path / "run").exists()
 
@@ -134,11 +181,24 @@ def write_gpt2(folder: Path) -> Path:
 @pytest.mark.parametrize(
     "make_model, message",
     [
-        (lambda tmp: "someone/no-such-model", "--model someone/no-such-model is neither a model folder nor a model on the "
-                                              "Hugging Face hub in the local cache ($HF_HUB_OFFLINE is set); pass --model PATH"),
-        (lambda tmp: tmp / "data", "is a folder without config.json or weights (model.safetensors), so not a model folder"),
-        (lambda tmp: BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4).save_pretrained(tmp / "m") or tmp / "m",
-         "is a folder without weights (model.safetensors), so not a model folder"),
+        (
+            lambda tmp: "someone/no-such-model",
+            "--model someone/no-such-model is neither a model folder nor a model on the "
+            "Hugging Face hub in the local cache ($HF_HUB_OFFLINE is set); pass --model PATH",
+        ),
+        (
+            lambda tmp: tmp / "data",
+            "is a folder without config.json or weights (model.safetensors), so not a model folder",
+        ),
+        (
+            lambda tmp: (
+                BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4).save_pretrained(
+                    tmp / "m"
+                )
+                or tmp / "m"
+            ),
+            "is a folder without weights (model.safetensors), so not a model folder",
+        ),
         (lambda tmp: write_gpt2(tmp / "gpt2"), "(gpt2) cannot be built as a classifier with --pooling mean"),
     ],
     ids=["unknown-name", "data-folder", "config-only", "gpt2"],
@@ -150,13 +210,18 @@ def test_bad_model_is_refused_before_training(make_model, message, data_dir, tmp
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     model = make_model(tmp_path)
     before = contents(tmp_path)
-    line = refused(["train", "--method", "adapter", "--model", model, "--data-dir", data_dir, "--out", tmp_path / "run"], capsys)
+    line = refused(
+        ["train", "--method", "adapter", "--model", model, "--data-dir", data_dir, "--out", tmp_path / "run"],
+        capsys,
+    )
     assert message in line
     assert contents(tmp_path) == before
 
 
 def test_a_model_outside_the_bert_family(tmp_path, capsys):
-    line = refused(["count", "--method", "lora", "--pooling", "cls", "--model", write_gpt2(tmp_path / "gpt2")], capsys)
+    line = refused(
+        ["count", "--method", "lora", "--pooling", "cls", "--model", write_gpt2(tmp_path / "gpt2")], capsys
+    )
     assert "GPT2ForSequenceClassification is not a supported model family" in line
 
 
@@ -197,7 +262,9 @@ def test_an_option_the_method_does_not_use(command, method, option, value, takes
 )
 @pytest.mark.parametrize("command", ["train", "count"])
 def test_count_refuses_what_train_refuses(command, options, message, data_dir, tmp_path, capsys):
-    argv = [command, *options] + (["--data-dir", data_dir, "--out", tmp_path / "run"] if command == "train" else [])
+    argv = [command, *options] + (
+        ["--data-dir", data_dir, "--out", tmp_path / "run"] if command == "train" else []
+    )
     assert message in refused(argv, capsys)
     assert not (tmp_path / "run").exists()
 
@@ -213,7 +280,9 @@ def test_ctrl_c_prints_one_line_exit_130_and_a_rerun_works(data_dir, tmp_path, m
     argv = ["train", "--method", "head", "--data-dir", str(data_dir), "--out", str(out)]
     monkeypatch.setattr(adapterlib.train, "train_and_evaluate", interrupted)
     assert main(argv) == 130
-    assert capsys.readouterr().err.strip().splitlines() == ["adapterlib train: interrupted; nothing was saved"]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "adapterlib train: interrupted; nothing was saved"
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
     def finished(recipe, *args, **kwargs):
@@ -235,7 +304,11 @@ def checkpoints(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     runs with mean and with cls pooling, and a LoRA run."""
     folder = tmp_path_factory.mktemp("checkpoints")
     made = {}
-    for name, method, pooling in [("head-mean", "head", "mean"), ("head-cls", "head", "cls"), ("lora", "lora", "mean")]:
+    for name, method, pooling in [
+        ("head-mean", "head", "mean"),
+        ("head-cls", "head", "cls"),
+        ("lora", "lora", "mean"),
+    ]:
         recipe = Recipe(method, pooling=pooling)
         model = load_classifier(tiny_model_dir, pooling=pooling)
         if method == "lora":
@@ -243,7 +316,12 @@ def checkpoints(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
         else:
             for parameter_name, parameter in model.named_parameters():
                 parameter.requires_grad = parameter_name.startswith(("classifier.", "bert.pooler."))
-        record = {"method": method, "recipe": asdict(recipe), "peft_config": recipe.peft_config_dict(), "model": tiny_model_dir}
+        record = {
+            "method": method,
+            "recipe": asdict(recipe),
+            "peft_config": recipe.peft_config_dict(),
+            "model": tiny_model_dir,
+        }
         save_trained(model, folder / name, record)
         made[name] = folder / name
     return made
@@ -262,11 +340,15 @@ def test_file_and_text_together(checkpoint, tmp_path, capsys):
     assert "give sentences on the command line or in --file F, not both" in line
 
 
-@pytest.mark.parametrize("text", ["", "\n\n  \n", "sentence\tlabel\n\n"], ids=["empty", "blank-lines", "header-only"])
+@pytest.mark.parametrize(
+    "text", ["", "\n\n  \n", "sentence\tlabel\n\n"], ids=["empty", "blank-lines", "header-only"]
+)
 def test_file_without_sentences(text, checkpoint, tmp_path, capsys):
     file = tmp_path / "in.tsv"
     file.write_text(text)
-    assert f"--file {file} holds no sentences" in refused(["predict", "--checkpoint", checkpoint, "--file", file], capsys)
+    assert f"--file {file} holds no sentences" in refused(
+        ["predict", "--checkpoint", checkpoint, "--file", file], capsys
+    )
 
 
 def test_file_that_is_not_utf8(checkpoint, tmp_path, capsys):
@@ -278,21 +360,28 @@ def test_file_that_is_not_utf8(checkpoint, tmp_path, capsys):
 
 def test_tsv_with_byte_order_mark_and_named_labels(checkpoint, tmp_path, capsys):
     file = tmp_path / "in.tsv"
-    file.write_bytes("\ufeffsentence\tlabel\na gripping film\tPositive\na dull mess\tNEGATIVE\nfine\t1\n".encode())
+    file.write_bytes(
+        "\ufeffsentence\tlabel\na gripping film\tPositive\na dull mess\tNEGATIVE\nfine\t1\n".encode()
+    )
     assert main(["predict", "--checkpoint", str(checkpoint), "--file", str(file)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and set(lines[:3]) <= {"positive", "negative"}
     assert lines[3].startswith("accuracy: ") and lines[3].endswith("/3)")
 
 
-@pytest.mark.parametrize("rows, message", [
-    ("good\tmaybe\n", "line 2: label 'maybe' is not 0, 1, negative or positive"),
-    ("good\t1\nbad\t0\tx\n", "line 3: found 3 tab-separated fields where the header names 2"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("good\tmaybe\n", "line 2: label 'maybe' is not 0, 1, negative or positive"),
+        ("good\t1\nbad\t0\tx\n", "line 3: found 3 tab-separated fields where the header names 2"),
+    ],
+)
 def test_bad_rows_in_a_labelled_file(rows, message, checkpoint, tmp_path, capsys):
     file = tmp_path / "in.tsv"
     file.write_text(HEADER + rows)
-    assert f"--file {file}, {message}" in refused(["predict", "--checkpoint", checkpoint, "--file", file], capsys)
+    assert f"--file {file}, {message}" in refused(
+        ["predict", "--checkpoint", checkpoint, "--file", file], capsys
+    )
 
 
 # ------------------------------------------------------------------ predict: the checkpoint
@@ -306,15 +395,42 @@ def truncate(path: Path) -> None:
     "source, damage, message",
     [
         ("head-mean", lambda d: truncate(d / TRAINED_TENSORS), "model.safetensors cannot be read"),
-        ("lora", lambda d: truncate(d / "adapter_model.safetensors"), "adapter_model.safetensors cannot be read"),
-        ("head-mean", lambda d: (d / "metrics.json").write_text("{not json"), "metrics.json is not valid JSON"),
-        ("head-mean", lambda d: (d / "metrics.json").write_text('{"method": "head", "model": "x"}'),
-         "metrics.json lacks the method, model or recipe"),
-        ("head-mean", lambda d: (d / "metrics.json").write_text('{"method": "sparse", "model": "x", "recipe": {"pooling": "mean"}}'),
-         "method 'sparse' is not known"),
-        ("lora", lambda d: (d / "adapter_model.safetensors").unlink(), "has no adapter_model.safetensors, which a --method lora checkpoint holds"),
+        (
+            "lora",
+            lambda d: truncate(d / "adapter_model.safetensors"),
+            "adapter_model.safetensors cannot be read",
+        ),
+        (
+            "head-mean",
+            lambda d: (d / "metrics.json").write_text("{not json"),
+            "metrics.json is not valid JSON",
+        ),
+        (
+            "head-mean",
+            lambda d: (d / "metrics.json").write_text('{"method": "head", "model": "x"}'),
+            "metrics.json lacks the method, model or recipe",
+        ),
+        (
+            "head-mean",
+            lambda d: (d / "metrics.json").write_text(
+                '{"method": "sparse", "model": "x", "recipe": {"pooling": "mean"}}'
+            ),
+            "method 'sparse' is not known",
+        ),
+        (
+            "lora",
+            lambda d: (d / "adapter_model.safetensors").unlink(),
+            "has no adapter_model.safetensors, which a --method lora checkpoint holds",
+        ),
     ],
-    ids=["truncated-tensors", "truncated-adapter", "metrics-not-json", "metrics-without-recipe", "unknown-method", "adapter-weights-missing"],
+    ids=[
+        "truncated-tensors",
+        "truncated-adapter",
+        "metrics-not-json",
+        "metrics-without-recipe",
+        "unknown-method",
+        "adapter-weights-missing",
+    ],
 )
 def test_damaged_checkpoint(source, damage, message, checkpoints, tmp_path, capsys):
     folder = Path(shutil.copytree(checkpoints[source], tmp_path / "checkpoint"))
@@ -334,21 +450,46 @@ def rewrite_metrics(folder: Path, change) -> None:
 @pytest.mark.parametrize(
     "source, disagree, message",
     [
-        ("head-mean", lambda d, cps: shutil.copy(cps["lora"] / "adapter_config.json", d),
-         "metrics.json says --method head, but the folder also holds adapter_config.json"),
-        ("lora", lambda d, cps: shutil.copy(cps["head-mean"] / TRAINED_TENSORS, d),
-         "metrics.json says --method lora, but the folder also holds model.safetensors"),
-        ("head-mean", lambda d, cps: rewrite_metrics(d, lambda m: m["recipe"].update(pooling="cls")),
-         "has no trained pooler (bert.pooler.*), which --pooling cls trains, but metrics.json records pooling 'cls'"),
-        ("head-cls", lambda d, cps: rewrite_metrics(d, lambda m: m["recipe"].update(pooling="mean")),
-         "holds a trained pooler (bert.pooler.*), which only --pooling cls trains, but metrics.json records pooling 'mean'"),
-        ("head-mean", lambda d, cps: rewrite_metrics(d, lambda m: m.update(method="full")),
-         "does not hold the tensors a --method full run trains"),
-        ("lora", lambda d, cps: rewrite_metrics(d, lambda m: m.update(method="adapter")),
-         "adapter_config.json describes a lora adapter, but metrics.json says --method adapter"),
+        (
+            "head-mean",
+            lambda d, cps: shutil.copy(cps["lora"] / "adapter_config.json", d),
+            "metrics.json says --method head, but the folder also holds adapter_config.json",
+        ),
+        (
+            "lora",
+            lambda d, cps: shutil.copy(cps["head-mean"] / TRAINED_TENSORS, d),
+            "metrics.json says --method lora, but the folder also holds model.safetensors",
+        ),
+        (
+            "head-mean",
+            lambda d, cps: rewrite_metrics(d, lambda m: m["recipe"].update(pooling="cls")),
+            "has no trained pooler (bert.pooler.*), which --pooling cls trains, but metrics.json records pooling 'cls'",
+        ),
+        (
+            "head-cls",
+            lambda d, cps: rewrite_metrics(d, lambda m: m["recipe"].update(pooling="mean")),
+            "holds a trained pooler (bert.pooler.*), which only --pooling cls trains, but metrics.json "
+            "records pooling 'mean'",
+        ),
+        (
+            "head-mean",
+            lambda d, cps: rewrite_metrics(d, lambda m: m.update(method="full")),
+            "does not hold the tensors a --method full run trains",
+        ),
+        (
+            "lora",
+            lambda d, cps: rewrite_metrics(d, lambda m: m.update(method="adapter")),
+            "adapter_config.json describes a lora adapter, but metrics.json says --method adapter",
+        ),
     ],
-    ids=["head-with-adapter-config", "lora-with-model-tensors", "says-cls-weights-mean", "says-mean-weights-cls",
-         "says-full-weights-head", "says-adapter-files-lora"],
+    ids=[
+        "head-with-adapter-config",
+        "lora-with-model-tensors",
+        "says-cls-weights-mean",
+        "says-mean-weights-cls",
+        "says-full-weights-head",
+        "says-adapter-files-lora",
+    ],
 )
 def test_files_that_disagree_are_refused(source, disagree, message, checkpoints, tmp_path, capsys):
     folder = Path(shutil.copytree(checkpoints[source], tmp_path / "checkpoint"))
@@ -369,7 +510,18 @@ def test_intact_checkpoints_predict(checkpoints, capsys):
 
 
 def compare_argv(data_dir, out, *extra) -> list[str]:
-    return ["compare", "--methods", "head", "--seeds", "0", "--data-dir", str(data_dir), "--out", str(out), *extra]
+    return [
+        "compare",
+        "--methods",
+        "head",
+        "--seeds",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -386,7 +538,9 @@ def fake_training(monkeypatch) -> list[Recipe]:
 
 
 @pytest.mark.parametrize("field", ["data_fingerprint", "model_fingerprint"])
-def test_a_run_on_other_data_or_another_model_is_kept_but_not_reused(field, fake_training, data_dir, tmp_path, capsys):
+def test_a_run_on_other_data_or_another_model_is_kept_but_not_reused(
+    field, fake_training, data_dir, tmp_path, capsys
+):
     out = tmp_path / "grid"
     assert main(compare_argv(data_dir, out)) == 0 and len(fake_training) == 1
     log = out / "runs.jsonl"
@@ -419,7 +573,9 @@ def test_a_smaller_grid_keeps_every_run_in_the_table(fake_training, data_dir, tm
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 9  # one more, none dropped
 
 
-def test_a_shown_run_whose_default_changed_stays_until_it_is_retrained(fake_training, data_dir, tmp_path, capsys):
+def test_a_shown_run_whose_default_changed_stays_until_it_is_retrained(
+    fake_training, data_dir, tmp_path, capsys
+):
     out = tmp_path / "grid"
     assert main(compare_argv(data_dir, out, "--methods", "head", "adapter")) == 0 and len(fake_training) == 4
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
@@ -430,11 +586,15 @@ def test_a_shown_run_whose_default_changed_stays_until_it_is_retrained(fake_trai
     (out / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
     (out / "results.json").write_text(json.dumps(results))
     before = contents(out)
-    assert main(compare_argv(data_dir, out)) == 0 and len(fake_training) == 4  # head only: the old run stays shown
+    assert (
+        main(compare_argv(data_dir, out)) == 0 and len(fake_training) == 4
+    )  # head only: the old run stays shown
     assert contents(out) == before
     assert main(compare_argv(data_dir, out, "--methods", "adapter")) == 0 and len(fake_training) == 5
     shown = json.loads((out / "results.json").read_text())["runs"]
-    assert len(shown) == 4 and all(r["peft_config"] is None or r["peft_config"]["dropout"] == 0.0 for r in shown)
+    assert len(shown) == 4 and all(
+        r["peft_config"] is None or r["peft_config"]["dropout"] == 0.0 for r in shown
+    )
 
 
 @needs_data
@@ -446,17 +606,22 @@ def test_a_smaller_grid_leaves_the_committed_results_byte_identical(tmp_path, ca
     assert contents(copy) == before
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--epochs", "1"], "--epochs 3.0 there, 1.0 here"),
-    (["--train-size", "10"], "--train-size 2000 there, 10 here"),
-    (["--precision", OTHER_PRECISION], f"precision {DEFAULT_PRECISION} there, {OTHER_PRECISION} here"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--epochs", "1"], "--epochs 3.0 there, 1.0 here"),
+        (["--train-size", "10"], "--train-size 2000 there, 10 here"),
+        (["--precision", OTHER_PRECISION], f"precision {DEFAULT_PRECISION} there, {OTHER_PRECISION} here"),
+    ],
+)
 def test_results_of_other_settings_are_refused(extra, message, fake_training, data_dir, tmp_path, capsys):
     out = tmp_path / "grid"
     assert main(compare_argv(data_dir, out)) == 0
     before = contents(out)
     line = refused(compare_argv(data_dir, out, *extra), capsys)
-    assert "holds the results of another experiment" in line and message in line and "choose a new --out" in line
+    assert (
+        "holds the results of another experiment" in line and message in line and "choose a new --out" in line
+    )
     assert contents(out) == before and len(fake_training) == 1
 
 
@@ -485,11 +650,14 @@ def test_compare_out_that_is_a_file(data_dir, tmp_path, capsys):
     assert file.read_text() == "keep me\n"
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("runs.jsonl", "{oops\n", "runs.jsonl, line 1 is not JSON"),
-    ("runs.jsonl", '{"accuracy": 0.9}\n', "runs.jsonl, line 1 is not a run record"),
-    ("results.json", "[1, 2]", "results.json holds a JSON list, not an object"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("runs.jsonl", "{oops\n", "runs.jsonl, line 1 is not JSON"),
+        ("runs.jsonl", '{"accuracy": 0.9}\n', "runs.jsonl, line 1 is not a run record"),
+        ("results.json", "[1, 2]", "results.json holds a JSON list, not an object"),
+    ],
+)
 def test_damaged_results_folder(name, text, message, data_dir, tmp_path, capsys):
     out = tmp_path / "grid"
     out.mkdir()
@@ -514,5 +682,7 @@ def test_compare_refuses_a_folder_of_other_files(fake_training, data_dir, tmp_pa
 
 
 def test_an_out_folder_that_cannot_be_created_is_refused_before_training(fake_training, data_dir, capsys):
-    line = refused(["train", "--method", "head", "--data-dir", data_dir, "--out", "/proc/adapterlib-run"], capsys)
+    line = refused(
+        ["train", "--method", "head", "--data-dir", data_dir, "--out", "/proc/adapterlib-run"], capsys
+    )
     assert "--out /proc/adapterlib-run: cannot create anything in /proc" in line and not fake_training

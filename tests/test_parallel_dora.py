@@ -3,7 +3,6 @@ start at the base, closed-form counts, merging, checkpoints, the command line, r
 
 import pytest
 import torch
-from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier, tiny_config
 from test_cli import write_tiny_model, write_tiny_sst2
 
 from adapterlib import AdapterConfig, LoraConfig, PeftModel, TaskType, count_parameters, get_peft_model
@@ -13,6 +12,7 @@ from adapterlib.methods import get_method, method_of
 from adapterlib.methods.dora import DoraConfig, DoraUpdate, row_norms
 from adapterlib.methods.lora import LoraLinear
 from adapterlib.methods.parallel import ParallelAdapterConfig, ParallelAdapterSite
+from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier, tiny_config
 
 peft = pytest.importorskip("peft", reason="peft is the reference implementation; install requirements.txt")
 
@@ -27,12 +27,30 @@ def dora_sites(model: torch.nn.Module, prefix: str) -> dict[str, torch.nn.Module
 
 def dora_and_peft(targets: tuple[str, ...], dropout: float = 0.0):
     """Our DoRA with non-trivial A, B and m, and peft's DoRA given the same tensors and head."""
-    ours = get_peft_model(tiny_classifier(), DoraConfig(r=4, alpha=8, dropout=dropout, target_modules=targets, task_type=SEQ_CLS))
+    ours = get_peft_model(
+        tiny_classifier(),
+        DoraConfig(r=4, alpha=8, dropout=dropout, target_modules=targets, task_type=SEQ_CLS),
+    )
     perturbed(ours)
-    reference = peft.get_peft_model(tiny_classifier(), peft.LoraConfig(
-        r=4, lora_alpha=8, lora_dropout=dropout, use_dora=True, target_modules=list(targets), task_type=peft.TaskType.SEQ_CLS))
-    ours_sites, their_sites = dora_sites(ours, "base_model."), {
-        n.removeprefix("base_model.model."): m for n, m in reference.named_modules() if hasattr(m, "lora_magnitude_vector")}
+    reference = peft.get_peft_model(
+        tiny_classifier(),
+        peft.LoraConfig(
+            r=4,
+            lora_alpha=8,
+            lora_dropout=dropout,
+            use_dora=True,
+            target_modules=list(targets),
+            task_type=peft.TaskType.SEQ_CLS,
+        ),
+    )
+    ours_sites, their_sites = (
+        dora_sites(ours, "base_model."),
+        {
+            n.removeprefix("base_model.model."): m
+            for n, m in reference.named_modules()
+            if hasattr(m, "lora_magnitude_vector")
+        },
+    )
     assert ours_sites.keys() == their_sites.keys() and ours_sites
     with torch.no_grad():
         for name, site in ours_sites.items():
@@ -41,7 +59,8 @@ def dora_and_peft(targets: tuple[str, ...], dropout: float = 0.0):
             their_sites[name].lora_B["default"].weight.copy_(update.B)
             their_sites[name].lora_magnitude_vector["default"].weight.copy_(update.magnitude)
         reference.base_model.model.classifier.modules_to_save["default"].load_state_dict(
-            ours.base_model.classifier.active.state_dict())
+            ours.base_model.classifier.active.state_dict()
+        )
     return ours, reference, ours_sites, their_sites
 
 
@@ -62,8 +81,11 @@ def test_dora_matches_peft_in_outputs_gradients_and_merged(targets, batch):
     reference(**batch, labels=LABELS).loss.backward()
     for name, site in ours_sites.items():
         mine, theirs = site.adapters["default"], their_sites[name]
-        for tensor, their_tensor in [(mine.A, theirs.lora_A["default"].weight), (mine.B, theirs.lora_B["default"].weight),
-                                     (mine.magnitude, theirs.lora_magnitude_vector["default"].weight)]:
+        for tensor, their_tensor in [
+            (mine.A, theirs.lora_A["default"].weight),
+            (mine.B, theirs.lora_B["default"].weight),
+            (mine.magnitude, theirs.lora_magnitude_vector["default"].weight),
+        ]:
             assert tensor.grad.abs().max() > 0
             torch.testing.assert_close(tensor.grad, their_tensor.grad, rtol=1e-5, atol=1e-8, msg=name)
 
@@ -91,9 +113,15 @@ def test_dora_dropout_enters_as_in_peft(batch):
 
 def test_dora_trainable_count_matches_peft():
     ours = get_peft_model(tiny_classifier(), DoraConfig(r=4, target_modules=ALL_LINEARS, task_type=SEQ_CLS))
-    reference = peft.get_peft_model(tiny_classifier(), peft.LoraConfig(
-        r=4, use_dora=True, target_modules=list(ALL_LINEARS), task_type=peft.TaskType.SEQ_CLS))
-    assert count_parameters(ours).trainable == sum(p.numel() for p in reference.parameters() if p.requires_grad)
+    reference = peft.get_peft_model(
+        tiny_classifier(),
+        peft.LoraConfig(
+            r=4, use_dora=True, target_modules=list(ALL_LINEARS), task_type=peft.TaskType.SEQ_CLS
+        ),
+    )
+    assert count_parameters(ours).trainable == sum(
+        p.numel() for p in reference.parameters() if p.requires_grad
+    )
 
 
 def test_dora_magnitude_starts_at_the_row_norms_and_merging_gives_the_decomposed_weight(batch):
@@ -108,7 +136,9 @@ def test_dora_magnitude_starts_at_the_row_norms_and_merging_gives_the_decomposed
     expected = update.magnitude[:, None] * direction / direction.norm(dim=1, keepdim=True)
     peft_model.merge_adapter()
     torch.testing.assert_close(weight, expected, rtol=0, atol=1e-6)
-    torch.testing.assert_close(row_norms(weight), update.magnitude.abs(), rtol=0, atol=1e-6)  # the lengths are |m|
+    torch.testing.assert_close(
+        row_norms(weight), update.magnitude.abs(), rtol=0, atol=1e-6
+    )  # the lengths are |m|
     torch.testing.assert_close(peft_model(**batch).logits, unmerged, rtol=0, atol=1e-5)
     peft_model.unmerge_adapter()
     assert torch.equal(weight, original)
@@ -123,7 +153,9 @@ def test_dora_and_lora_share_a_site_and_switch(batch):
     peft_model.add_adapter("lora", LoraConfig(target_modules=("query", "value"), task_type=SEQ_CLS))
     query = peft_model.base_model.bert.encoder.layer[0].attention.self.query
     assert isinstance(query, LoraLinear) and list(query.adapters) == ["default", "lora"]
-    assert isinstance(query.adapters["default"], DoraUpdate) and not isinstance(query.adapters["lora"], DoraUpdate)
+    assert isinstance(query.adapters["default"], DoraUpdate) and not isinstance(
+        query.adapters["lora"], DoraUpdate
+    )
     perturbed(peft_model, seed=1)
     assert (peft_model(**batch).logits - dora).abs().max() > 1e-4
     peft_model.set_adapter("default")
@@ -139,15 +171,21 @@ def test_parallel_adapter_adds_its_output_to_the_ffn_before_the_residual_and_lay
     peft_model = perturbed(get_peft_model(tiny_classifier(), ParallelAdapterConfig(r=4, task_type=SEQ_CLS)))
     layer = peft_model.base_model.bert.encoder.layer[1]
     site = layer.output
-    assert isinstance(site, ParallelAdapterSite) and site.base_layer.dense is site.dense  # the block reads through
+    assert (
+        isinstance(site, ParallelAdapterSite) and site.base_layer.dense is site.dense
+    )  # the block reads through
     captured = {}
     layer.intermediate.register_forward_hook(lambda m, args, out: captured.update(x=args[0]))
     site.register_forward_hook(lambda m, args, out: captured.update(out=out))
     peft_model(**batch)
     x, block, adapter = captured["x"], site.base_layer, site.adapters["default"]
     ffn = block.dense(layer.intermediate(x))
-    delta = 4.0 * (torch.relu(x @ adapter.down.weight.T + adapter.down.bias) @ adapter.up.weight.T + adapter.up.bias)
-    expected = torch.nn.functional.layer_norm(x + ffn + delta, (32,), block.LayerNorm.weight, block.LayerNorm.bias, 1e-12)
+    delta = 4.0 * (
+        torch.relu(x @ adapter.down.weight.T + adapter.down.bias) @ adapter.up.weight.T + adapter.up.bias
+    )
+    expected = torch.nn.functional.layer_norm(
+        x + ffn + delta, (32,), block.LayerNorm.weight, block.LayerNorm.bias, 1e-12
+    )
     torch.testing.assert_close(captured["out"], expected, rtol=1e-5, atol=1e-5)
     assert delta.abs().max() > 1e-2
 
@@ -204,7 +242,13 @@ def test_closed_form_counts_equal_the_built_model(config):
     model_config = tiny_config(num_labels=3)
     trainable, total, _ = count_parameters(get_peft_model(tiny_classifier(num_labels=3), config))
     assert trainable == expected_trainable_parameters(model_config, config, num_labels=3)
-    assert total == bert_parameter_count(model_config, num_labels=3) + method_parameter_count(model_config, config) + 32 * 3 + 3
+    assert (
+        total
+        == bert_parameter_count(model_config, num_labels=3)
+        + method_parameter_count(model_config, config)
+        + 32 * 3
+        + 3
+    )
 
 
 def test_closed_forms_on_bert_base():
@@ -212,7 +256,11 @@ def test_closed_forms_on_bert_base():
 
     config = BertConfig()
     assert method_parameter_count(config, DoraConfig(r=8)) == 12 * 2 * (8 * (768 + 768) + 768) == 313_344
-    assert method_parameter_count(config, ParallelAdapterConfig(r=16)) == 12 * (2 * 768 * 16 + 768 + 16) == 304_320
+    assert (
+        method_parameter_count(config, ParallelAdapterConfig(r=16))
+        == 12 * (2 * 768 * 16 + 768 + 16)
+        == 304_320
+    )
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
@@ -230,26 +278,45 @@ def test_save_and_load_give_identical_logits(config, batch, tmp_path):
     assert not any(p.requires_grad for p in loaded.parameters())
 
 
-@pytest.mark.parametrize("make, error, message", [
-    (lambda: DoraConfig(r=0), ValueError, "r must be a positive integer"),
-    (lambda: DoraConfig(target_modules=()), ValueError, "target_modules is empty"),
-    (lambda: ParallelAdapterConfig(r=2.5), TypeError, "r must be an int"),
-    (lambda: ParallelAdapterConfig(scaling=0), ValueError, "scaling must be a finite number > 0"),
-    (lambda: ParallelAdapterConfig(scaling="4"), TypeError, "scaling must be a number"),
-    (lambda: ParallelAdapterConfig(activation="tanh"), ValueError, "activation 'tanh' is not known; use one of: relu, gelu"),
-    (lambda: ParallelAdapterConfig(dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda: DoraConfig(r=0), ValueError, "r must be a positive integer"),
+        (lambda: DoraConfig(target_modules=()), ValueError, "target_modules is empty"),
+        (lambda: ParallelAdapterConfig(r=2.5), TypeError, "r must be an int"),
+        (lambda: ParallelAdapterConfig(scaling=0), ValueError, "scaling must be a finite number > 0"),
+        (lambda: ParallelAdapterConfig(scaling="4"), TypeError, "scaling must be a number"),
+        (
+            lambda: ParallelAdapterConfig(activation="tanh"),
+            ValueError,
+            "activation 'tanh' is not known; use one of: relu, gelu",
+        ),
+        (lambda: ParallelAdapterConfig(dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
+    ],
+)
 def test_bad_values_are_refused_when_the_config_is_made(make, error, message):
     with pytest.raises(error, match=message):
         make()
 
 
-@pytest.mark.parametrize("config, error, message", [
-    (DoraConfig(r=33), ValueError, r"r=33 is larger than the smaller side of attention.self.query \(32\)"),
-    (DoraConfig(target_modules=("uery",)), ValueError, r"target_modules \['uery'\] match no Linear layer"),
-    (ParallelAdapterConfig(r=33), ValueError, r"r=33 is larger than the hidden size \(32\)"),
-    (peft.LoraConfig(use_dora=True), TypeError, "peft's class; adapterlib has its own"),
-], ids=["dora-r", "dora-target", "parallel-r", "peft-config"])
+@pytest.mark.parametrize(
+    "config, error, message",
+    [
+        (
+            DoraConfig(r=33),
+            ValueError,
+            r"r=33 is larger than the smaller side of attention.self.query \(32\)",
+        ),
+        (
+            DoraConfig(target_modules=("uery",)),
+            ValueError,
+            r"target_modules \['uery'\] match no Linear layer",
+        ),
+        (ParallelAdapterConfig(r=33), ValueError, r"r=33 is larger than the hidden size \(32\)"),
+        (peft.LoraConfig(use_dora=True), TypeError, "peft's class; adapterlib has its own"),
+    ],
+    ids=["dora-r", "dora-target", "parallel-r", "peft-config"],
+)
 def test_configs_that_do_not_fit_the_model_leave_it_unchanged(config, error, message):
     model = tiny_classifier()
     before = snapshot(model)
@@ -285,11 +352,20 @@ def test_count_dora_on_the_packaged_model(capsys):
     assert capsys.readouterr().out.startswith(f"trainable {trainable:,} | total ")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["count", "--method", "parallel", "--target-modules", "query"], "--target-modules does not apply to --method parallel"),
-    (["count", "--method", "dora", "--r", "1000"], "r=1000 is larger than the smaller side"),
-    (["count", "--method", "parallel", "--r", "0"], "argument --r: must be a positive whole number, got 0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["count", "--method", "parallel", "--target-modules", "query"],
+            "--target-modules does not apply to --method parallel",
+        ),
+        (["count", "--method", "dora", "--r", "1000"], "r=1000 is larger than the smaller side"),
+        (
+            ["count", "--method", "parallel", "--r", "0"],
+            "argument --r: must be a positive whole number, got 0",
+        ),
+    ],
+)
 def test_count_refuses_what_does_not_fit(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -299,9 +375,35 @@ def test_count_refuses_what_does_not_fit(argv, message, capsys):
 def test_train_parallel_then_predict_through_the_command_line(tmp_path, capsys):
     import json
 
-    model, data, out = write_tiny_model(tmp_path / "model"), write_tiny_sst2(tmp_path / "data"), tmp_path / "run"
-    assert main(["train", "--method", "parallel", "--r", "4", "--model", model, "--epochs", "1", "--train-size", "32",
-                 "--data-dir", data, "--out", str(out), "--precision", "fp32"]) == 0
+    model, data, out = (
+        write_tiny_model(tmp_path / "model"),
+        write_tiny_sst2(tmp_path / "data"),
+        tmp_path / "run",
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "parallel",
+                "--r",
+                "4",
+                "--model",
+                model,
+                "--epochs",
+                "1",
+                "--train-size",
+                "32",
+                "--data-dir",
+                data,
+                "--out",
+                str(out),
+                "--precision",
+                "fp32",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("parallel: validation accuracy")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trainable_parameters"] == 2 * (2 * 32 * 4 + 32 + 4) + 32 * 2 + 2

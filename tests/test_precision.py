@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli import write_tiny_model, write_tiny_sst2
 
 import adapterlib.modeling as modeling
 import adapterlib.train
 from adapterlib.cli import build_parser, main
 from adapterlib.modeling import cpu_computes_bf16, resolve_precision
 from adapterlib.train import Recipe
-from test_cli import write_tiny_model, write_tiny_sst2
 
 
 def test_default_is_auto_everywhere_and_unknown_precisions_are_refused():
@@ -40,7 +40,11 @@ def test_auto_follows_the_hardware(monkeypatch):
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads the CPU flags of Linux")
 def test_bf16_detection_agrees_with_the_cpu_flags():
-    flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split())
+    flags = set(
+        next(
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+        ).split()
+    )
     assert cpu_computes_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
@@ -51,7 +55,9 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.parametrize("asked, bf16_cpu, expected", [("bf16", None, "bf16"), ("auto", False, "fp32")])
-def test_training_and_evaluation_run_in_the_recorded_precision(asked, bf16_cpu, expected, tiny, tmp_path, monkeypatch):
+def test_training_and_evaluation_run_in_the_recorded_precision(
+    asked, bf16_cpu, expected, tiny, tmp_path, monkeypatch
+):
     """A hook on the first Linear layer sees bf16 outputs in training and in evaluation under bf16,
     float32 otherwise; the returned model is plain float32 again; metrics.json names both."""
     if bf16_cpu is not None:
@@ -62,15 +68,37 @@ def test_training_and_evaluation_run_in_the_recorded_precision(asked, bf16_cpu, 
     def prepare_and_watch(recipe, model_name):
         model = original(recipe, model_name)
         first_linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
-        first_linear.register_forward_hook(lambda module, inputs, output: seen.append((module.training, output.dtype)))
+        first_linear.register_forward_hook(
+            lambda module, inputs, output: seen.append((module.training, output.dtype))
+        )
         models.append(model)
         return model
 
     monkeypatch.setattr(adapterlib.train, "prepare_model", prepare_and_watch)
     model_dir, data_dir = tiny
     out = tmp_path / "run"
-    assert main(["train", "--method", "lora", "--model", model_dir, "--data-dir", data_dir, "--train-size", "0",
-                 "--epochs", "1", "--precision", asked, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "lora",
+                "--model",
+                model_dir,
+                "--data-dir",
+                data_dir,
+                "--train-size",
+                "0",
+                "--epochs",
+                "1",
+                "--precision",
+                asked,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     dtype = torch.bfloat16 if expected == "bf16" else torch.float32
     assert set(seen) == {(True, dtype), (False, dtype)}
     metrics = json.loads((out / "metrics.json").read_text())

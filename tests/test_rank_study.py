@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_classifier
 from test_cli import write_tiny_model, write_tiny_sst2
 
 from adapterlib import LoraConfig, TaskType, get_peft_model
@@ -26,6 +25,7 @@ from adapterlib.rank_study import (
     weight_deltas,
 )
 from adapterlib.train import Recipe
+from conftest import tiny_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "results" / "rank"
@@ -54,7 +54,9 @@ def test_truncation_is_exact_at_full_rank_zero_at_rank_zero_and_optimal_between(
         result = truncate(delta, r)
         assert torch.linalg.matrix_rank(result) == r
         # Eckart-Young: the error is exactly the energy of the singular values left out
-        assert (delta - result).norm() ** 2 == pytest.approx(singular_values[r:].pow(2).sum().item(), rel=1e-4)
+        assert (delta - result).norm() ** 2 == pytest.approx(
+            singular_values[r:].pow(2).sum().item(), rel=1e-4
+        )
 
 
 def test_energy_shares_rise_from_zero_to_one():
@@ -75,7 +77,10 @@ def test_subspace_similarity_of_a_subspace_with_itself_is_one_and_orthogonal_one
 
 def test_subspace_similarity_of_random_subspaces_is_about_max_i_j_over_n():
     """E ||U1^T U2||_F^2 = i j / n for independent random subspaces, so phi averages max(i, j) / n."""
-    values = [subspace_similarity(orthonormal(200, 8, 2 * s), orthonormal(200, 32, 2 * s + 1), 8, 32) for s in range(40)]
+    values = [
+        subspace_similarity(orthonormal(200, 8, 2 * s), orthonormal(200, 32, 2 * s + 1), 8, 32)
+        for s in range(40)
+    ]
     assert sum(values) / len(values) == pytest.approx(32 / 200, rel=0.1)
 
 
@@ -116,8 +121,11 @@ def test_truncated_model_is_pretrained_at_rank_zero_and_fine_tuned_at_full_rank(
     pretrained, finetuned = matrices(pretrained_model), {k: w.clone() for k, w in matrices(model).items()}
     deltas = weight_deltas(pretrained, finetuned)
     svds = {k: torch.linalg.svd(d, full_matrices=False) for k, d in deltas.items()}
-    other = {p.data_ptr(): p.clone() for n, p in model.named_parameters() if not n.endswith("dense.weight")
-             and not any(n.endswith(m + ".weight") for m in MATRICES)}
+    other = {
+        p.data_ptr(): p.clone()
+        for n, p in model.named_parameters()
+        if not n.endswith("dense.weight") and not any(n.endswith(m + ".weight") for m in MATRICES)
+    }
 
     set_truncated(model, pretrained, finetuned, svds, 0, names)
     for key, weight in matrices(model).items():
@@ -171,7 +179,9 @@ def test_lora_runs_in_the_log_are_reused_unless_their_weights_are_needed(tmp_pat
 
     def train(recipe):
         trained.append((recipe.method_options["r"], recipe.seed))
-        model = get_peft_model(tiny_classifier(), LoraConfig(task_type=TaskType.SEQ_CLS, r=recipe.method_options["r"]))
+        model = get_peft_model(
+            tiny_classifier(), LoraConfig(task_type=TaskType.SEQ_CLS, r=recipe.method_options["r"])
+        )
         return model, record(recipe, 0.75)
 
     import adapterlib.cli.compare_command as compare_command
@@ -184,8 +194,9 @@ def test_lora_runs_in_the_log_are_reused_unless_their_weights_are_needed(tmp_pat
         compare_command.record_key = original
     # logged: r = 1, 2 at seeds 0, 1; the similarities need r = 1 seed 0, r = 4 seeds 0 and 1
     assert sorted(trained) == [(1, 0), (4, 0), (4, 1)]
-    assert [(r["recipe"]["method_options"]["r"], r["recipe"]["seed"], "reused_from" in r) for r in records] == [
-        (1, 0, True), (1, 1, True), (2, 0, True), (2, 1, True), (4, 0, False), (4, 1, False)]
+    assert [
+        (r["recipe"]["method_options"]["r"], r["recipe"]["seed"], "reused_from" in r) for r in records
+    ] == [(1, 0, True), (1, 1, True), (2, 0, True), (2, 1, True), (4, 0, False), (4, 1, False)]
     assert [(r["recipe"]["method_options"]["r"], r["accuracy"]) for r in retrained] == [(1, 0.75)]
     assert sorted(deltas) == [(1, 0), (4, 0), (4, 1)]
 
@@ -195,11 +206,38 @@ def test_lora_runs_in_the_log_are_reused_unless_their_weights_are_needed(tmp_pat
 
 def run_tiny_study(tmp_path: Path, seeds: list[str]) -> subprocess.CompletedProcess:
     """The command on a random 2-layer BERT and a hand-made 64-sentence SST-2, writing to tmp_path / "rank"."""
-    model, data = write_tiny_model(tmp_path / "tiny-bert"), write_tiny_sst2(tmp_path / "sst2", train=64, dev=16)
-    command = [sys.executable, "-m", "adapterlib.rank_study", "--data-dir", data, "--model", model,
-               "--out", str(tmp_path / "rank"), "--runs", str(tmp_path / "none.jsonl"), "--train-size", "64",
-               "--lora-train-size", "32", "--ranks", "0", "1", "--lora-ranks", "1", "2", "--seeds", *seeds,
-               "--similarity-ranks", "1", "2"]
+    model, data = (
+        write_tiny_model(tmp_path / "tiny-bert"),
+        write_tiny_sst2(tmp_path / "sst2", train=64, dev=16),
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "adapterlib.rank_study",
+        "--data-dir",
+        data,
+        "--model",
+        model,
+        "--out",
+        str(tmp_path / "rank"),
+        "--runs",
+        str(tmp_path / "none.jsonl"),
+        "--train-size",
+        "64",
+        "--lora-train-size",
+        "32",
+        "--ranks",
+        "0",
+        "1",
+        "--lora-ranks",
+        "1",
+        "2",
+        "--seeds",
+        *seeds,
+        "--similarity-ranks",
+        "1",
+        "2",
+    ]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
@@ -207,17 +245,35 @@ def run_tiny_study(tmp_path: Path, seeds: list[str]) -> subprocess.CompletedProc
 
 
 def test_the_help_names_defaults_paths_reuse_precision_and_a_smoke_run():
-    finished = subprocess.run([sys.executable, "-m", "adapterlib.rank_study", "--help"], capture_output=True, text=True,
-                              timeout=60)
+    finished = subprocess.run(
+        [sys.executable, "-m", "adapterlib.rank_study", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert finished.returncode == 0
     text = " ".join(finished.stdout.split())
-    for option in ("--out", "--data-dir", "--model", "--runs", "--train-size", "--lora-train-size", "--ranks",
-                   "--lora-ranks", "--seeds", "--similarity-ranks"):
+    for option in (
+        "--out",
+        "--data-dir",
+        "--model",
+        "--runs",
+        "--train-size",
+        "--lora-train-size",
+        "--ranks",
+        "--lora-ranks",
+        "--seeds",
+        "--similarity-ranks",
+    ):
         assert option in text
     assert text.count("(default: ") >= 8  # every option with a default shows it
-    for needed in ("32 minutes", "resolved against the directory the command is started in",
-                   "overwrites the committed", "fingerprints", "fp32", "every LoRA run is trained",
-                   "smoke test", "--seeds 0 --similarity-ranks 1 2"):
+    for needed in (
+        "32 minutes",
+        "resolved against the directory the command is started in",
+        "overwrites the committed",
+        "fingerprints",
+        "fp32",
+        "every LoRA run is trained",
+        "smoke test",
+        "--seeds 0 --similarity-ranks 1 2",
+    ):
         assert needed in text, needed
 
 
@@ -230,8 +286,12 @@ def test_the_whole_study_on_a_tiny_model(tmp_path):
     assert sorted(files) == ["lora.json", "similarity.json", "spectra.json", "study.json", "truncation.json"]
     truncation, study = files["truncation.json"], files["study.json"]
     runs = {(run["targets"], run["r"]): run for run in truncation["runs"]}
-    assert sorted(runs, key=str) == sorted(((t, r) for t in ("all", "query,value") for r in (0, 1, "full")), key=str)
-    assert runs["all", "full"]["correct"] == runs["query,value", "full"]["correct"]  # both are the fine-tuned model
+    assert sorted(runs, key=str) == sorted(
+        ((t, r) for t in ("all", "query,value") for r in (0, 1, "full")), key=str
+    )
+    assert (
+        runs["all", "full"]["correct"] == runs["query,value", "full"]["correct"]
+    )  # both are the fine-tuned model
     assert all(len(run["correct"]) == 16 and run["precision"] and run["seed"] == 0 for run in runs.values())
     assert study["full_recipe"]["train_size"] == 64 and study["full_recipe"]["epochs"] == 1
     assert study["environment"]["torch_threads"] == 1
@@ -250,8 +310,16 @@ def test_the_figures_and_the_explorer_read_a_run_with_one_seed(tmp_path, monkeyp
 
     matplotlib.use("Agg")
     from adapterlib.exercises.nb08 import energy_share
-    from adapterlib.rank_widget import (RankExplorer, RankResults, plot_accuracy, plot_energy,
-                                        plot_similarity_diagonals, plot_similarity_grids, plot_spectra, slider_ranks)
+    from adapterlib.rank_widget import (
+        RankExplorer,
+        RankResults,
+        plot_accuracy,
+        plot_energy,
+        plot_similarity_diagonals,
+        plot_similarity_grids,
+        plot_spectra,
+        slider_ranks,
+    )
 
     run_tiny_study(tmp_path, ["0"])
     monkeypatch.chdir(tmp_path)
@@ -260,14 +328,22 @@ def test_the_figures_and_the_explorer_read_a_run_with_one_seed(tmp_path, monkeyp
     capsys.readouterr()
     plot_similarity_diagonals(results)
     assert "left out: LoRA r=2, seed 0 vs seed 1" in capsys.readouterr().out
-    plot_spectra(results), plot_energy(results, energy_share), plot_accuracy(results, 3), plot_accuracy(results, 0)
+    (
+        plot_spectra(results),
+        plot_energy(results, energy_share),
+        plot_accuracy(results, 3),
+        plot_accuracy(results, 0),
+    )
     plot_similarity_grids(results)  # the last layer
     with pytest.raises(ValueError, match="layers 0 to 1"):
         plot_similarity_grids(results, layer=5)
     assert slider_ranks(results)[:6] == [0, 1, 2, 3, 4, 6] and slider_ranks(results)[-1] == results.full_rank
     explorer = RankExplorer(results, r=2)
     lora_row = explorer.rows(2)[-1]
-    assert lora_row == ("LoRA trained at rank r (mean of 1 seed)", lora_row[1], "measured") and "±" not in lora_row[1]
+    assert (
+        lora_row == ("LoRA trained at rank r (mean of 1 seed)", lora_row[1], "measured")
+        and "±" not in lora_row[1]
+    )
     assert explorer.rows(0)[0][1:] == ("–", "r = 0 is no LoRA")
     with pytest.raises(FileNotFoundError, match="--out elsewhere"):
         RankResults.load("elsewhere")
@@ -288,8 +364,10 @@ def test_the_energy_figure_hands_each_call_its_own_copy():
         return (s[:r].sum() / s.sum()).item()
 
     results = RankResults.load()
-    drawn = [[line.get_ydata() for line in plot_energy(results, energy).axes[0].get_lines()]
-             for energy in (clean, in_place)]
+    drawn = [
+        [line.get_ydata() for line in plot_energy(results, energy).axes[0].get_lines()]
+        for energy in (clean, in_place)
+    ]
     assert all(torch.allclose(torch.tensor(a), torch.tensor(b)) for a, b in zip(*drawn))
 
 
@@ -313,7 +391,12 @@ def committed() -> dict[str, dict]:
 
 def test_committed_results_are_small_and_hold_no_weights():
     assert sorted(p.name for p in COMMITTED.iterdir()) == [
-        "lora.json", "similarity.json", "spectra.json", "study.json", "truncation.json"]
+        "lora.json",
+        "similarity.json",
+        "spectra.json",
+        "study.json",
+        "truncation.json",
+    ]
     assert sum(p.stat().st_size for p in COMMITTED.iterdir()) < 1_000_000
 
 
@@ -324,10 +407,13 @@ def test_committed_results_name_their_recipes_precision_and_seeds():
     assert study["full_recipe"] == asdict(Recipe("full", epochs=1.0, train_size=None, batch_size=32))
     assert study["lora_recipe"] == asdict(Recipe("lora"))  # the comparison grid's recipe
     assert study["full_record"]["train_examples"] == 67_349
-    assert all(run["precision"] == study["precision"] and run["seed"] == 0 for run in results["truncation"]["runs"])
+    assert all(
+        run["precision"] == study["precision"] and run["seed"] == 0 for run in results["truncation"]["runs"]
+    )
     records = results["lora"]["records"]
     assert sorted((r["recipe"]["method_options"]["r"], r["recipe"]["seed"]) for r in records) == sorted(
-        (r, s) for r in (1, 2, 4, 8, 16, 32, 64) for s in (0, 1, 2))
+        (r, s) for r in (1, 2, 4, 8, 16, 32, 64) for s in (0, 1, 2)
+    )
     assert all(r["precision"] == study["precision"] for r in records)
     reused = [r for r in records if "reused_from" in r]
     assert {r["recipe"]["method_options"]["r"] for r in reused} <= {2, 8, 32}

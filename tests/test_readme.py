@@ -39,11 +39,15 @@ def test_ci_is_the_readme_commands_verbatim():
 
 def test_every_example_is_tagged():
     fences = README.count("```") // 2
-    assert len(BLOCKS) == fences, "every fenced block in the README needs a <!-- ci: ... --> or <!-- example --> tag"
+    assert len(BLOCKS) == fences, (
+        "every fenced block in the README needs a <!-- ci: ... --> or <!-- example --> tag"
+    )
     assert EXAMPLES, "the README has no runnable example"
 
 
-@pytest.mark.parametrize("tag, language, code", EXAMPLES, ids=[f"{i}-{lang}" for i, (_, lang, _) in enumerate(EXAMPLES)])
+@pytest.mark.parametrize(
+    "tag, language, code", EXAMPLES, ids=[f"{i}-{lang}" for i, (_, lang, _) in enumerate(EXAMPLES)]
+)
 def test_readme_example_runs_as_written(tag, language, code, tmp_path):
     skip = re.fullmatch(r"example: skip \((.+)\)", tag)
     if skip:
@@ -60,5 +64,7 @@ def test_readme_example_runs_as_written(tag, language, code, tmp_path):
         (tmp_path / "shared" / "data" / "sst2").symlink_to(data)
     runner = ["bash", "-euo", "pipefail", "-c", code] if language == "bash" else [sys.executable, "-c", code]
     result = subprocess.run(runner, cwd=work, env=env, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, f"example failed:\n{code}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"example failed:\n{code}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
+    )
     assert "Traceback" not in result.stderr

@@ -1,11 +1,11 @@
 """The original tutorial's Hugging Face example, with adapterlib in place of peft, and the Trainer."""
 
 import torch
-from conftest import tiny_classifier
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
 from adapterlib import AdapterConfig, TaskType, get_peft_model
+from conftest import tiny_classifier
 
 
 def test_tutorial_config_and_trainer_train_only_the_adapter(tmp_path):
@@ -18,10 +18,25 @@ def test_tutorial_config_and_trainer_train_only_the_adapter(tmp_path):
     torch.manual_seed(0)
     ids = torch.randint(1, 100, (32, 8))
     labels = (ids[:, 0] > 50).long()
-    data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * 8] * 32, "labels": labels.tolist(), "sentence": ["x"] * 32})
+    data = Dataset.from_dict(
+        {
+            "input_ids": ids.tolist(),
+            "attention_mask": [[1] * 8] * 32,
+            "labels": labels.tolist(),
+            "sentence": ["x"] * 32,
+        }
+    )
     args = TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=8, num_train_epochs=1, learning_rate=1e-2,
-        eval_strategy="no", save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True, logging_strategy="no",
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        num_train_epochs=1,
+        learning_rate=1e-2,
+        eval_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_strategy="no",
     )
     Trainer(model=model, args=args, train_dataset=data).train()
 

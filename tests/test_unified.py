@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from conftest import tiny_encoder
 
 from adapterlib import AdapterConfig, LoraConfig, PrefixTuningConfig, get_peft_model, unified
 from adapterlib.attention import split_heads
@@ -10,6 +9,7 @@ from adapterlib.methods.bitfit import BitFitConfig
 from adapterlib.methods.dora import DoraConfig
 from adapterlib.methods.ia3 import IA3Config
 from adapterlib.methods.parallel import ParallelAdapterConfig
+from conftest import tiny_encoder
 
 
 def adapted(config, perturbed: bool = True):
@@ -28,21 +28,25 @@ def lora_row(model, site, call):
 
 def dora_row(model, site, call):
     update = site.active
-    return unified.dora_delta(call.args[0], site.base_layer.weight, update.A, update.B, update.magnitude, update.scaling)
+    return unified.dora_delta(
+        call.args[0], site.base_layer.weight, update.A, update.B, update.magnitude, update.scaling
+    )
 
 
 def adapter_row(model, site, call):
     adapter = site.active
     h = site.base_layer(call.args[0])  # the LayerNorm's output: what the sequential adapter reads
-    return unified.bottleneck_delta(h, adapter.down.weight, adapter.down.bias, adapter.up.weight, adapter.up.bias,
-                                    adapter.scaling)
+    return unified.bottleneck_delta(
+        h, adapter.down.weight, adapter.down.bias, adapter.up.weight, adapter.up.bias, adapter.scaling
+    )
 
 
 def parallel_row(model, site, call):
     adapter = site.active
     x = call.args[1]  # the FFN's input, the block's residual input
-    return unified.bottleneck_delta(x, adapter.down.weight, adapter.down.bias, adapter.up.weight, adapter.up.bias,
-                                    adapter.scaling)
+    return unified.bottleneck_delta(
+        x, adapter.down.weight, adapter.down.bias, adapter.up.weight, adapter.up.bias, adapter.scaling
+    )
 
 
 def ia3_output_row(model, site, call):
@@ -65,7 +69,12 @@ def prefix_row(model, site, call, mask):
 # name: (config, the site in layer 0, where the hidden state is read (None: the site's output), the row's formula)
 ROWS = {
     "adapter": (AdapterConfig(r=4), "output.LayerNorm", None, adapter_row),
-    "adapter-houlsby": (AdapterConfig(r=4, placement="houlsby"), "attention.output.LayerNorm", None, adapter_row),
+    "adapter-houlsby": (
+        AdapterConfig(r=4, placement="houlsby"),
+        "attention.output.LayerNorm",
+        None,
+        adapter_row,
+    ),
     "lora-query": (LoraConfig(r=4, alpha=8, dropout=0.0), "attention.self.query", None, lora_row),
     "lora-value": (LoraConfig(r=4, alpha=8, dropout=0.0), "attention.self.value", None, lora_row),
     "parallel": (ParallelAdapterConfig(r=4), "output", "base_layer.LayerNorm", parallel_row),
@@ -120,9 +129,12 @@ def test_prefix_attention_is_a_gated_mix_per_head(layer_index, batch):
     parts = unified.prefix_parts(site, call.args[0])
     mask = batch["attention_mask"]
     gate = unified.prefix_gate(parts["query"], parts["key"], parts["prefix_key"], mask)
-    assert 0.05 < gate.min() and gate.max() < 0.95, "both parts must take part for the identity to say something"
-    mix = ((1 - gate) * unified.attention(parts["query"], parts["key"], parts["value"], mask)
-           + gate * unified.attention(parts["query"], parts["prefix_key"], parts["prefix_value"]))
+    assert 0.05 < gate.min() and gate.max() < 0.95, (
+        "both parts must take part for the identity to say something"
+    )
+    mix = (1 - gate) * unified.attention(
+        parts["query"], parts["key"], parts["value"], mask
+    ) + gate * unified.attention(parts["query"], parts["prefix_key"], parts["prefix_value"])
     with_prefix = split_heads(unified.hidden_state(site, call), parts["query"].shape[1])
     for head in range(with_prefix.shape[1]):
         torch.testing.assert_close(mix[:, head], with_prefix[:, head])
@@ -134,16 +146,24 @@ def test_prefix_gate_with_equal_scores_counts_the_real_tokens(batch):
     query = torch.zeros(2, 4, 6, 8)
     gate = unified.prefix_gate(query, torch.randn(2, 4, 6, 8), torch.randn(4, 5, 8), batch["attention_mask"])
     torch.testing.assert_close(gate[0], torch.full((4, 6, 1), 5 / 11))
-    torch.testing.assert_close(gate[1], torch.full((4, 6, 1), 5 / 8))  # 3 real tokens: padding takes no attention
+    torch.testing.assert_close(
+        gate[1], torch.full((4, 6, 1), 5 / 8)
+    )  # 3 real tokens: padding takes no attention
 
 
 def test_prefix_gate_stays_finite_for_large_scores(batch):
-    gate = unified.prefix_gate(torch.full((2, 1, 6, 4), 100.0), torch.randn(2, 1, 6, 4) * 100,
-                               torch.randn(1, 3, 4) * 100, batch["attention_mask"])
+    gate = unified.prefix_gate(
+        torch.full((2, 1, 6, 4), 100.0),
+        torch.randn(2, 1, 6, 4) * 100,
+        torch.randn(1, 3, 4) * 100,
+        batch["attention_mask"],
+    )
     assert torch.isfinite(gate).all()
 
 
-@pytest.mark.parametrize("name", ["adapter", "lora-query", "parallel", "ia3-key", "ia3-ffn", "bitfit-query", "dora-query"])
+@pytest.mark.parametrize(
+    "name", ["adapter", "lora-query", "parallel", "ia3-key", "ia3-ffn", "bitfit-query", "dora-query"]
+)
 def test_only_bitfit_adds_the_same_change_to_every_token(name, batch):
     measured = measure(name, batch)[3]
     real = measured[batch["attention_mask"].bool()]  # [real tokens, features]
@@ -157,8 +177,9 @@ def test_dora_is_not_linear_in_B_where_lora_is(batch):
     once = unified.dora_delta(x, weight, update.A, update.B, update.magnitude, update.scaling)
     twice = unified.dora_delta(x, weight, update.A, 2 * update.B, update.magnitude, update.scaling)
     assert (twice - 2 * once).abs().max() > 0.1 * once.abs().max()
-    torch.testing.assert_close(unified.lora_delta(x, update.A, 2 * update.B, 2.0),
-                               2 * unified.lora_delta(x, update.A, update.B, 2.0))
+    torch.testing.assert_close(
+        unified.lora_delta(x, update.A, 2 * update.B, 2.0), 2 * unified.lora_delta(x, update.A, update.B, 2.0)
+    )
 
 
 def test_dora_decomposes_into_a_rescaling_and_a_rescaled_lora_term(batch):
@@ -166,8 +187,9 @@ def test_dora_decomposes_into_a_rescaling_and_a_rescaled_lora_term(batch):
     update, x, weight = site.active, call.args[0], site.base_layer.weight
     gain = update.magnitude / torch.linalg.vector_norm(weight + update.scaling * update.B @ update.A, dim=1)
     with torch.no_grad():
-        decomposed = (unified.ia3_delta(x @ weight.T, gain)
-                      + gain * unified.lora_delta(x, update.A, update.B, update.scaling))
+        decomposed = unified.ia3_delta(x @ weight.T, gain) + gain * unified.lora_delta(
+            x, update.A, update.B, update.scaling
+        )
     torch.testing.assert_close(measured, decomposed)
 
 

@@ -16,7 +16,14 @@ from adapterlib.config import PeftConfig
 from adapterlib.counting import head_parameter_count
 from adapterlib.methods import REGISTRY, Method, methods, register
 from adapterlib.toy import TransformerLayer
-from adapterlib.widgets import MEASURED_SHAPE, RESULTS, Explorer, draw_curves, measured_accuracies, model_shapes
+from adapterlib.widgets import (
+    MEASURED_SHAPE,
+    RESULTS,
+    Explorer,
+    draw_curves,
+    measured_accuracies,
+    model_shapes,
+)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -35,7 +42,9 @@ def built_counts(explorer: Explorer) -> dict[str, tuple[int, int]]:
                 config.task_type = TaskType.SEQ_CLS
                 model = BertForSequenceClassification(shape)
             else:
-                model = TransformerLayer(shape.hidden_size, shape.num_attention_heads, shape.intermediate_size)
+                model = TransformerLayer(
+                    shape.hidden_size, shape.num_attention_heads, shape.intermediate_size
+                )
             trainable, total, _ = count_parameters(get_peft_model(model, config))
         result[name] = (trainable, total)
     return result
@@ -45,7 +54,14 @@ def built_counts(explorer: Explorer) -> dict[str, tuple[int, int]]:
     "shape, adapter_r, lora_r, n, placement, targets",
     [
         ("toy TransformerLayer (d=128)", 1, 128, 1, "houlsby", ("query",)),
-        ("toy TransformerLayer (d=128)", 128, 3, 200, "pfeiffer", ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")),
+        (
+            "toy TransformerLayer (d=128)",
+            128,
+            3,
+            200,
+            "pfeiffer",
+            ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"),
+        ),
         ("MiniLM-L6 (packaged, d=384)", 16, 8, 20, "pfeiffer", ("query", "value")),
         ("MiniLM-L6 (packaged, d=384)", 384, 384, 1, "houlsby", ("intermediate.dense",)),
         ("BERT-large (d=1024)", 1024, 64, 100, "houlsby", ("value",)),
@@ -59,7 +75,10 @@ def test_displayed_numbers_equal_built_models(shape, adapter_r, lora_r, n, place
     explorer.sizes["prefix"].value = n
     explorer.choices["adapter"]["placement"].value = placement
     explorer.choices["lora"]["target_modules"].value = targets
-    assert (explorer.sizes["adapter"].value, explorer.sizes["lora"].value) == (adapter_r, lora_r)  # within range
+    assert (explorer.sizes["adapter"].value, explorer.sizes["lora"].value) == (
+        adapter_r,
+        lora_r,
+    )  # within range
     shown = {name: (c.trainable, c.total) for name, c in explorer.counts().items()}
     assert shown == built_counts(explorer)
     for name, (trainable, _) in shown.items():
@@ -84,7 +103,9 @@ def test_each_r_slider_moves_only_its_own_method():
     explorer.sizes["adapter"].value = 32
     after_adapter = explorer.counts()
     assert after_adapter["adapter"].trainable > before["adapter"].trainable
-    assert after_adapter["LoRA"] == before["LoRA"] and after_adapter["prefix tuning"] == before["prefix tuning"]
+    assert (
+        after_adapter["LoRA"] == before["LoRA"] and after_adapter["prefix tuning"] == before["prefix tuning"]
+    )
     explorer.sizes["lora"].value = 4
     after_lora = explorer.counts()
     assert after_lora["LoRA"].trainable < after_adapter["LoRA"].trainable
@@ -95,7 +116,10 @@ def test_starting_ranks_are_the_package_defaults():
     from adapterlib import AdapterConfig, LoraConfig
 
     explorer = Explorer()
-    assert (explorer.sizes["adapter"].value, explorer.sizes["lora"].value) == (AdapterConfig().r, LoraConfig().r)
+    assert (explorer.sizes["adapter"].value, explorer.sizes["lora"].value) == (
+        AdapterConfig().r,
+        LoraConfig().r,
+    )
 
 
 def test_prefix_on_bert_base_matches_the_documented_figure():
@@ -109,7 +133,10 @@ def test_every_registered_method_with_a_size_has_a_slider():
     explorer = Explorer()
     assert list(explorer.sizes) == [method.name for method in methods() if method.size is not None]
     assert list(explorer.methods) == [method.name for method in methods()]
-    assert [row.label for row in explorer.rows()] == [m.label for m in methods()] + ["head only", "full fine-tuning"]
+    assert [row.label for row in explorer.rows()] == [m.label for m in methods()] + [
+        "head only",
+        "full fine-tuning",
+    ]
 
 
 # --- the measured accuracies of results/ -------------------------------------------------------------------
@@ -157,7 +184,9 @@ def test_each_method_draws_one_point_per_trained_size_in_results_json():
         if not rows:
             assert lines == []
             continue
-        assert len(lines) == (len(figure.axes) // 2 if method.size is None else 1)  # a sizeless one on every panel
+        assert len(lines) == (
+            len(figure.axes) // 2 if method.size is None else 1
+        )  # a sizeless one on every panel
         x, y = lines[0].get_data()
         if method.size is not None:  # "lora r=2" -> 2
             assert list(x) == sorted(int(row["variant"].rpartition("=")[2]) for row in rows)
@@ -169,7 +198,9 @@ def test_each_method_draws_one_point_per_trained_size_in_results_json():
         lines = drawn(figure, f"measured {name}")
         assert len(lines) == len(figure.axes) // 2  # a reference line on every panel
         assert lines[0].get_ydata()[0] == pytest.approx(row["accuracy_mean"])
-    assert "measured (SST-2 validation, 3 seeds)" in " ".join(t.get_text() for t in figure.legends[0].get_texts())
+    assert "measured (SST-2 validation, 3 seeds)" in " ".join(
+        t.get_text() for t in figure.legends[0].get_texts()
+    )
     plt.close(figure)
 
 
@@ -182,17 +213,25 @@ def test_the_table_shows_the_measured_accuracy_at_a_trained_size_only():
     assert shown["full fine-tuning"] == accuracy_text(summary["full"])
     assert shown["head only"] == accuracy_text(summary["head"])
     explorer.sizes["lora"].value = 2
-    assert f"<td>LoRA</td><td style='text-align:right'>{explorer.counts()['LoRA'].trainable:,}</td>" in explorer.table.value
+    assert (
+        f"<td>LoRA</td><td style='text-align:right'>{explorer.counts()['LoRA'].trainable:,}</td>"
+        in explorer.table.value
+    )
     assert f"<td style='text-align:right'>{accuracy_text(summary['lora r=2'])}</td>" in explorer.table.value
     explorer.sizes["lora"].value = 3
     assert {row.label: row.measured for row in explorer.rows()}["LoRA"] == "not trained at this size"
     assert "not trained at this size" in explorer.table.value
-    assert {row.label: row.measured for row in explorer.rows()}["adapter"] == accuracy_text(summary["adapter r=16"])
+    assert {row.label: row.measured for row in explorer.rows()}["adapter"] == accuracy_text(
+        summary["adapter r=16"]
+    )
 
 
 def test_a_measurement_is_shown_only_for_the_choices_and_model_it_was_trained_with():
     explorer = Explorer()
-    explorer.choices["lora"]["target_modules"].value = ("value", "query")  # the same targets, in another order
+    explorer.choices["lora"]["target_modules"].value = (
+        "value",
+        "query",
+    )  # the same targets, in another order
     assert {row.label: row.measured for row in explorer.rows()}["LoRA"] != "not trained with these choices"
     explorer.choices["lora"]["target_modules"].value = ("query", "key", "value")
     explorer.choices["adapter"]["placement"].value = "houlsby"
@@ -202,7 +241,9 @@ def test_a_measurement_is_shown_only_for_the_choices_and_model_it_was_trained_wi
     explorer.shape.value = "BERT-base (d=768)"
     assert {row.measured for row in explorer.rows()} == {"trained on MiniLM-L6 only"}
     figure = draw_curves(explorer, explorer.shapes["BERT-base (d=768)"])
-    assert len(figure.axes) == len({m.size.symbol for m in explorer.methods.values() if m.size})  # no accuracy axes
+    assert len(figure.axes) == len(
+        {m.size.symbol for m in explorer.methods.values() if m.size}
+    )  # no accuracy axes
     assert "choose it to see them" in figure.get_suptitle()
     plt.close("all")
 
@@ -242,8 +283,15 @@ class NormGains(Method):
 @pytest.fixture
 def sizeless_method():
     """A method with nothing to size, on the registry for this test only."""
-    method = register(NormGains(name="layernorm-gains", label="LayerNorm gains", config_class=NormsConfig,
-                                learning_rate=1e-3, marker="P"))
+    method = register(
+        NormGains(
+            name="layernorm-gains",
+            label="LayerNorm gains",
+            config_class=NormsConfig,
+            learning_rate=1e-3,
+            marker="P",
+        )
+    )
     try:
         yield method
     finally:
@@ -253,9 +301,12 @@ def sizeless_method():
 def results_with(tmp_path, method: str, accuracy: float, interval: float):
     """The committed results.json plus a summary row and its runs for ``method``."""
     results = json.loads((ROOT / "results" / "results.json").read_text())
-    results["summary"].append({"variant": method, "method": method, "seeds": 3, "accuracy_mean": accuracy,
-                               "ci95_seeds": interval})
-    results["runs"].append({"method": method, "recipe": {"method_options": {}}, "peft_config": {"method": method}})
+    results["summary"].append(
+        {"variant": method, "method": method, "seeds": 3, "accuracy_mean": accuracy, "ci95_seeds": interval}
+    )
+    results["runs"].append(
+        {"method": method, "recipe": {"method_options": {}}, "peft_config": {"method": method}}
+    )
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
     return path
@@ -267,7 +318,7 @@ def test_a_sizeless_method_has_no_slider_and_a_fixed_row(sizeless_method):
     minilm = explorer.shapes[MEASURED_SHAPE]
     expected = 6 * 2 * 384 + head_parameter_count(minilm, 2)
     assert explorer.counts()["LayerNorm gains"].trainable == expected
-    for name, slider in explorer.sizes.items():  # no slider moves it
+    for _name, slider in explorer.sizes.items():  # no slider moves it
         slider.value = 3
         assert explorer.counts()["LayerNorm gains"].trainable == expected
     assert f"<td>LayerNorm gains</td><td style='text-align:right'>{expected:,}</td>" in explorer.table.value
@@ -281,7 +332,12 @@ def test_a_sizeless_method_is_a_horizontal_line_in_every_panel(sizeless_method):
     explorer = Explorer()
     figure = draw_curves(explorer, explorer.shapes[MEASURED_SHAPE])
     fraction = 100 * explorer.counts()["LayerNorm gains"].fraction
-    lines = [line for ax in figure.axes for line in ax.get_lines() if line.get_label() == "LayerNorm gains (no size)"]
+    lines = [
+        line
+        for ax in figure.axes
+        for line in ax.get_lines()
+        if line.get_label() == "LayerNorm gains (no size)"
+    ]
     assert len(lines) == len({m.size.symbol for m in explorer.methods.values() if m.size})
     assert all(list(line.get_ydata()) == [fraction, fraction] for line in lines)
     assert drawn(figure, "measured layernorm-gains") == []  # not in results/

@@ -34,11 +34,21 @@ from .predict_command import command_predict
 from .train_command import TRAINED_TENSORS, command_count, command_train, model_fingerprint, save_trained
 
 __all__ = [  # what callers and tests import from adapterlib.cli
-    "GRID_SIZES", "TRAINED_TENSORS", "UsageError", "build_parser", "main", "model_fingerprint", "ran_in", "run_key",
+    "GRID_SIZES",
+    "TRAINED_TENSORS",
+    "UsageError",
+    "build_parser",
+    "main",
+    "model_fingerprint",
+    "ran_in",
+    "run_key",
     "save_trained",
 ]
 
-INTERRUPTED = {"train": "nothing was saved", "compare": "finished runs are kept in runs.jsonl; the same command resumes"}
+INTERRUPTED = {
+    "train": "nothing was saved",
+    "compare": "finished runs are kept in runs.jsonl; the same command resumes",
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -57,9 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     def method_arguments(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--method", choices=training_choices(), required=True)
         for field, flag in method_flags().items():
-            defaults = {m.label: getattr(m.config_class(), field) for m in methods() if field in option_fields(m)}
+            defaults = {
+                m.label: getattr(m.config_class(), field) for m in methods() if field in option_fields(m)
+            }
             default = next(iter(defaults.values()))
-            shown = ", ".join(f"{label} {' '.join(v) if isinstance(v, tuple) else v}" for label, v in defaults.items())
+            shown = ", ".join(
+                f"{label} {' '.join(v) if isinstance(v, tuple) else v}" for label, v in defaults.items()
+            )
             described = f"{field.replace('_', ' ')} (default: {shown})"
             if isinstance(default, tuple):
                 sub.add_argument(flag, nargs="+", help=described)
@@ -71,49 +85,70 @@ def build_parser() -> argparse.ArgumentParser:
                 choices = next(m.explorer_choices[field] for m in methods() if field in m.explorer_choices)
                 sub.add_argument(flag, choices=choices, help=described)
         sub.add_argument("--pooling", choices=POOLINGS, default=DEFAULT_POOLING)
-        sub.add_argument("--model", help="hub name or folder of a BERT-family model (default: the packaged MiniLM-L6)")
+        sub.add_argument(
+            "--model", help="hub name or folder of a BERT-family model (default: the packaged MiniLM-L6)"
+        )
 
     def precision_argument(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
-                         help="auto (default): bf16 where the hardware computes it, else fp32; "
-                              "bf16: bfloat16 autocast, float32 weights; fp32: float32 throughout")
+        sub.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            default=DEFAULT_PRECISION,
+            help="auto (default): bf16 where the hardware computes it, else fp32; "
+            "bf16: bfloat16 autocast, float32 weights; fp32: float32 throughout",
+        )
 
     train = commands.add_parser("train", help="train and evaluate one method, save the checkpoint")
     method_arguments(train)
     train.add_argument("--lr", type=positive_float, help="learning rate (default: the method's recipe)")
-    train.add_argument("--train-size", type=non_negative_int, default=2_000, help="training examples; 0 = the whole split")
+    train.add_argument(
+        "--train-size", type=non_negative_int, default=2_000, help="training examples; 0 = the whole split"
+    )
     train.add_argument("--epochs", type=positive_float, default=3.0)
     train.add_argument("--batch-size", type=positive_int, default=16)
     train.add_argument("--seed", type=non_negative_int, default=0)
-    train.add_argument("--evaluate-each-epoch", action="store_true", help="also report validation accuracy after every epoch")
+    train.add_argument(
+        "--evaluate-each-epoch", action="store_true", help="also report validation accuracy after every epoch"
+    )
     precision_argument(train)
-    train.add_argument("--data-dir", help="GLUE-format SST-2 folder (default: $ADAPTERLIB_SST2_DIR, else the hub)")
+    train.add_argument(
+        "--data-dir", help="GLUE-format SST-2 folder (default: $ADAPTERLIB_SST2_DIR, else the hub)"
+    )
     train.add_argument("--out", required=True, help="new directory for the checkpoint and metrics.json")
     train.set_defaults(run=command_train)
 
     predict = commands.add_parser("predict", help="classify sentences with a trained checkpoint")
     predict.add_argument("--checkpoint", required=True, help="the --out folder of `adapterlib train`")
     predict.add_argument("text", nargs="*", help="sentences to classify (or --file)")
-    predict.add_argument("--file", help="UTF-8 text, one sentence a line, or a TSV with a sentence column and "
-                                        "optionally a label column (0/1 or negative/positive)")
+    predict.add_argument(
+        "--file",
+        help="UTF-8 text, one sentence a line, or a TSV with a sentence column and "
+        "optionally a label column (0/1 or negative/positive)",
+    )
     predict.set_defaults(run=command_predict)
 
     compare = commands.add_parser(
-        "compare", help="train the grid of methods and sizes, write table and chart",
+        "compare",
+        help="train the grid of methods and sizes, write table and chart",
         description="Train every method at several sizes and seeds, then write results.json, results.md and "
-                    "comparison.png into --out. Finished runs are kept in --out/runs.jsonl with fingerprints of the "
-                    "data and the model, and reused when the same command (or a smaller grid) runs again. The table "
-                    "shows every finished run of this data, model, train size, epochs and precision, whichever "
-                    "--methods and --seeds are named (a run shown before stays until it is retrained); a folder "
-                    "holding results of other settings is refused.")
+        "comparison.png into --out. Finished runs are kept in --out/runs.jsonl with fingerprints of the "
+        "data and the model, and reused when the same command (or a smaller grid) runs again. The table "
+        "shows every finished run of this data, model, train size, epochs and precision, whichever "
+        "--methods and --seeds are named (a run shown before stays until it is retrained); a folder "
+        "holding results of other settings is refused.",
+    )
     compare.add_argument("--methods", nargs="+", default=list(GRID_SIZES))
     compare.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
-    compare.add_argument("--train-size", type=non_negative_int, default=2_000, help="training examples; 0 = the whole split")
+    compare.add_argument(
+        "--train-size", type=non_negative_int, default=2_000, help="training examples; 0 = the whole split"
+    )
     compare.add_argument("--epochs", type=positive_float, default=3.0)
     precision_argument(compare)
     compare.add_argument("--model")
     compare.add_argument("--data-dir")
-    compare.add_argument("--out", required=True, help="the results folder: new, or one `compare` wrote (it resumes)")
+    compare.add_argument(
+        "--out", required=True, help="the results folder: new, or one `compare` wrote (it resumes)"
+    )
     compare.set_defaults(run=command_compare)
 
     count = commands.add_parser("count", help="trainable / total parameters without training")
@@ -137,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         return stop.code
     prog = f"adapterlib {args.command}"
     if unrecognized:
-        return report_error(prog, f"unrecognized arguments: {' '.join(unrecognized)}; `{prog} --help` lists the options.")
+        return report_error(
+            prog, f"unrecognized arguments: {' '.join(unrecognized)}; `{prog} --help` lists the options."
+        )
     args.command_line = " ".join(["adapterlib", *argv])
     try:
         args.run(args)

@@ -88,7 +88,11 @@ def method_options(args: argparse.Namespace) -> dict:
     if args.method not in method_names():
         return {}
     given = {field: getattr(args, field) for field in option_fields(get_method(args.method))}
-    return {field: tuple(value) if isinstance(value, list) else value for field, value in given.items() if value is not None}
+    return {
+        field: tuple(value) if isinstance(value, list) else value
+        for field, value in given.items()
+        if value is not None
+    }
 
 
 def check_method_flags(args: argparse.Namespace) -> None:
@@ -97,8 +101,12 @@ def check_method_flags(args: argparse.Namespace) -> None:
     flags = method_flags()
     wrong = [flag for field, flag in flags.items() if getattr(args, field) is not None and field not in takes]
     if wrong:
-        options = f"its options are {', '.join(flags[f] for f in takes)}" if takes else "it takes no method options"
-        raise UsageError(f"{wrong[0]} does not apply to --method {args.method} ({options}); leave {wrong[0]} out.")
+        options = (
+            f"its options are {', '.join(flags[f] for f in takes)}" if takes else "it takes no method options"
+        )
+        raise UsageError(
+            f"{wrong[0]} does not apply to --method {args.method} ({options}); leave {wrong[0]} out."
+        )
 
 
 def method_config(method: str, options: dict) -> PeftConfig | None:
@@ -109,8 +117,13 @@ def method_config(method: str, options: dict) -> PeftConfig | None:
         raise UsageError(str(error)) from None
 
 
-def check_sources(model: str | None, data_dir: str | None, uses_data: bool = True,
-                  source: str = "--model", advice: str = PACKAGED_ADVICE) -> None:
+def check_sources(
+    model: str | None,
+    data_dir: str | None,
+    uses_data: bool = True,
+    source: str = "--model",
+    advice: str = PACKAGED_ADVICE,
+) -> None:
     """Refuse at once what would need the Hugging Face hub when the hub does not answer: no data
     folder (SST-2 would come from the hub), or a ``--model`` that is neither packaged nor a folder.
 
@@ -122,10 +135,16 @@ def check_sources(model: str | None, data_dir: str | None, uses_data: bool = Tru
     model_from_hub = needs_hub(model_name) and not hub_switched_off()
     if not (data_from_hub or model_from_hub) or hub_reachable():
         return
-    hub = "is switched off ($HF_HUB_OFFLINE / $HF_DATASETS_OFFLINE)" if hub_switched_off() else "does not answer"
+    hub = (
+        "is switched off ($HF_HUB_OFFLINE / $HF_DATASETS_OFFLINE)"
+        if hub_switched_off()
+        else "does not answer"
+    )
     if data_from_hub:
-        raise UsageError(f"no SST-2 data: pass --data-dir PATH (a GLUE-format folder with train.tsv and dev.tsv) "
-                         f"or set ${DATA_DIR_VARIABLE}; the Hugging Face hub {hub}.")
+        raise UsageError(
+            f"no SST-2 data: pass --data-dir PATH (a GLUE-format folder with train.tsv and dev.tsv) "
+            f"or set ${DATA_DIR_VARIABLE}; the Hugging Face hub {hub}."
+        )
     raise UsageError(f"{source} {model_name} is not a local folder and the Hugging Face hub {hub}; {advice}.")
 
 
@@ -136,26 +155,39 @@ def check_data(data_dir: str | None, train_size: int) -> None:
     except (OSError, ValueError) as error:
         raise UsageError(str(error)) from None
     if train_size > rows["train"]:
-        raise UsageError(f"--train-size {train_size:,} is more than the {rows['train']:,} rows of the training split; "
-                         f"pass at most {rows['train']}, or 0 for all of them.")
+        raise UsageError(
+            f"--train-size {train_size:,} is more than the {rows['train']:,} rows of the training split; "
+            f"pass at most {rows['train']}, or 0 for all of them."
+        )
 
 
 def check_out_location(out: Path, written: Path) -> None:
     """Refuse an ``--out`` where ``written`` cannot be made: inside a file, or in a folder this
     user cannot write to."""
-    existing = next((folder for folder in written.absolute().parents if folder.exists()), Path(written.absolute().anchor))
+    existing = next(
+        (folder for folder in written.absolute().parents if folder.exists()), Path(written.absolute().anchor)
+    )
     if not existing.is_dir():
-        raise UsageError(f"--out {out} lies inside {existing}, which is a file; choose a path inside a folder.")
+        raise UsageError(
+            f"--out {out} lies inside {existing}, which is a file; choose a path inside a folder."
+        )
     try:  # the only sure test, also where permissions say yes but the file system says no (/proc)
         os.rmdir(tempfile.mkdtemp(prefix=".adapterlib-", dir=existing))
     except OSError as error:
-        raise UsageError(f"--out {out}: cannot create anything in {existing} ({error.strerror}); "
-                         f"choose a folder you can write to.") from None
+        raise UsageError(
+            f"--out {out}: cannot create anything in {existing} ({error.strerror}); "
+            f"choose a folder you can write to."
+        ) from None
 
 
 def weight_files(folder: Path) -> list[Path]:
     """The weight files of a saved model (single or sharded safetensors or PyTorch files, and their index)."""
-    patterns = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json")
+    patterns = (
+        "model*.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model*.bin",
+        "pytorch_model.bin.index.json",
+    )
     return sorted({path for pattern in patterns for path in folder.glob(pattern)})
 
 
@@ -166,19 +198,30 @@ def model_config(name: str, source: str = "--model", advice: str = PACKAGED_ADVI
 
     location = Path(model_location(name))
     if location.is_dir():
-        missing = [what for what, present in (("config.json", (location / "config.json").is_file()),
-                                              ("weights (model.safetensors)", bool(weight_files(location)))) if not present]
+        missing = [
+            what
+            for what, present in (
+                ("config.json", (location / "config.json").is_file()),
+                ("weights (model.safetensors)", bool(weight_files(location))),
+            )
+            if not present
+        ]
         if missing:
-            raise UsageError(f"{source} {name} is a folder without {' or '.join(missing)}, so not a model folder "
-                             f"(save_pretrained writes config.json, model.safetensors and the tokenizer's files); {advice}.")
+            raise UsageError(
+                f"{source} {name} is a folder without {' or '.join(missing)}, so not a model folder "
+                f"(save_pretrained writes config.json, model.safetensors and the tokenizer's files); {advice}."
+            )
     try:
         return AutoConfig.from_pretrained(str(location))
     except (OSError, ValueError) as error:
         if location.is_dir():
-            raise UsageError(f"{source} {name}: its config.json cannot be read ({error}); {advice}.") from None
+            raise UsageError(
+                f"{source} {name}: its config.json cannot be read ({error}); {advice}."
+            ) from None
         cache = " in the local cache ($HF_HUB_OFFLINE is set)" if hub_switched_off() else ""
-        raise UsageError(f"{source} {name} is neither a model folder nor a model on the Hugging Face hub{cache}; "
-                         f"{advice}.") from None
+        raise UsageError(
+            f"{source} {name} is neither a model folder nor a model on the Hugging Face hub{cache}; {advice}."
+        ) from None
 
 
 def check_tokenizer(name: str, source: str = "--model") -> None:
@@ -186,8 +229,10 @@ def check_tokenizer(name: str, source: str = "--model") -> None:
     try:
         load_tokenizer(name)
     except (OSError, ValueError) as error:
-        raise UsageError(f"{source} {name} has no usable tokenizer ({error}); save the tokenizer beside the model "
-                         f"(tokenizer.save_pretrained(folder)).") from None
+        raise UsageError(
+            f"{source} {name} has no usable tokenizer ({error}); save the tokenizer beside the model "
+            f"(tokenizer.save_pretrained(folder))."
+        ) from None
 
 
 def classifier_skeleton(config: PretrainedConfig, pooling: str) -> nn.Module:
@@ -212,8 +257,10 @@ def check_method(name: str, config: PretrainedConfig, method: str, options: dict
     try:
         model = classifier_skeleton(config, pooling)
     except (TypeError, ValueError) as error:
-        raise UsageError(f"--model {name} ({config.model_type}) cannot be built as a classifier with --pooling {pooling} "
-                         f"({error}); adapterlib trains BERT-family models.") from None
+        raise UsageError(
+            f"--model {name} ({config.model_type}) cannot be built as a classifier with --pooling {pooling} "
+            f"({error}); adapterlib trains BERT-family models."
+        ) from None
     try:
         find_layers(model)
         if peft_config is not None:

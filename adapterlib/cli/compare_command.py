@@ -28,11 +28,17 @@ from .checks import (
 from .train_command import fingerprints
 
 FINGERPRINTS = ("data_fingerprint", "model_fingerprint")
-SETTING_NAMES = {"train_size": "--train-size", "epochs": "--epochs", "precision": "precision",
-                 "data_fingerprint": "data fingerprint", "model_fingerprint": "model fingerprint"}
+SETTING_NAMES = {
+    "train_size": "--train-size",
+    "epochs": "--epochs",
+    "precision": "precision",
+    "data_fingerprint": "data fingerprint",
+    "model_fingerprint": "model fingerprint",
+}
 
 GRID_SIZES = {"head": [{}], "full": [{}]} | {
-    method.name: [{method.size.field: size} for size in method.size.grid] if method.size else [{}] for method in methods()
+    method.name: [{method.size.field: size} for size in method.size.grid] if method.size else [{}]
+    for method in methods()
 }
 
 
@@ -50,8 +56,14 @@ def run_key(recipe: dict, peft_config: dict | None, precision: str, prints: dict
     on one machine and fp32 on another), the full PEFT config, defaults included (so a changed
     default retrains instead of reusing an old result), and the fingerprints of the data and the
     model (``prints``; so a run on other data or another model is never taken for this one)."""
-    return json.dumps({"recipe": recipe | {"precision": precision}, "peft_config": peft_config,
-                       **{name: prints.get(name) for name in FINGERPRINTS}}, sort_keys=True)
+    return json.dumps(
+        {
+            "recipe": recipe | {"precision": precision},
+            "peft_config": peft_config,
+            **{name: prints.get(name) for name in FINGERPRINTS},
+        },
+        sort_keys=True,
+    )
 
 
 def record_key(record: dict) -> str:
@@ -60,7 +72,9 @@ def record_key(record: dict) -> str:
 
 def slot(record: dict) -> str:
     """Which cell of a grid a run fills: its method, method options and seed."""
-    return json.dumps([record["method"], record["recipe"]["method_options"], record["recipe"]["seed"]], sort_keys=True)
+    return json.dumps(
+        [record["method"], record["recipe"]["method_options"], record["recipe"]["seed"]], sort_keys=True
+    )
 
 
 def without_fingerprints(record: dict) -> str:
@@ -80,10 +94,18 @@ def read_runs(log: Path) -> list[dict]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise UsageError(f"{log}, line {number} is not JSON ({error}); repair or remove that line.") from None
+            raise UsageError(
+                f"{log}, line {number} is not JSON ({error}); repair or remove that line."
+            ) from None
         recipe = record.get("recipe") if isinstance(record, dict) else None
-        if not isinstance(recipe, dict) or "method" not in record or not {"method_options", "seed"} <= recipe.keys():
-            raise UsageError(f"{log}, line {number} is not a run record (method, recipe, ...); repair or remove that line.")
+        if (
+            not isinstance(recipe, dict)
+            or "method" not in record
+            or not {"method_options", "seed"} <= recipe.keys()
+        ):
+            raise UsageError(
+                f"{log}, line {number} is not a run record (method, recipe, ...); repair or remove that line."
+            )
         runs.append(record)
     return runs
 
@@ -91,10 +113,17 @@ def read_runs(log: Path) -> list[dict]:
 def other_settings(record: dict, settings: dict) -> list[str]:
     """How ``record`` was made differently from ``settings`` (train size, epochs, precision, data,
     model); a fingerprint a record lacks is not compared."""
-    made = {"train_size": record["recipe"].get("train_size"), "epochs": record["recipe"].get("epochs"),
-            "precision": ran_in(record), **{name: record.get(name) for name in FINGERPRINTS}}
-    return [f"{SETTING_NAMES[name]} {made[name]} there, {settings[name]} here" for name in settings
-            if made[name] != settings[name] and not (name in FINGERPRINTS and made[name] is None)]
+    made = {
+        "train_size": record["recipe"].get("train_size"),
+        "epochs": record["recipe"].get("epochs"),
+        "precision": ran_in(record),
+        **{name: record.get(name) for name in FINGERPRINTS},
+    }
+    return [
+        f"{SETTING_NAMES[name]} {made[name]} there, {settings[name]} here"
+        for name in settings
+        if made[name] != settings[name] and not (name in FINGERPRINTS and made[name] is None)
+    ]
 
 
 def shown_runs(out: Path, done: list[dict], settings: dict) -> list[dict]:
@@ -108,12 +137,18 @@ def shown_runs(out: Path, done: list[dict], settings: dict) -> list[dict]:
     logged = {without_fingerprints(r): r for r in done}
     unlogged = [r for r in shown if without_fingerprints(r) not in logged]
     if unlogged:
-        raise UsageError(f"{out / 'runs.jsonl'} lacks runs that {results_file} shows ({len(unlogged)} of {len(shown)}); "
-                         f"rewriting the results would drop them. Restore runs.jsonl, or choose a new --out.")
-    differences = next((d for r in shown if (d := other_settings(logged[without_fingerprints(r)], settings))), None)
+        raise UsageError(
+            f"{out / 'runs.jsonl'} lacks runs that {results_file} shows ({len(unlogged)} of {len(shown)}); "
+            f"rewriting the results would drop them. Restore runs.jsonl, or choose a new --out."
+        )
+    differences = next(
+        (d for r in shown if (d := other_settings(logged[without_fingerprints(r)], settings))), None
+    )
     if differences:
-        raise UsageError(f"--out {out} holds the results of another experiment ({', '.join(differences)}); this command "
-                         f"would drop them from results.json. Repeat its settings, or choose a new --out.")
+        raise UsageError(
+            f"--out {out} holds the results of another experiment ({', '.join(differences)}); this command "
+            f"would drop them from results.json. Repeat its settings, or choose a new --out."
+        )
     return shown
 
 
@@ -137,10 +172,18 @@ def command_compare(args: argparse.Namespace) -> None:
     precision = resolve_precision(args.precision)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; name a folder for the results (a new one, or one `compare` wrote).")
-    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in ("runs.jsonl", "results.json")):
-        raise UsageError(f"--out {out} holds files that `compare` did not write (no runs.jsonl or results.json); "
-                         f"choose a new folder.")
+        raise UsageError(
+            f"--out {out} is a file; name a folder for the results (a new one, or one `compare` wrote)."
+        )
+    if (
+        out.is_dir()
+        and any(out.iterdir())
+        and not any((out / name).exists() for name in ("runs.jsonl", "results.json"))
+    ):
+        raise UsageError(
+            f"--out {out} holds files that `compare` did not write (no runs.jsonl or results.json); "
+            f"choose a new folder."
+        )
     check_out_location(out, out / "results.json")
     check_data(args.data_dir, args.train_size)
     model_name = resolve_model_name(args.model)
@@ -149,7 +192,12 @@ def command_compare(args: argparse.Namespace) -> None:
     prints = fingerprints(model_name, args.data_dir)
     log, results_file = out / "runs.jsonl", out / "results.json"
     done = read_runs(log)
-    settings = {"train_size": args.train_size or None, "epochs": args.epochs, "precision": precision, **prints}
+    settings = {
+        "train_size": args.train_size or None,
+        "epochs": args.epochs,
+        "precision": precision,
+        **prints,
+    }
     shown = shown_runs(out, done, settings)
     from ..compare import counted, run_grid, write_results
     from ..train import Recipe, train_and_evaluate
@@ -160,16 +208,30 @@ def command_compare(args: argparse.Namespace) -> None:
     def current(record: dict) -> bool:
         """Whether this command would reuse ``record``, had it asked for its method, options and seed."""
         try:
-            recipe = Recipe(record["method"], epochs=args.epochs, train_size=args.train_size or None, precision=args.precision,
-                            method_options=record["recipe"]["method_options"], seed=record["recipe"]["seed"])
+            recipe = Recipe(
+                record["method"],
+                epochs=args.epochs,
+                train_size=args.train_size or None,
+                precision=args.precision,
+                method_options=record["recipe"]["method_options"],
+                seed=record["recipe"]["seed"],
+            )
             return key(recipe) == record_key(record)
         except (TypeError, ValueError):  # a method or an option that no longer exists
             return False
 
     finished = {record_key(r): r for r in done}
-    recipes = [Recipe(method, epochs=args.epochs, train_size=args.train_size or None, method_options=options,
-                      precision=args.precision)
-               for method in args.methods for options in GRID_SIZES[method]]
+    recipes = [
+        Recipe(
+            method,
+            epochs=args.epochs,
+            train_size=args.train_size or None,
+            method_options=options,
+            precision=args.precision,
+        )
+        for method in args.methods
+        for options in GRID_SIZES[method]
+    ]
     if any(key(dataclasses.replace(r, seed=seed)) not in finished for r in recipes for seed in args.seeds):
         check_sources(args.model, args.data_dir)
         config = model_config(model_name)
@@ -196,11 +258,15 @@ def command_compare(args: argparse.Namespace) -> None:
         return
     replaced = {slot(r) for r in done + trained if current(r)}
     kept = {without_fingerprints(r) for r in shown if slot(r) not in replaced}
-    records = list({record_key(r): r for r in done + trained if current(r) or without_fingerprints(r) in kept}.values())
+    records = list(
+        {record_key(r): r for r in done + trained if current(r) or without_fingerprints(r) in kept}.values()
+    )
     same_runs = sorted(map(without_fingerprints, shown)) == sorted(map(without_fingerprints, records))
     if not trained and results_file.exists() and same_runs:
         print(f"nothing new to train: all {counted(len(grid), 'run')} reused from {log}; {out} is unchanged")
         return
     write_results(records, out, args.command_line)
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'comparison.png'} "
-          f"({counted(len(records), 'run')}, {len(trained)} new)")
+    print(
+        f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'comparison.png'} "
+        f"({counted(len(records), 'run')}, {len(trained)} new)"
+    )

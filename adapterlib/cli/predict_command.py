@@ -52,8 +52,11 @@ def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 def trained_by(method: str, skeleton: nn.Module) -> dict[str, tuple[int, ...]]:
     """The parameters a full or head run trains, with their shapes, as ``train.prepare_model``
     sets them: all of them, or the classifier and (with ``cls`` pooling) BERT's pooler."""
-    return {name: tuple(p.shape) for name, p in skeleton.named_parameters()
-            if method == "full" or name.startswith(("classifier.", "bert.pooler."))}
+    return {
+        name: tuple(p.shape)
+        for name, p in skeleton.named_parameters()
+        if method == "full" or name.startswith(("classifier.", "bert.pooler."))
+    }
 
 
 def check_trained_tensors(path: Path, method: str, pooling: str, skeleton: nn.Module) -> None:
@@ -62,17 +65,24 @@ def check_trained_tensors(path: Path, method: str, pooling: str, skeleton: nn.Mo
     saved, needed = tensor_shapes(path), trained_by(method, skeleton)
     pooler = [any(name.startswith("bert.pooler.") for name in names) for names in (saved, needed)]
     if pooler[0] != pooler[1]:
-        held = "holds a trained pooler (bert.pooler.*), which only --pooling cls trains" if pooler[0] else \
-            "has no trained pooler (bert.pooler.*), which --pooling cls trains"
+        held = (
+            "holds a trained pooler (bert.pooler.*), which only --pooling cls trains"
+            if pooler[0]
+            else "has no trained pooler (bert.pooler.*), which --pooling cls trains"
+        )
         raise UsageError(f"{path} {held}, but metrics.json records pooling {pooling!r}: {MIXED}")
     if saved.keys() != needed.keys():
         odd = sorted(saved.keys() ^ needed.keys())
-        raise UsageError(f"{path} does not hold the tensors a --method {method} run trains ({len(odd)} differ, "
-                         f"e.g. {odd[0]}): {MIXED}")
+        raise UsageError(
+            f"{path} does not hold the tensors a --method {method} run trains ({len(odd)} differ, "
+            f"e.g. {odd[0]}): {MIXED}"
+        )
     other = next((name for name in needed if saved[name] != needed[name]), None)
     if other is not None:
-        raise UsageError(f"{path}: {other} has shape {saved[other]}, but the base model needs {needed[other]}: "
-                         f"it was trained on another base model.")
+        raise UsageError(
+            f"{path}: {other} has shape {saved[other]}, but the base model needs {needed[other]}: "
+            f"it was trained on another base model."
+        )
 
 
 def check_checkpoint_files(directory: Path, record: dict) -> None:
@@ -82,19 +92,27 @@ def check_checkpoint_files(directory: Path, record: dict) -> None:
     belongs = (TRAINED_TENSORS,) if method in ("full", "head") else (CONFIG_FILE, WEIGHTS_FILE)
     stray = [name for name in present if name not in belongs]
     if stray:
-        raise UsageError(f"{directory}: metrics.json says --method {method}, but the folder also holds {stray[0]}, "
-                         f"which a --method {method} run does not write: {MIXED}")
+        raise UsageError(
+            f"{directory}: metrics.json says --method {method}, but the folder also holds {stray[0]}, "
+            f"which a --method {method} run does not write: {MIXED}"
+        )
     absent = [name for name in belongs if name not in present]
     if absent:
-        raise UsageError(f"{directory} has no {absent[0]}, which a --method {method} checkpoint holds; {DAMAGED}")
+        raise UsageError(
+            f"{directory} has no {absent[0]}, which a --method {method} checkpoint holds; {DAMAGED}"
+        )
     if method not in ("full", "head"):
         adapter = read_json(directory / CONFIG_FILE, DAMAGED).get("peft_config")
         described = adapter.get("method") if isinstance(adapter, dict) else None
         if described != method:
-            raise UsageError(f"{directory / CONFIG_FILE} describes a {described} adapter, but metrics.json says "
-                             f"--method {method}: {MIXED}")
+            raise UsageError(
+                f"{directory / CONFIG_FILE} describes a {described} adapter, but metrics.json says "
+                f"--method {method}: {MIXED}"
+            )
         if record.get("peft_config") not in (None, adapter):
-            raise UsageError(f"{directory / CONFIG_FILE} and metrics.json record different {method} configs: {MIXED}")
+            raise UsageError(
+                f"{directory / CONFIG_FILE} and metrics.json record different {method} configs: {MIXED}"
+            )
         tensor_shapes(directory / WEIGHTS_FILE)
 
 
@@ -103,20 +121,33 @@ def read_checkpoint(directory: Path) -> dict:
     agree with it: the weights its method saves (and no others), readable, of the right shapes,
     for a base model and tokenizer that can be loaded."""
     if not directory.is_dir():
-        raise UsageError(f"--checkpoint {directory} is not a folder; name the --out folder of `adapterlib train`.")
+        raise UsageError(
+            f"--checkpoint {directory} is not a folder; name the --out folder of `adapterlib train`."
+        )
     metrics_file = directory / "metrics.json"
     if not metrics_file.is_file():
         raise UsageError(f"{directory} is not a checkpoint written by `adapterlib train` (no metrics.json).")
     record = read_json(metrics_file, DAMAGED)
     recipe = record.get("recipe")
-    if not (isinstance(record.get("method"), str) and isinstance(record.get("model"), str)
-            and isinstance(recipe, dict) and recipe.get("pooling") in POOLINGS):
-        raise UsageError(f"{metrics_file} lacks the method, model or recipe (with its pooling) that `adapterlib train` "
-                         f"records; {DAMAGED}")
+    if not (
+        isinstance(record.get("method"), str)
+        and isinstance(record.get("model"), str)
+        and isinstance(recipe, dict)
+        and recipe.get("pooling") in POOLINGS
+    ):
+        raise UsageError(
+            f"{metrics_file} lacks the method, model or recipe (with its pooling) that `adapterlib train` "
+            f"records; {DAMAGED}"
+        )
     method_config(record["method"], {})  # a method this adapterlib knows
     check_checkpoint_files(directory, record)
-    base, advice = "the base model named in metrics.json,", "predict needs the base model the checkpoint was trained on"
-    check_sources(record["model"], None, uses_data=False, source=base, advice=advice)  # no hub: one line, at once
+    base, advice = (
+        "the base model named in metrics.json,",
+        "predict needs the base model the checkpoint was trained on",
+    )
+    check_sources(
+        record["model"], None, uses_data=False, source=base, advice=advice
+    )  # no hub: one line, at once
     config = model_config(record["model"], base, advice)
     if record["method"] in ("full", "head"):
         skeleton = classifier_skeleton(config, recipe["pooling"])
@@ -135,7 +166,10 @@ def load_checkpoint(directory: Path) -> tuple[nn.Module, PreTrainedTokenizerBase
     else:
         try:
             model = load_adapter(base, directory)
-        except (OSError, ValueError) as error:  # the adapter's own checks: damaged, or trained on another base
+        except (
+            OSError,
+            ValueError,
+        ) as error:  # the adapter's own checks: damaged, or trained on another base
             raise UsageError(str(error)) from None
     return model.eval(), load_tokenizer(record["model"])
 
@@ -178,13 +212,17 @@ def read_inputs(args: argparse.Namespace) -> tuple[list[str], list[int] | None]:
                 continue
             fields = line.split("\t")
             if len(fields) != len(header):
-                raise UsageError(f"--file {path}, line {number}: found {len(fields)} tab-separated fields where the "
-                                 f"header names {len(header)}.")
+                raise UsageError(
+                    f"--file {path}, line {number}: found {len(fields)} tab-separated fields where the "
+                    f"header names {len(header)}."
+                )
             texts.append(fields[header.index(column)])
             if labels is not None:
                 labels.append(label_value(fields[header.index("label")], path, number))
     if not texts:
-        raise UsageError(f"--file {path} holds no sentences; write one sentence a line (or TSV rows under the header).")
+        raise UsageError(
+            f"--file {path} holds no sentences; write one sentence a line (or TSV rows under the header)."
+        )
     return texts, labels
 
 
@@ -196,7 +234,9 @@ def command_predict(args: argparse.Namespace) -> None:
     predictions = []
     with torch.no_grad():
         for start in range(0, len(texts), 64):
-            batch = tokenizer(texts[start : start + 64], padding=True, truncation=True, max_length=128, return_tensors="pt")
+            batch = tokenizer(
+                texts[start : start + 64], padding=True, truncation=True, max_length=128, return_tensors="pt"
+            )
             predictions += model(**batch).logits.argmax(-1).tolist()
     for prediction in predictions:
         print(LABEL_NAMES[prediction])

@@ -54,7 +54,10 @@ def model_fingerprint(name: str) -> str:
 
 
 def fingerprints(model_name: str, data_dir: str | None) -> dict[str, str]:
-    return {"data_fingerprint": data_fingerprint(data_dir), "model_fingerprint": model_fingerprint(model_name)}
+    return {
+        "data_fingerprint": data_fingerprint(data_dir),
+        "model_fingerprint": model_fingerprint(model_name),
+    }
 
 
 def save_trained(model, out: Path, record: dict) -> None:
@@ -92,8 +95,10 @@ def command_train(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {out} exists and is not an empty folder; choose a new directory.")
     check_out_location(out, out)
     if args.batch_size % process_count():
-        raise UsageError(f"--batch-size: batch size {args.batch_size} does not split evenly over {process_count()} "
-                         f"processes; choose a multiple of {process_count()}.")
+        raise UsageError(
+            f"--batch-size: batch size {args.batch_size} does not split evenly over {process_count()} "
+            f"processes; choose a multiple of {process_count()}."
+        )
     check_sources(args.model, args.data_dir)
     check_data(args.data_dir, args.train_size)
     model_name = resolve_model_name(args.model)
@@ -102,20 +107,31 @@ def command_train(args: argparse.Namespace) -> None:
     from ..compare import counted
     from ..train import Recipe, changes_from_seed_recipe, train_and_evaluate
 
-    recipe = Recipe(method=args.method, learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                    train_size=args.train_size or None, seed=args.seed, pooling=args.pooling,
-                    method_options=method_options(args), precision=args.precision)
-    model, record = train_and_evaluate(recipe, args.model, args.data_dir, progress=True,
-                                       evaluate_each_epoch=args.evaluate_each_epoch)
+    recipe = Recipe(
+        method=args.method,
+        learning_rate=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        train_size=args.train_size or None,
+        seed=args.seed,
+        pooling=args.pooling,
+        method_options=method_options(args),
+        precision=args.precision,
+    )
+    model, record = train_and_evaluate(
+        recipe, args.model, args.data_dir, progress=True, evaluate_each_epoch=args.evaluate_each_epoch
+    )
     if not is_main_process():
         return
     record["changes_from_seed_recipe"] = changes_from_seed_recipe(recipe)
     record |= fingerprints(model_name, args.data_dir)
     save_trained(model, out, record)
     print(
-        f"{record['method']}: validation accuracy {100 * record['accuracy']:.2f}% after {counted(recipe.epochs, 'epoch')} | "
+        f"{record['method']}: validation accuracy {100 * record['accuracy']:.2f}% after "
+        f"{counted(recipe.epochs, 'epoch')} | "
         f"trainable {record['trainable_parameters']:,} of {record['total_parameters']:,} "
-        f"({100 * record['trainable_fraction']:.2f}%) | {record['train_seconds']:.0f} s in {record['precision']} | saved to {out}"
+        f"({100 * record['trainable_fraction']:.2f}%) | {record['train_seconds']:.0f} s in "
+        f"{record['precision']} | saved to {out}"
     )
 
 

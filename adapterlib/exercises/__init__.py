@@ -23,10 +23,10 @@ import importlib
 import inspect
 import pkgutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 class NotYet(AssertionError):
@@ -57,7 +57,9 @@ class Exercise:
 EXERCISES: dict[str, Exercise] = {}
 
 
-def exercise(exercise_id: str, reference: Callable[[], Any] | None = None, accepts_package_objects: bool = False):
+def exercise(
+    exercise_id: str, reference: Callable[[], Any] | None = None, accepts_package_objects: bool = False
+):
     """Register the decorated grader under ``exercise_id``."""
 
     def register(grade: Callable[[Any], str]) -> Callable[[Any], str]:
@@ -84,7 +86,9 @@ def is_package_code(answer: Any) -> bool:
         classes = inspect.getmro(candidate) if inspect.isclass(candidate) else (candidate,)
         for cls in classes:
             module = getattr(cls, "__module__", "") or ""
-            if (module.startswith("adapterlib") and not module.startswith(__name__)) or module.split(".")[0] == "peft":
+            if (module.startswith("adapterlib") and not module.startswith(__name__)) or module.split(".")[
+                0
+            ] == "peft":
                 return True
     return False
 
@@ -97,7 +101,9 @@ def grade(exercise_id: str, answer: Any) -> str:
     if answer is Ellipsis:
         raise Unanswered
     if not EXERCISES[exercise_id].accepts_package_objects and is_package_code(answer):
-        raise NotYet("that is the package's own implementation (or built on it); write your own code for this exercise.")
+        raise NotYet(
+            "that is the package's own implementation (or built on it); write your own code for this exercise."
+        )
     try:
         return EXERCISES[exercise_id].grade(answer)
     except NotImplementedError as error:
@@ -133,8 +139,10 @@ def check(exercise_id: str, answer: Any) -> Any:
     except Unanswered:
         if _require_correct:
             raise NotYet(f"[{exercise_id}] not answered") from None
-        print(f"[{exercise_id}] Not answered yet: write your answer in place of the ... or the NotImplementedError, "
-              "and run the cell again.")
+        print(
+            f"[{exercise_id}] Not answered yet: write your answer in place of the ... or the NotImplementedError, "
+            "and run the cell again."
+        )
         return _fallback(exercise_entry, answer)
     except NotYet as failure:
         if _require_correct:
@@ -179,18 +187,25 @@ def compare_prediction(guess: Any, measured: float, tolerance: float, unit: str 
     not a number is sent back without the measurement.
     """
     if guess is Ellipsis:
-        print(f"Measured: {measured:g}{unit}. (Next time write your guess first: that is where the learning is.)")
+        print(
+            f"Measured: {measured:g}{unit}. (Next time write your guess first: that is where the learning is.)"
+        )
         return False
     try:
         guess = float(guess)
     except (TypeError, ValueError):
         in_unit = f" (in {unit.strip()})" if unit.strip() else ""
-        print(f"Your guess should be a plain number{in_unit}, not {guess!r}: write it in the cell above and run both again.")
+        print(
+            f"Your guess should be a plain number{in_unit}, not {guess!r}: write it in the cell above and "
+            "run both again."
+        )
         return False
     error = abs(guess - float(measured))
     verdict = "within" if error <= tolerance else "outside"
-    print(f"You predicted {guess:g}{unit}; measured {measured:g}{unit}: off by {error:g}{unit}, "
-          f"{verdict} the tolerance of {tolerance:g}{unit}.")
+    print(
+        f"You predicted {guess:g}{unit}; measured {measured:g}{unit}: off by {error:g}{unit}, "
+        f"{verdict} the tolerance of {tolerance:g}{unit}."
+    )
     return error <= tolerance
 
 

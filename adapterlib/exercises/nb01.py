@@ -9,14 +9,13 @@ r"""Notebook 1 (the bottleneck in math): the learner writes the adapter module a
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from ..methods.adapter import BottleneckAdapter
-from ..methods.adapter import AdapterConfig
 from ..counting import method_parameter_count
+from ..methods.adapter import AdapterConfig, BottleneckAdapter
 from ..toy import ToyConfig
 from . import NotYet, exercise
 
@@ -25,7 +24,9 @@ D, R = 24, 4  # the shape the module is graded on: small, and r < d as in any re
 
 def _build(module_class: type, d: int, r: int) -> nn.Module:
     if not inspect.isclass(module_class):
-        raise NotYet(f"hand in the class itself (Bottleneck), not {type(module_class).__name__} {module_class!r}.")
+        raise NotYet(
+            f"hand in the class itself (Bottleneck), not {type(module_class).__name__} {module_class!r}."
+        )
     module = module_class(d, r)
     for name in ("down", "act", "up"):
         if not hasattr(module, name):
@@ -34,12 +35,16 @@ def _build(module_class: type, d: int, r: int) -> nn.Module:
         weight = getattr(getattr(module, name), "weight", None)
         if weight is None or tuple(weight.shape) != shape:
             found = "no weight" if weight is None else f"a weight of shape {tuple(weight.shape)}"
-            raise NotYet(f"`{name}` has {found}; it should map d -> r for `down` and r -> d for `up` "
-                         f"(nn.Linear(in_features, out_features)).")
+            raise NotYet(
+                f"`{name}` has {found}; it should map d -> r for `down` and r -> d for `up` "
+                f"(nn.Linear(in_features, out_features))."
+            )
     return module
 
 
-def _copy_into_package_adapter(module: nn.Module, d: int, r: int, activation: str = "relu") -> BottleneckAdapter:
+def _copy_into_package_adapter(
+    module: nn.Module, d: int, r: int, activation: str = "relu"
+) -> BottleneckAdapter:
     """The package's adapter (default alpha = r, so scaling 1) carrying the learner's weights."""
     reference = BottleneckAdapter(d, r, activation=activation, bias=module.down.bias is not None)
     with torch.no_grad():
@@ -48,8 +53,10 @@ def _copy_into_package_adapter(module: nn.Module, d: int, r: int, activation: st
             target.weight.copy_(source.weight)
             if target.bias is not None:
                 if getattr(source, "bias", None) is None:
-                    raise NotYet(f"`down` has a bias but `{name}` has none; give both Linear layers a bias "
-                                 "(nn.Linear's default).")
+                    raise NotYet(
+                        f"`down` has a bias but `{name}` has none; give both Linear layers a bias "
+                        "(nn.Linear's default)."
+                    )
                 target.bias.copy_(source.bias)
     return reference
 
@@ -68,14 +75,20 @@ def grade_bottleneck(module_class: type) -> str:
         module = _build(module_class, D, R)
         out = module(h)
         if tuple(out.shape) != tuple(h.shape):
-            raise NotYet(f"on an input of shape {tuple(h.shape)} your module returned shape {tuple(out.shape)}; "
-                         "an adapter returns a vector of the same width d.")
+            raise NotYet(
+                f"on an input of shape {tuple(h.shape)} your module returned shape {tuple(out.shape)}; "
+                "an adapter returns a vector of the same width d."
+            )
         change = (out - h).abs().max().item()
         if change > 0 and out.abs().max().item() == 0:
-            raise NotYet("at initialisation your module returned zeros, not h: the residual h + ... is missing.")
+            raise NotYet(
+                "at initialisation your module returned zeros, not h: the residual h + ... is missing."
+            )
         if change > 0:
-            raise NotYet(f"at initialisation your module changed its input by {change:.3g} (largest entry); "
-                         "with `up` zero-initialised (weight and bias) it must return h exactly.")
+            raise NotYet(
+                f"at initialisation your module changed its input by {change:.3g} (largest entry); "
+                "with `up` zero-initialised (weight and bias) it must return h exactly."
+            )
 
         with torch.no_grad():
             for parameter in module.parameters():
@@ -85,43 +98,61 @@ def grade_bottleneck(module_class: type) -> str:
         gap = (out - reference(h)).abs().max().item()
         if gap > 1e-5:
             if torch.allclose(out, _copy_into_package_adapter(module, D, R, "gelu")(h), atol=1e-5):
-                raise NotYet("with random weights your module matches a GELU adapter; this exercise asks for ReLU.")
-            raise NotYet(f"with random weights your module's output differs from a bottleneck adapter's by {gap:.3g}; "
-                         "check the order down -> act -> up, the ReLU, and the residual h + ...")
+                raise NotYet(
+                    "with random weights your module matches a GELU adapter; this exercise asks for ReLU."
+                )
+            raise NotYet(
+                f"with random weights your module's output differs from a bottleneck adapter's by {gap:.3g}; "
+                "check the order down -> act -> up, the ReLU, and the residual h + ..."
+            )
 
         module = _build(module_class, D, R)
         target = torch.randn(3, 5, D)
         (module(h) * target).sum().backward()
         up_grad, down_grad = _grad_norm(module.up.weight), _grad_norm(module.down.weight)
         if up_grad == 0:
-            raise NotYet("W_up received no gradient at the first step; is `up` a trainable nn.Linear on the forward path?")
+            raise NotYet(
+                "W_up received no gradient at the first step; is `up` a trainable nn.Linear on the forward path?"
+            )
         if down_grad != 0:
-            raise NotYet(f"W_down's gradient at the first step has norm {down_grad:.3g}; it must be exactly zero, "
-                         "since it passes through a zero W_up.")
+            raise NotYet(
+                f"W_down's gradient at the first step has norm {down_grad:.3g}; it must be exactly zero, "
+                "since it passes through a zero W_up."
+            )
         with torch.no_grad():
             module.up.weight.normal_(0, 0.5)
         module.zero_grad()
         (module(h) * target).sum().backward()
         if _grad_norm(module.down.weight) == 0:
-            raise NotYet("once W_up has moved, W_down still receives no gradient; does down's output reach `up` "
-                         "through `act` without being detached?")
-    return (f"identity at initialisation, same outputs as a bottleneck adapter on random weights (d={D}, r={R}), "
-            "W_down's gradient zero at step one and non-zero once W_up moves.")
+            raise NotYet(
+                "once W_up has moved, W_down still receives no gradient; does down's output reach `up` "
+                "through `act` without being detached?"
+            )
+    return (
+        f"identity at initialisation, same outputs as a bottleneck adapter on random weights (d={D}, r={R}), "
+        "W_down's gradient zero at step one and non-zero once W_up moves."
+    )
 
 
 def reference_adapter_parameters(d: int, r: int, bias: bool = True) -> int:
     """Parameters of one bottleneck adapter: ``2dr + d + r`` with biases, ``2dr`` without."""
-    return method_parameter_count(ToyConfig(hidden_size=d), AdapterConfig(r=r, bias=bias, placement="pfeiffer"))
+    return method_parameter_count(
+        ToyConfig(hidden_size=d), AdapterConfig(r=r, bias=bias, placement="pfeiffer")
+    )
 
 
-COUNT_CASES = [(d, r, bias) for d in (8, 128, 384, 768, 1024) for r in (1, 2, 16, 64) if r <= d for bias in (True, False)]
+COUNT_CASES = [
+    (d, r, bias) for d in (8, 128, 384, 768, 1024) for r in (1, 2, 16, 64) if r <= d for bias in (True, False)
+]
 
 
 @exercise("1.count", reference=lambda: reference_adapter_parameters)
 def grade_count(adapter_parameters: Callable[..., int]) -> str:
     """Graded against the package's closed form on every case of COUNT_CASES."""
     if not callable(adapter_parameters):
-        raise NotYet(f"hand in the function itself, not {type(adapter_parameters).__name__} {adapter_parameters!r}.")
+        raise NotYet(
+            f"hand in the function itself, not {type(adapter_parameters).__name__} {adapter_parameters!r}."
+        )
     wrong = []
     for d, r, bias in COUNT_CASES:
         got = adapter_parameters(d, r, bias)
@@ -133,7 +164,11 @@ def grade_count(adapter_parameters: Callable[..., int]) -> str:
     if wrong:
         d, r, bias, got, direction = wrong[0]
         with_bias = sum(1 for case in wrong if case[2])
-        raise NotYet(f"wrong on {len(wrong)} of {len(COUNT_CASES)} cases ({with_bias} with biases, "
-                     f"{len(wrong) - with_bias} without); e.g. d={d}, r={r}, bias={bias}: you returned "
-                     f"{got:,}, {direction}.")
-    return f"right on all {len(COUNT_CASES)} cases (d from 8 to 1024, r from 1 to 64, with and without biases)."
+        raise NotYet(
+            f"wrong on {len(wrong)} of {len(COUNT_CASES)} cases ({with_bias} with biases, "
+            f"{len(wrong) - with_bias} without); e.g. d={d}, r={r}, bias={bias}: you returned "
+            f"{got:,}, {direction}."
+        )
+    return (
+        f"right on all {len(COUNT_CASES)} cases (d from 8 to 1024, r from 1 to 64, with and without biases)."
+    )

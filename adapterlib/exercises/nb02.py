@@ -11,14 +11,13 @@ r"""Notebook 2 (an adapter inside a Transformer layer): the learner freezes para
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from ..methods.adapter import BottleneckAdapter
-from ..methods.adapter import AdapterConfig
 from ..counting import method_parameter_count
+from ..methods.adapter import AdapterConfig, BottleneckAdapter
 from ..toy import TransformerLayer
 from . import NotYet, exercise
 
@@ -68,14 +67,21 @@ def grade_freeze(freeze_all_but: Callable[[nn.Module, Callable[[str], bool]], in
         for name, parameter in model.named_parameters():
             if parameter.requires_grad != keep(name):
                 state = "trainable" if parameter.requires_grad else "frozen"
-                raise NotYet(f"keeping {description}, `{name}` is {state} afterwards; every parameter must end up "
-                             "trainable if keep(name) is true and frozen if not, whatever it was before.")
+                raise NotYet(
+                    f"keeping {description}, `{name}` is {state} afterwards; every parameter must end up "
+                    "trainable if keep(name) is true and frozen if not, whatever it was before."
+                )
         trainable = [p for p in model.parameters() if p.requires_grad]
         if returned != sum(p.numel() for p in trainable):
-            tensors = " (that is the number of trainable tensors; count numbers, p.numel())" \
-                if returned == len(trainable) else ""
-            raise NotYet(f"keeping {description}, your function returned {returned!r}, which is not the number of "
-                         f"parameters it left trainable{tensors}.")
+            tensors = (
+                " (that is the number of trainable tensors; count numbers, p.numel())"
+                if returned == len(trainable)
+                else ""
+            )
+            raise NotYet(
+                f"keeping {description}, your function returned {returned!r}, which is not the number of "
+                f"parameters it left trainable{tensors}."
+            )
     return f"right on {len(KEEP_RULES)} rules, from parameters that started half frozen, half trainable."
 
 
@@ -88,17 +94,23 @@ def reference_add_adapter(layer: TransformerLayer, r: int) -> TransformerLayer:
 
 
 def _the_adapter(model: nn.Module) -> nn.Module:
-    adapters = [m for m in model.modules() if isinstance(getattr(m, "down", None), nn.Module)
-                and isinstance(getattr(m, "up", None), nn.Module)]
+    adapters = [
+        m
+        for m in model.modules()
+        if isinstance(getattr(m, "down", None), nn.Module) and isinstance(getattr(m, "up", None), nn.Module)
+    ]
     if len(adapters) != 1:
-        raise NotYet(f"found {len(adapters)} modules with `down` and `up` in your layer; there should be one adapter "
-                     "(adapterlib.BottleneckAdapter or your Bottleneck from notebook 1).")
+        raise NotYet(
+            f"found {len(adapters)} modules with `down` and `up` in your layer; there should be one adapter "
+            "(adapterlib.BottleneckAdapter or your Bottleneck from notebook 1)."
+        )
     return adapters[0]
 
 
 @exercise("2.insert", reference=lambda: reference_add_adapter)
 def grade_insert(add_adapter: Callable[[TransformerLayer, int], nn.Module]) -> str:
-    """Base frozen, output unchanged at initialisation, closed-form count, base weights kept, adapter on the FFN output."""
+    """Base frozen, output unchanged at initialisation, closed-form count, base weights kept,
+    adapter on the FFN output."""
     if not callable(add_adapter):
         raise NotYet(f"hand in the function itself, not {type(add_adapter).__name__} {add_adapter!r}.")
     with torch.random.fork_rng(devices=[]):
@@ -109,49 +121,67 @@ def grade_insert(add_adapter: Callable[[TransformerLayer, int], nn.Module]) -> s
         base_names = {id(p): name for name, p in layer.named_parameters()}
         model = add_adapter(layer, R)
         if not isinstance(model, nn.Module):
-            raise NotYet(f"your function returned {type(model).__name__}; return the layer, with its adapter.")
+            raise NotYet(
+                f"your function returned {type(model).__name__}; return the layer, with its adapter."
+            )
         model.eval()
         parameters = dict(model.named_parameters())
 
-        still_trainable = [base_names[id(p)] for p in parameters.values() if id(p) in base_names and p.requires_grad]
+        still_trainable = [
+            base_names[id(p)] for p in parameters.values() if id(p) in base_names and p.requires_grad
+        ]
         if still_trainable:
-            raise NotYet(f"the base layer is still trainable: {len(still_trainable)} of its {len(base_names)} tensors "
-                         f"have requires_grad=True (e.g. `{still_trainable[0]}`); freeze everything but the adapter.")
+            raise NotYet(
+                f"the base layer is still trainable: {len(still_trainable)} of its {len(base_names)} tensors "
+                f"have requires_grad=True (e.g. `{still_trainable[0]}`); freeze everything but the adapter."
+            )
 
         kept = {base_names[id(p)]: p for p in parameters.values() if id(p) in base_names}
         for name, original in frozen.named_parameters():
             moved = (kept[name] - original).abs().max().item() if name in kept else 0.0
             if moved > 0:
-                raise NotYet(f"your function changed the base weight `{name}` (by up to {moved:.3g}); "
-                             "leave the layer's own weights as they are.")
+                raise NotYet(
+                    f"your function changed the base weight `{name}` (by up to {moved:.3g}); "
+                    "leave the layer's own weights as they are."
+                )
 
         with torch.no_grad():
             out, base_out = model(x, mask), frozen(x, mask)
         change = (out - base_out).abs().max().item()
         if change > 1e-6 and torch.allclose(out, 2 * base_out, atol=1e-5):
-            raise NotYet("at initialisation your layer returns 2h, twice the frozen layer's output: the residual is "
-                         "doubled. BottleneckAdapter (like your Bottleneck from notebook 1) already returns h + A(h), "
-                         "so the layer should return adapter(h), not h + adapter(h).")
+            raise NotYet(
+                "at initialisation your layer returns 2h, twice the frozen layer's output: the residual is "
+                "doubled. BottleneckAdapter (like your Bottleneck from notebook 1) already returns h + A(h), "
+                "so the layer should return adapter(h), not h + adapter(h)."
+            )
         if change > 1e-6:
-            raise NotYet(f"at initialisation your layer's output differs from the frozen layer's by {change:.3g} "
-                         "(largest entry); the adapter must add to the feed-forward block's output, with its residual "
-                         "and a zero W_up, and replace nothing.")
+            raise NotYet(
+                f"at initialisation your layer's output differs from the frozen layer's by {change:.3g} "
+                "(largest entry); the adapter must add to the feed-forward block's output, with its residual "
+                "and a zero W_up, and replace nothing."
+            )
 
         new = [p for p in parameters.values() if id(p) not in base_names]
         trainable = sum(p.numel() for p in new if p.requires_grad)
         closed_form = method_parameter_count(frozen.config, AdapterConfig(r=R, placement="pfeiffer"))
         if trainable == 0:
-            raise NotYet("nothing in your layer trains; freeze the base first, then add the adapter (a new module "
-                         "is trainable unless you freeze it).")
+            raise NotYet(
+                "nothing in your layer trains; freeze the base first, then add the adapter (a new module "
+                "is trainable unless you freeze it)."
+            )
         if trainable != closed_form:
             direction = "more" if trainable > closed_form else "fewer"
-            raise NotYet(f"your layer trains {trainable:,} parameters, {direction} than one bottleneck adapter of "
-                         f"width r={R} with biases (2dr + d + r).")
+            raise NotYet(
+                f"your layer trains {trainable:,} parameters, {direction} than one bottleneck adapter of "
+                f"width r={R} with biases (2dr + d + r)."
+            )
 
         missing = [name for name, _ in frozen.named_parameters() if name not in kept]
         if missing:
-            raise NotYet(f"the base weight `{missing[0]}` is no longer in your layer; add the adapter around the "
-                         "existing modules of the layer you are given, do not replace or copy them.")
+            raise NotYet(
+                f"the base weight `{missing[0]}` is no longer in your layer; add the adapter around the "
+                "existing modules of the layer you are given, do not replace or copy them."
+            )
 
         adapter = _the_adapter(model)
         with torch.no_grad():
@@ -160,12 +190,18 @@ def grade_insert(add_adapter: Callable[[TransformerLayer, int], nn.Module]) -> s
             base_out = frozen(x, mask)
             out = model(x, mask)
             if (out - base_out).abs().max().item() < 1e-4:
-                raise NotYet("with the adapter's weights moved, your layer's output does not change: the adapter is "
-                             "not on the forward path (the layer's forward never calls it).")
+                raise NotYet(
+                    "with the adapter's weights moved, your layer's output does not change: the adapter is "
+                    "not on the forward path (the layer's forward never calls it)."
+                )
             gap = (out - adapter(base_out)).abs().max().item()
         if gap > 1e-4:
-            raise NotYet(f"with the adapter's weights moved, your layer's output is not adapter(h), h the feed-forward "
-                         f"block's output (off by {gap:.3g}); the adapter belongs after `output.LayerNorm`, not after "
-                         "the attention block or inside a sub-layer.")
-    return (f"base frozen, output unchanged at initialisation, {trainable:,} trainable parameters as in 2dr + d + r "
-            f"(d={D}, r={R}), base weights untouched, and the adapter acts on the feed-forward block's output.")
+            raise NotYet(
+                f"with the adapter's weights moved, your layer's output is not adapter(h), h the feed-forward "
+                f"block's output (off by {gap:.3g}); the adapter belongs after `output.LayerNorm`, not after "
+                "the attention block or inside a sub-layer."
+            )
+    return (
+        f"base frozen, output unchanged at initialisation, {trainable:,} trainable parameters as in 2dr + d + r "
+        f"(d={D}, r={R}), base weights untouched, and the adapter acts on the feed-forward block's output."
+    )

@@ -15,7 +15,8 @@ r"""Notebook 3 (SST-2 with adapters): the Trainer's metric, switching task adapt
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,19 +42,26 @@ def _accuracy_of(compute_metrics: Callable, eval_pred: EvalPrediction, case: str
     except NotImplementedError:
         raise
     except Exception as error:  # the learner's code failed on this input: name the input and the error
-        hint = ("; compare one predicted class id per sentence (the argmax over the classes) with the labels"
-                if "broadcast" in str(error) else "")
+        hint = (
+            "; compare one predicted class id per sentence (the argmax over the classes) with the labels"
+            if "broadcast" in str(error)
+            else ""
+        )
         raise NotYet(f"{case}, your function raised {type(error).__name__}: {error}{hint}") from None
     if isinstance(metrics, (numbers.Real, np.ndarray, torch.Tensor)):
-        raise NotYet(f"{case}, your function returned a {type(metrics).__name__}; the Trainer needs a dict "
-                     "such as {'accuracy': ...} (it logs each key as eval_<key>).")
+        raise NotYet(
+            f"{case}, your function returned a {type(metrics).__name__}; the Trainer needs a dict "
+            "such as {'accuracy': ...} (it logs each key as eval_<key>)."
+        )
     if not isinstance(metrics, dict) or "accuracy" not in metrics:
         keys = list(metrics) if isinstance(metrics, dict) else type(metrics).__name__
         raise NotYet(f"{case}, your function returned {keys}; return a dict with the key 'accuracy'.")
     value = metrics["accuracy"]
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise NotYet(f"{case}, 'accuracy' is a {type(value).__name__}; make it a plain number "
-                     "(float(...)), which the Trainer can log.")
+        raise NotYet(
+            f"{case}, 'accuracy' is a {type(value).__name__}; make it a plain number "
+            "(float(...)), which the Trainer can log."
+        )
     return float(value)
 
 
@@ -74,41 +82,64 @@ def grade_metrics(compute_metrics: Callable) -> str:
     # 3 examples, 3 classes: the argmax over examples (axis 0) has the right shape but the wrong meaning.
     labels = np.array([2, 0, 0])
     logits = np.array([[5.5, 0.5, 9.5], [4.5, 3.5, 0.5], [0.5, 2.5, 1.5]], dtype=np.float32)
-    square = _accuracy_of(compute_metrics, EvalPrediction(predictions=logits, label_ids=labels),
-                          "on 3 sentences with 3 classes")
+    square = _accuracy_of(
+        compute_metrics, EvalPrediction(predictions=logits, label_ids=labels), "on 3 sentences with 3 classes"
+    )
     wrong_axis = float((logits.argmax(0) == labels).mean())  # 1/3, where the row-wise argmax scores 2/3
     if abs(square - wrong_axis) < 1e-6:
-        raise NotYet("on 3 sentences with 3 classes your accuracy follows the argmax over the sentences (axis 0); "
-                     "a prediction is the argmax over each row's classes (the last axis).")
+        raise NotYet(
+            "on 3 sentences with 3 classes your accuracy follows the argmax over the sentences (axis 0); "
+            "a prediction is the argmax over each row's classes (the last axis)."
+        )
 
     labels = generator.integers(0, 2, size=64)
     everything_right = _accuracy_of(
-        compute_metrics, EvalPrediction(predictions=_logits_with_argmax(labels, 2, generator), label_ids=labels),
-        "on 64 sentences whose largest logit always sits at the label")
+        compute_metrics,
+        EvalPrediction(predictions=_logits_with_argmax(labels, 2, generator), label_ids=labels),
+        "on 64 sentences whose largest logit always sits at the label",
+    )
     if abs(everything_right - 1.0) > 1e-6:
-        raise NotYet(f"on 64 sentences whose largest logit always sits at the label (every prediction right) your "
-                     f"accuracy is {everything_right:.3g}; compare the predicted class ids (argmax of the logits) "
-                     "with the labels, not the logits or probabilities themselves.")
+        raise NotYet(
+            f"on 64 sentences whose largest logit always sits at the label (every prediction right) your "
+            f"accuracy is {everything_right:.3g}; compare the predicted class ids (argmax of the logits) "
+            "with the labels, not the logits or probabilities themselves."
+        )
 
     cases = [
-        ("on logits of shape (872, 2) with labels of shape (872,), as the Trainer hands them over", 872, 2, False),
+        (
+            "on logits of shape (872, 2) with labels of shape (872,), as the Trainer hands them over",
+            872,
+            2,
+            False,
+        ),
         ("on 50 sentences with 3 classes", 50, 3, False),
-        ("when predictions is a tuple (logits, hidden states), as for a model that returns more than logits",
-         40, 2, True),
+        (
+            "when predictions is a tuple (logits, hidden states), as for a model that returns more than logits",
+            40,
+            2,
+            True,
+        ),
     ]
     for case, examples, classes, as_tuple in cases:
         labels = generator.integers(0, classes, size=examples)
         logits = generator.normal(size=(examples, classes)).astype(np.float32)
-        predictions = (logits, generator.normal(size=(examples, 7, 4)).astype(np.float32)) if as_tuple else logits
+        predictions = (
+            (logits, generator.normal(size=(examples, 7, 4)).astype(np.float32)) if as_tuple else logits
+        )
         given = _accuracy_of(compute_metrics, EvalPrediction(predictions=predictions, label_ids=labels), case)
         right = float((logits.argmax(-1) == labels).mean())
         if abs(given - right) > 1e-6:
             hint = " (the first element of the tuple is the logits)" if as_tuple else ""
             raise NotYet(f"{case}, your accuracy is off by {abs(given - right):.3g}{hint}.")
-    return "a dict with 'accuracy' equal to the share of right argmax predictions, also for 3 classes and tuple predictions."
+    return (
+        "a dict with 'accuracy' equal to the share of right argmax predictions, "
+        "also for 3 classes and tuple predictions."
+    )
 
 
-def reference_predict_with(model: nn.Module, adapter_name: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def reference_predict_with(
+    model: nn.Module, adapter_name: str, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """The logits of ``batch`` with ``adapter_name`` active, in eval mode and without a gradient graph."""
     model.set_adapter(adapter_name)
     model.eval()
@@ -138,8 +169,10 @@ def grade_switch(answer: Any) -> str:
     predict_with, model = answer
     names = list(getattr(model, "peft_config", {}))
     if len(names) < 2:
-        raise NotYet(f"the model you handed in has {len(names)} adapter(s); switching needs at least two "
-                     "(add the second one first).")
+        raise NotYet(
+            f"the model you handed in has {len(names)} adapter(s); switching needs at least two "
+            "(add the second one first)."
+        )
     was_training, was_active = model.training, model.active_adapter
     batch = _random_batch(model)
     try:
@@ -155,35 +188,53 @@ def grade_switch(answer: Any) -> str:
             except NotImplementedError:
                 raise
             except Exception as error:
-                raise NotYet(f"asked for adapter {target!r}, your function raised {type(error).__name__}: {error}") from None
+                raise NotYet(
+                    f"asked for adapter {target!r}, your function raised {type(error).__name__}: {error}"
+                ) from None
             if not isinstance(logits, torch.Tensor):
-                raise NotYet(f"your function returned a {type(logits).__name__}; return the logits tensor "
-                             "(model(**batch).logits).")
+                raise NotYet(
+                    f"your function returned a {type(logits).__name__}; return the logits tensor "
+                    "(model(**batch).logits)."
+                )
             if tuple(logits.shape) != tuple(expected[target].shape):
-                raise NotYet(f"on a batch of 4 sentences your function returned shape {tuple(logits.shape)}; "
-                             f"the logits have one row per sentence and one column per class.")
+                raise NotYet(
+                    f"on a batch of 4 sentences your function returned shape {tuple(logits.shape)}; "
+                    f"the logits have one row per sentence and one column per class."
+                )
             if logits.grad_fn is not None:
-                raise NotYet("your logits carry a gradient graph (grad_fn); at inference run the model "
-                             "inside `with torch.no_grad():`, which saves memory and time.")
+                raise NotYet(
+                    "your logits carry a gradient graph (grad_fn); at inference run the model "
+                    "inside `with torch.no_grad():`, which saves memory and time."
+                )
             if _max_difference(logits, expected[target]) <= 1e-5:
                 continue
             if _max_difference(logits, expected[other]) <= 1e-5:
-                raise NotYet(f"asked for adapter {target!r} while {other!r} was active, your function returned "
-                             f"{other!r}'s logits: it did not switch (model.set_adapter).")
+                raise NotYet(
+                    f"asked for adapter {target!r} while {other!r} was active, your function returned "
+                    f"{other!r}'s logits: it did not switch (model.set_adapter)."
+                )
             if model.training:
-                raise NotYet(f"asked for adapter {target!r}, your logits differ from inference by up to "
-                             f"{_max_difference(logits, expected[target]):.3g} and the model is still in train "
-                             "mode: dropout is on; call model.eval() first.")
-            raise NotYet(f"asked for adapter {target!r}, your logits differ from that adapter's by up to "
-                         f"{_max_difference(logits, expected[target]):.3g}.")
+                raise NotYet(
+                    f"asked for adapter {target!r}, your logits differ from inference by up to "
+                    f"{_max_difference(logits, expected[target]):.3g} and the model is still in train "
+                    "mode: dropout is on; call model.eval() first."
+                )
+            raise NotYet(
+                f"asked for adapter {target!r}, your logits differ from that adapter's by up to "
+                f"{_max_difference(logits, expected[target]):.3g}."
+            )
     finally:
         model.set_adapter(was_active)
         model.train(was_training)
-    return (f"switches to each of {', '.join(repr(n) for n in names)} and returns its inference logits "
-            "(eval mode, no gradient graph).")
+    return (
+        f"switches to each of {', '.join(repr(n) for n in names)} and returns its inference logits "
+        "(eval mode, no gradient graph)."
+    )
 
 
-HOULSBY_R = 8  # the exercise's bottleneck: not the notebook model's r = 16, so the count is not a copy of its formula
+HOULSBY_R = (
+    8  # the exercise's bottleneck: not the notebook model's r = 16, so the count is not a copy of its formula
+)
 
 
 def houlsby_parameters(model_name: str | None = None, r: int = HOULSBY_R, num_labels: int = 2) -> int:
@@ -203,7 +254,9 @@ def grade_houlsby(answer: Any) -> str:
     right = houlsby_parameters()
     slips = {
         houlsby_parameters(r=16): "that is for r = 16, the model above; the exercise asks for r = 8.",
-        layers * (2 * d * r + d + r) + 2 * d + 2: "that is one adapter per layer (Pfeiffer); Houlsby puts two in each layer.",
+        layers * (2 * d * r + d + r)
+        + 2 * d
+        + 2: "that is one adapter per layer (Pfeiffer); Houlsby puts two in each layer.",
         layers * 2 * (2 * d * r + d + r): "the adapters are right, but the 2-class head trains too.",
         layers * 2 * 2 * d * r + 2 * d + 2: "the adapters' biases are missing (each Linear has one).",
     }

@@ -14,8 +14,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from ..methods.lora import LoraConfig
-from ..methods.lora import LoraLinear, LoraUpdate
+from ..methods.lora import LoraConfig, LoraLinear, LoraUpdate
 from ..peft_model import get_peft_model
 from . import NotYet, close_enough, exercise
 
@@ -56,7 +55,9 @@ def is_target(name: str, targets: Sequence[str]) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-def package_replace_linear_with_lora(model: nn.Module, targets: Sequence[str], r: int, alpha: float) -> list[str]:
+def package_replace_linear_with_lora(
+    model: nn.Module, targets: Sequence[str], r: int, alpha: float
+) -> list[str]:
     """Wrap each target ``nn.Linear`` of ``model`` in the package's LoRA layer; freeze the rest."""
     model.requires_grad_(False)
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and is_target(n, targets)]
@@ -87,11 +88,15 @@ def lora_parameters(layer: nn.Module) -> tuple[nn.Parameter, nn.Parameter]:
 
 def check_shapes(A: torch.Tensor, B: torch.Tensor, in_features: int, out_features: int, r: int) -> None:
     if tuple(A.shape) != (r, in_features):
-        raise NotYet(f"A has shape {tuple(A.shape)} for r={r} on a Linear({in_features}, {out_features}); "
-                     "A should be r x in_features.")
+        raise NotYet(
+            f"A has shape {tuple(A.shape)} for r={r} on a Linear({in_features}, {out_features}); "
+            "A should be r x in_features."
+        )
     if tuple(B.shape) != (out_features, r):
-        raise NotYet(f"B has shape {tuple(B.shape)} for r={r} on a Linear({in_features}, {out_features}); "
-                     "B should be out_features x r.")
+        raise NotYet(
+            f"B has shape {tuple(B.shape)} for r={r} on a Linear({in_features}, {out_features}); "
+            "B should be out_features x r."
+        )
 
 
 def package_layer(base: nn.Linear, A: torch.Tensor, B: torch.Tensor, r: int, alpha: float) -> LoraLinear:
@@ -111,7 +116,9 @@ def peft_layer(base: nn.Linear, A: torch.Tensor, B: torch.Tensor, r: int, alpha:
     from peft.tuners.lora import Linear as PeftLoraLinear
 
     config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0)
-    layer = PeftLoraLinear(copy.deepcopy(base), "default", config=config, r=r, lora_alpha=alpha, lora_dropout=0.0)
+    layer = PeftLoraLinear(
+        copy.deepcopy(base), "default", config=config, r=r, lora_alpha=alpha, lora_dropout=0.0
+    )
     with torch.no_grad():
         layer.lora_A["default"].weight.copy_(A)
         layer.lora_B["default"].weight.copy_(B)
@@ -146,10 +153,14 @@ def grade_lora_linear(layer_class: type) -> str:
     with torch.no_grad():
         start = max_difference(layer(x), reference_base(x))
     if start > 1e-6:
-        raise NotYet(f"at initialisation your layer changed the Linear's output by {start:.3g}; "
-                     "LoRA must start exactly at the pre-trained layer (which of A and B starts at zero?).")
+        raise NotYet(
+            f"at initialisation your layer changed the Linear's output by {start:.3g}; "
+            "LoRA must start exactly at the pre-trained layer (which of A and B starts at zero?)."
+        )
     if A.detach().abs().max() == 0:
-        raise NotYet("A starts at zero: with B = 0 as well, no gradient reaches either matrix and nothing trains.")
+        raise NotYet(
+            "A starts at zero: with B = 0 as well, no gradient reaches either matrix and nothing trains."
+        )
 
     trainable = [p for p in layer.parameters() if p.requires_grad]
     if any(p is base.weight or p is base.bias for p in trainable):
@@ -170,8 +181,10 @@ def grade_lora_linear(layer_class: type) -> str:
     if to_package > FLOAT_TOLERANCE:
         update, expected_update = ours - reference_base(x), package - reference_base(x)
         ratio = (update.norm() / expected_update.norm()).item()
-        raise NotYet(f"with the same A and B your output differs from adapterlib's LoraLinear by {to_package:.3g} "
-                     f"(your update B A x is {ratio:.3g} times the size it should be for alpha={ALPHA}, r={R}).")
+        raise NotYet(
+            f"with the same A and B your output differs from adapterlib's LoraLinear by {to_package:.3g} "
+            f"(your update B A x is {ratio:.3g} times the size it should be for alpha={ALPHA}, r={R})."
+        )
     if to_peft > FLOAT_TOLERANCE:
         raise NotYet(f"with the same A and B your output differs from peft's LoRA layer by {to_peft:.3g}.")
 
@@ -183,7 +196,9 @@ def grade_lora_linear(layer_class: type) -> str:
             raise NotYet(f"after merge() base.weight is {merged_change:.3g} away from W + (alpha/r) B A.")
         merged = max_difference(layer(x), ours)
     if merged > FLOAT_TOLERANCE:
-        raise NotYet(f"after merge() the output changed by {merged:.3g}: a merged layer must not add B A x again.")
+        raise NotYet(
+            f"after merge() the output changed by {merged:.3g}: a merged layer must not add B A x again."
+        )
 
     merged_weight = base.weight.detach().clone()
     try:
@@ -192,8 +207,10 @@ def grade_lora_linear(layer_class: type) -> str:
         pass  # refusing a second merge is as good as ignoring it
     twice = max_difference(base.weight, merged_weight)
     if twice > 0:
-        raise NotYet(f"calling merge() a second time changed the weight again by {twice:.3g}; "
-                     "the update must be folded in once.")
+        raise NotYet(
+            f"calling merge() a second time changed the weight again by {twice:.3g}; "
+            "the update must be folded in once."
+        )
 
     call_method(layer, "unmerge")
     restored = max_difference(base.weight, original_weight)
@@ -202,14 +219,18 @@ def grade_lora_linear(layer_class: type) -> str:
     with torch.no_grad():
         unmerged = max_difference(layer(x), ours)
     if unmerged > FLOAT_TOLERANCE:
-        raise NotYet(f"after unmerge() the output differs from before merging by {unmerged:.3g}; "
-                     "an unmerged layer adds the update in forward again.")
+        raise NotYet(
+            f"after unmerge() the output differs from before merging by {unmerged:.3g}; "
+            "an unmerged layer adds the update in forward again."
+        )
     layer.unmerge()
     again = max_difference(base.weight, original_weight)
     if again > 1e-6:
         raise NotYet(f"calling unmerge() on an unmerged layer moved the weight by {again:.3g}.")
-    return ("starts at the base layer, only A and B train, same output as adapterlib's and peft's LoRA "
-            f"(largest difference {max(to_package, to_peft):.1e}), merge() folds the update in once, unmerge() restores W.")
+    return (
+        "starts at the base layer, only A and B train, same output as adapterlib's and peft's LoRA "
+        f"(largest difference {max(to_package, to_peft):.1e}), merge() folds the update in once, unmerge() restores W."
+    )
 
 
 # ---------------------------------------------------------------- 4.inject
@@ -217,16 +238,25 @@ def grade_lora_linear(layer_class: type) -> str:
 
 def tiny_bert(seed: int = 0) -> BertModel:
     """A random 2-layer BERT encoder (no pooler) small enough to grade on in milliseconds."""
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, attn_implementation="eager")
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
     torch.manual_seed(seed)
     return BertModel(config, add_pooling_layer=False).eval()
 
 
 def tiny_batch() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(1)
-    return {"input_ids": torch.randint(1, 100, (2, 6), generator=generator),
-            "attention_mask": torch.tensor([[1] * 6, [1] * 3 + [0] * 3])}
+    return {
+        "input_ids": torch.randint(1, 100, (2, 6), generator=generator),
+        "attention_mask": torch.tensor([[1] * 6, [1] * 3 + [0] * 3]),
+    }
 
 
 def lora_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -248,8 +278,10 @@ def extra_modules_message(targets: tuple[str, ...], extra: list[str]) -> str:
     message = f"with targets {list(targets)} you wrapped {len(extra)} module(s) that are not targets, e.g. {extra[0]}."
     inside = [t for t in targets if t in extra[0]]
     if inside:
-        message += (f" \"{inside[0]}\" occurs inside that name, but a name matches a target only when it equals the "
-                    f"target or ends with \".{inside[0]}\"; `target in name` also catches names that merely contain it.")
+        message += (
+            f' "{inside[0]}" occurs inside that name, but a name matches a target only when it equals the '
+            f'target or ends with ".{inside[0]}"; `target in name` also catches names that merely contain it.'
+        )
     return message
 
 
@@ -261,8 +293,12 @@ def grade_one_injection(replace: Callable, targets: tuple[str, ...]) -> float:
     """
     model, original = tiny_bert(), tiny_bert()
     matching = tuple(t for t in targets if any(is_target(n, [t]) for n in linear_names(original)))
-    reference = get_peft_model(tiny_bert(), LoraConfig(r=R, alpha=ALPHA, dropout=0.0, target_modules=matching))
-    expected = {n.removeprefix("base_model."): m for n, m in reference.named_modules() if isinstance(m, LoraLinear)}
+    reference = get_peft_model(
+        tiny_bert(), LoraConfig(r=R, alpha=ALPHA, dropout=0.0, target_modules=matching)
+    )
+    expected = {
+        n.removeprefix("base_model."): m for n, m in reference.named_modules() if isinstance(m, LoraLinear)
+    }
 
     returned = replace(model, list(targets), R, ALPHA)
     wrapped = lora_modules(model)
@@ -270,23 +306,31 @@ def grade_one_injection(replace: Callable, targets: tuple[str, ...]) -> float:
     if extra:
         raise NotYet(extra_modules_message(targets, extra))
     if missing:
-        raise NotYet(f"with targets {list(targets)} {len(missing)} target Linear layer(s) were not wrapped, "
-                     f"e.g. {missing[0]}.")
+        raise NotYet(
+            f"with targets {list(targets)} {len(missing)} target Linear layer(s) were not wrapped, "
+            f"e.g. {missing[0]}."
+        )
     if returned is None or sorted(returned) != sorted(wrapped):
-        raise NotYet("the returned list should hold the names of exactly the modules you wrapped "
-                     f"({len(wrapped)} of them); it holds {0 if returned is None else len(returned)}.")
+        raise NotYet(
+            "the returned list should hold the names of exactly the modules you wrapped "
+            f"({len(wrapped)} of them); it holds {0 if returned is None else len(returned)}."
+        )
 
     batch = tiny_batch()
     with torch.no_grad():
         start = max_difference(model(**batch).last_hidden_state, original(**batch).last_hidden_state)
     if start > 1e-6:
-        raise NotYet(f"at initialisation the wrapped model's output differs from the original by {start:.3g}.")
+        raise NotYet(
+            f"at initialisation the wrapped model's output differs from the original by {start:.3g}."
+        )
 
     lora = {id(p) for m in wrapped.values() for p in (m.A, m.B)}
     still_trainable = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in lora]
     if still_trainable:
-        raise NotYet(f"{len(still_trainable)} parameter tensors of the base model are still trainable, "
-                     f"e.g. {still_trainable[0]}; only the LoRA matrices should train.")
+        raise NotYet(
+            f"{len(still_trainable)} parameter tensors of the base model are still trainable, "
+            f"e.g. {still_trainable[0]}; only the LoRA matrices should train."
+        )
     frozen_lora = [n for n, m in wrapped.items() if not (m.A.requires_grad and m.B.requires_grad)]
     if frozen_lora:
         raise NotYet(f"the LoRA matrices of {frozen_lora[0]} are frozen; they are what trains.")
@@ -299,7 +343,9 @@ def grade_one_injection(replace: Callable, targets: tuple[str, ...]) -> float:
             expected[name].active.B.copy_(module.B)
         difference = max_difference(model(**batch).last_hidden_state, reference(**batch).last_hidden_state)
     if difference > FLOAT_TOLERANCE:
-        raise NotYet(f"given the same A and B, your model's output differs from get_peft_model's by {difference:.3g}.")
+        raise NotYet(
+            f"given the same A and B, your model's output differs from get_peft_model's by {difference:.3g}."
+        )
     return difference
 
 
@@ -310,9 +356,11 @@ def grade_inject(replace: Callable) -> str:
         raise NotYet("that is the package's own implementation; write your own code for this exercise.")
     target_lists = [("query", "value"), ("key", "output.dense"), ("value", "attention")]
     differences = [grade_one_injection(replace, targets) for targets in target_lists]
-    return (f"on a tiny BERT with targets {[list(t) for t in target_lists]}: the same modules as get_peft_model, "
-            f"output unchanged at the start, only A and B trainable, same outputs given the same A and B "
-            f"(largest difference {max(differences):.1e}).")
+    return (
+        f"on a tiny BERT with targets {[list(t) for t in target_lists]}: the same modules as get_peft_model, "
+        f"output unchanged at the start, only A and B trainable, same outputs given the same A and B "
+        f"(largest difference {max(differences):.1e})."
+    )
 
 
 # ---------------------------------------------------------------- 4.scaling (a number)
@@ -328,13 +376,19 @@ def grade_scaling(answer: float) -> str:
     if not isinstance(answer, (int, float)):
         raise NotYet(f"the answer should be a number, got {type(answer).__name__}.")
     if close_enough(answer, scaling_for(16, 16) / scaling_for(16, 8)):
-        raise NotYet(f"{answer:g} is how much the factor changes when r doubles; the question asks for the factor "
-                     "itself, the number that multiplies B A once r is 16.")
+        raise NotYet(
+            f"{answer:g} is how much the factor changes when r doubles; the question asks for the factor "
+            "itself, the number that multiplies B A once r is 16."
+        )
     if close_enough(answer, scaling_for(16, 8)):
         raise NotYet(f"{answer:g} is the factor at r = 8; the question doubles r and keeps alpha.")
     if not close_enough(answer, scaling_for(16, 16)):
-        raise NotYet(f"{answer:g} is not the factor that multiplies B A for alpha = 16, r = 16 "
-                     "(look at how the scaling is defined).")
-    return (f"{answer:g}: with alpha fixed, doubling r halves the factor. Every rank starts at Delta W = 0 (B = 0); "
-            "what alpha / r buys is that the size of the update does not grow with r, so the learning rate "
-            "need not be retuned when you change r.")
+        raise NotYet(
+            f"{answer:g} is not the factor that multiplies B A for alpha = 16, r = 16 "
+            "(look at how the scaling is defined)."
+        )
+    return (
+        f"{answer:g}: with alpha fixed, doubling r halves the factor. Every rank starts at Delta W = 0 (B = 0); "
+        "what alpha / r buys is that the size of the update does not grow with r, so the learning rate "
+        "need not be retuned when you change r."
+    )

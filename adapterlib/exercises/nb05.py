@@ -10,17 +10,17 @@ r"""Exercises of notebook 5 (prefix tuning): graders and the package's versions 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..attention import padding_mask
-from ..methods.prefix import PrefixTuningConfig
 from ..counting import method_parameter_count
-from ..methods.prefix import PrefixEncoder
+from ..methods.prefix import PrefixEncoder, PrefixTuningConfig
 from ..methods.prefix import prefix_attention as attention_with_prefix
 from . import NotYet, exercise, package_call, package_calls_refused
 
@@ -63,7 +63,9 @@ class Projections(nn.Module):
         self.dropout = nn.Dropout(0.0)
 
 
-def attention_case(batch: int, heads: int, seq: int, d_h: int, n: int, lengths: list[int], seed: int) -> dict[str, Any]:
+def attention_case(
+    batch: int, heads: int, seq: int, d_h: int, n: int, lengths: list[int], seed: int
+) -> dict[str, Any]:
     """Random per-head inputs and the package's prefix attention on them, padded rows included."""
     generator = torch.Generator().manual_seed(seed)
     d_model = heads * d_h
@@ -76,11 +78,19 @@ def attention_case(batch: int, heads: int, seq: int, d_h: int, n: int, lengths: 
     for row, length in enumerate(lengths):
         mask[row, :length] = 1
     with torch.no_grad():
-        expected = attention_with_prefix(base, hidden, padding_mask(mask, hidden.dtype), prefix, implementation="eager")[0]
+        expected = attention_with_prefix(
+            base, hidden, padding_mask(mask, hidden.dtype), prefix, implementation="eager"
+        )[0]
         split = lambda x: x.view(*x.shape[:-1], heads, d_h).transpose(-3, -2)
         return {
-            "inputs": (split(base.query(hidden)), split(base.key(hidden)), split(base.value(hidden)),
-                       split(prefix[0]), split(prefix[1]), mask),
+            "inputs": (
+                split(base.query(hidden)),
+                split(base.key(hidden)),
+                split(base.value(hidden)),
+                split(prefix[0]),
+                split(prefix[1]),
+                mask,
+            ),
             "expected": expected.view(batch, seq, heads, d_h).transpose(1, 2),
         }
 
@@ -102,11 +112,16 @@ def other_attention(inputs, scale: float, prefix: bool = True, padding: bool = T
         key = torch.cat([prefix_key.expand(batch, -1, -1, -1), key], dim=2)
         value = torch.cat([prefix_value.expand(batch, -1, -1, -1), value], dim=2)
         mask = torch.cat([mask.new_ones(batch, n), mask], dim=1)
-    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask.bool()[:, None, None, :], scale=scale)
+    return F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask.bool()[:, None, None, :], scale=scale
+    )
 
 
 def call_attention(function: Callable, inputs, shapes: str) -> torch.Tensor:
-    refused = {f"{__name__}.prefix_attention": prefix_attention, "adapterlib.methods.prefix.prefix_attention": attention_with_prefix}
+    refused = {
+        f"{__name__}.prefix_attention": prefix_attention,
+        "adapterlib.methods.prefix.prefix_attention": attention_with_prefix,
+    }
     with package_calls_refused(refused) as called:
         try:
             with torch.no_grad():
@@ -127,7 +142,9 @@ def call_attention(function: Callable, inputs, shapes: str) -> torch.Tensor:
     if not isinstance(output, torch.Tensor):
         raise NotYet(f"your function returned a {type(output).__name__}, not a tensor.")
     if output.dtype != inputs[0].dtype:
-        raise NotYet(f"your function returned {output.dtype} for {inputs[0].dtype} inputs; keep the inputs' dtype.")
+        raise NotYet(
+            f"your function returned {output.dtype} for {inputs[0].dtype} inputs; keep the inputs' dtype."
+        )
     return output
 
 
@@ -139,26 +156,37 @@ def diagnose_attention(function: Callable, case: dict[str, Any], output: torch.T
     moved = list(inputs)
     moved[4] = prefix_value + 10.0
     if torch.allclose(call_attention(function, moved, shapes), output, atol=TOLERANCE):
-        return ("changing P_v by 10 did not change your output at all: the prefix positions get no attention. "
-                "The extended mask must mark every prefix position as visible.")
+        return (
+            "changing P_v by 10 did not change your output at all: the prefix positions get no attention. "
+            "The extended mask must mark every prefix position as visible."
+        )
     if not mask.all():
         moved = list(inputs)
         moved[2] = value.masked_fill(~mask.bool()[:, None, :, None], 10.0)
         change = (call_attention(function, moved, shapes) - output).abs().max().item()
         if change > TOLERANCE:
-            return (f"changing the values at padded positions changed your output by up to {change:.3g}: "
-                    "padded keys must stay masked, for every query.")
-    for scale, says in ((1 / math.sqrt(query.shape[1] * d_h), "sqrt(heads * d_h), the model's width d"),
-                        (1.0, "1 (no scaling)"), (1 / d_h, "d_h instead of its square root")):
+            return (
+                f"changing the values at padded positions changed your output by up to {change:.3g}: "
+                "padded keys must stay masked, for every query."
+            )
+    for scale, says in (
+        (1 / math.sqrt(query.shape[1] * d_h), "sqrt(heads * d_h), the model's width d"),
+        (1.0, "1 (no scaling)"),
+        (1 / d_h, "d_h instead of its square root"),
+    ):
         if torch.allclose(output, other_attention(inputs, scale), atol=TOLERANCE):
             return f"your scores are divided by {says}; one head's scores are divided by sqrt(d_h), its own width."
     if torch.allclose(output, other_attention(inputs, 1 / math.sqrt(d_h), prefix=False), atol=TOLERANCE):
-        return "your output equals attention without the prefix: prepend P_k to the keys and P_v to the values."
+        return (
+            "your output equals attention without the prefix: prepend P_k to the keys and P_v to the values."
+        )
     real_rows = mask.bool()[:, None, :, None].expand_as(output)
     error = (output - case["expected"]).abs()
     if error[real_rows].max() <= TOLERANCE:
-        return (f"your output is right for real tokens but differs by up to {error.max().item():.3g} at padded query "
-                "rows: the mask hides keys (columns); every query row, padded or not, still attends to the visible keys.")
+        return (
+            f"your output is right for real tokens but differs by up to {error.max().item():.3g} at padded query "
+            "rows: the mask hides keys (columns); every query row, padded or not, still attends to the visible keys."
+        )
     return f"on {shapes} your output differs from the package's prefix attention by up to {error.max().item():.3g}."
 
 
@@ -175,14 +203,20 @@ def grade_prefix_attention(function: Callable) -> str:
         output = call_attention(function, case["inputs"], shapes)
         if output.shape != query.shape:
             if output.dim() == 4 and output.shape[2] == n + seq:
-                raise NotYet(f"on {shapes} your output has n + seq = {n + seq} rows per head: the prefix goes in front "
-                             "of the keys and values only; the queries stay one per real token.")
-            raise NotYet(f"on {shapes} your output has shape {tuple(output.shape)}; it should have the queries' shape "
-                         f"{tuple(query.shape)}: one d_h-vector per query and head.")
+                raise NotYet(
+                    f"on {shapes} your output has n + seq = {n + seq} rows per head: the prefix goes in front "
+                    "of the keys and values only; the queries stay one per real token."
+                )
+            raise NotYet(
+                f"on {shapes} your output has shape {tuple(output.shape)}; it should have the queries' shape "
+                f"{tuple(query.shape)}: one d_h-vector per query and head."
+            )
         if not torch.allclose(output, case["expected"], atol=TOLERANCE):
             raise NotYet(diagnose_attention(function, case, output, shapes))
-    return (f"equals the package's PrefixSelfAttention on {len(ATTENTION_CASES)} random padded batches "
-            "(padded query rows included, prefix lengths 1 to 5).")
+    return (
+        f"equals the package's PrefixSelfAttention on {len(ATTENTION_CASES)} random padded batches "
+        "(padded query rows included, prefix lengths 1 to 5)."
+    )
 
 
 # --------------------------------------------------------------------------- 5.prefix_params
@@ -194,23 +228,34 @@ def grade_prefix_params(answer: Any) -> str:
     if isinstance(answer, bool) or not isinstance(answer, (int, float)):
         raise NotYet(f"expected a number, got {type(answer).__name__}.")
     if answer == expected:
-        return f"{int(answer):,} parameters: a key and a value vector of width d per virtual token, in each of 6 layers."
+        return (
+            f"{int(answer):,} parameters: a key and a value vector of width d per virtual token, "
+            "in each of 6 layers."
+        )
     d, layers = MINILM.hidden_size, MINILM.num_hidden_layers
     if answer * 2 == expected:
-        raise NotYet(f"{answer:,} counts only half: each virtual token has a key vector *and* a value vector.")
+        raise NotYet(
+            f"{answer:,} counts only half: each virtual token has a key vector *and* a value vector."
+        )
     if answer * layers == expected:
         raise NotYet(f"{answer:,} is the prefix of one layer; every attention layer has its own prefix.")
     if answer * layers == expected * 12:
         raise NotYet(f"{answer:,} counts 12 layers (BERT-base); MiniLM-L6 has {layers}.")
     if answer * MINILM.num_attention_heads == expected:
-        raise NotYet(f"{answer:,} is 1/{MINILM.num_attention_heads} of the count. Two mistakes give this number on "
-                     f"MiniLM: using the head width d_h where a prefix vector spans all heads (width d = {d}), or "
-                     "counting one n x d matrix, without the layers and without the key/value pair.")
+        raise NotYet(
+            f"{answer:,} is 1/{MINILM.num_attention_heads} of the count. Two mistakes give this number on "
+            f"MiniLM: using the head width d_h where a prefix vector spans all heads (width d = {d}), or "
+            "counting one n x d matrix, without the layers and without the key/value pair."
+        )
     head = d * 2 + 2
     if answer - head == expected:
-        raise NotYet(f"{answer:,} includes the classifier head ({head:,} parameters); the question asks for the "
-                     "prefix alone.")
-    raise NotYet(f"{answer:,} is not the count; count the numbers one virtual token adds to one layer, then scale up.")
+        raise NotYet(
+            f"{answer:,} includes the classifier head ({head:,} parameters); the question asks for the "
+            "prefix alone."
+        )
+    raise NotYet(
+        f"{answer:,} is not the count; count the numbers one virtual token adds to one layer, then scale up."
+    )
 
 
 # --------------------------------------------------------------------------- 5.prefix_mlp
@@ -225,20 +270,26 @@ class PrefixMLP(nn.Module):
     ``forward()`` returns the prefixes as ``[L, 2, n, d]``.
     """
 
-    def __init__(self, num_layers: int, d_model: int, num_virtual_tokens: int, hidden: int, init_std: float = 0.02) -> None:
+    def __init__(
+        self, num_layers: int, d_model: int, num_virtual_tokens: int, hidden: int, init_std: float = 0.02
+    ) -> None:
         super().__init__()
         self.shape = (num_layers, 2, num_virtual_tokens, d_model)
         self.embedding = nn.Parameter(torch.randn(num_virtual_tokens, d_model) * init_std)
-        self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.Tanh(), nn.Linear(hidden, num_layers * 2 * d_model))
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, hidden), nn.Tanh(), nn.Linear(hidden, num_layers * 2 * d_model)
+        )
 
     def forward(self) -> torch.Tensor:
         layers, _, n, d = self.shape
         return self.mlp(self.embedding).view(n, layers, 2, d).permute(1, 2, 0, 3)
 
 
-MLP_CASES = [dict(num_layers=2, d_model=8, num_virtual_tokens=3, hidden=5),
-             dict(num_layers=3, d_model=4, num_virtual_tokens=2, hidden=6),
-             dict(num_layers=1, d_model=6, num_virtual_tokens=4, hidden=3)]
+MLP_CASES = [
+    dict(num_layers=2, d_model=8, num_virtual_tokens=3, hidden=5),
+    dict(num_layers=3, d_model=4, num_virtual_tokens=2, hidden=6),
+    dict(num_layers=1, d_model=6, num_virtual_tokens=4, hidden=3),
+]
 
 
 def build_learner_mlp(cls: type, sizes: dict[str, int], described: str) -> nn.Module:
@@ -259,7 +310,9 @@ def run_learner_mlp(module: nn.Module, described: str) -> torch.Tensor:
     except NotImplementedError:
         raise
     except Exception as error:
-        raise NotYet(f"forward() of the module built with {described} raised {type(error).__name__}: {error}.") from None
+        raise NotYet(
+            f"forward() of the module built with {described} raised {type(error).__name__}: {error}."
+        ) from None
 
 
 def diagnose_mlp(module: nn.Module, output: torch.Tensor, expected: torch.Tensor, described: str) -> str:
@@ -269,14 +322,22 @@ def diagnose_mlp(module: nn.Module, output: torch.Tensor, expected: torch.Tensor
         changed = (run_learner_mlp(module, described) - output).abs().amax(dim=(0, 1, 3)) > TOLERANCE
         module.embedding[0] -= 1.0
     if changed[1:].any():
-        return ("changing virtual token 0's embedding changed the prefix of other virtual tokens: the reshape mixes "
-                "tokens. The MLP's output is [n, L*2*d]: split each row into (L, 2, d) first, then move n into place.")
-    wrong = [(layer, part) for layer in range(expected.shape[0]) for part in range(2)
-             if not torch.allclose(output[layer, part], expected[layer, part], atol=TOLERANCE)]
+        return (
+            "changing virtual token 0's embedding changed the prefix of other virtual tokens: the reshape mixes "
+            "tokens. The MLP's output is [n, L*2*d]: split each row into (L, 2, d) first, then move n into place."
+        )
+    wrong = [
+        (layer, part)
+        for layer in range(expected.shape[0])
+        for part in range(2)
+        if not torch.allclose(output[layer, part], expected[layer, part], atol=TOLERANCE)
+    ]
     layer, part = wrong[0]
-    return (f"with {described}, out[{layer}, {part}] (layer {layer}'s {('keys', 'values')[part]}) is not the part of the "
-            "MLP's output it should be: each output row holds layer 0's key, layer 0's value, layer 1's key, ..., "
-            "each d wide, in that order.")
+    return (
+        f"with {described}, out[{layer}, {part}] (layer {layer}'s {('keys', 'values')[part]}) is not the part of the "
+        "MLP's output it should be: each output row holds layer 0's key, layer 0's value, layer 1's key, ..., "
+        "each d wide, in that order."
+    )
 
 
 @exercise("5.prefix_mlp", reference=lambda: PrefixMLP)
@@ -296,10 +357,14 @@ def grade_prefix_mlp(cls: type) -> str:
         if not isinstance(mlp, nn.Sequential):
             raise NotYet("the module has no nn.Sequential named `mlp`.")
         if not any(isinstance(layer, nn.Tanh) for layer in mlp):
-            raise NotYet("your `mlp` has no tanh: without it the two Linear layers collapse into one linear map.")
+            raise NotYet(
+                "your `mlp` has no tanh: without it the two Linear layers collapse into one linear map."
+            )
         if names != ["embedding", "mlp.0.bias", "mlp.0.weight", "mlp.2.bias", "mlp.2.weight"]:
-            raise NotYet(f"your module's parameters are {names}; it should hold `embedding` and "
-                         "`mlp = nn.Sequential(nn.Linear, nn.Tanh(), nn.Linear)` (with biases), nothing else.")
+            raise NotYet(
+                f"your module's parameters are {names}; it should hold `embedding` and "
+                "`mlp = nn.Sequential(nn.Linear, nn.Tanh(), nn.Linear)` (with biases), nothing else."
+            )
         count = sum(p.numel() for p in module.parameters())
         closed_form = method_parameter_count(
             SimpleNamespace(hidden_size=d, num_hidden_layers=layers),
@@ -307,12 +372,16 @@ def grade_prefix_mlp(cls: type) -> str:
         )
         if count != closed_form:
             shapes = ", ".join(f"{name} {tuple(p.shape)}" for name, p in module.named_parameters())
-            raise NotYet(f"with {described} your module has {count} parameters ({shapes}), which is not "
-                         "n d + (d h + h) + (h 2Ld + 2Ld): check the widths of E and of the two Linear layers.")
+            raise NotYet(
+                f"with {described} your module has {count} parameters ({shapes}), which is not "
+                "n d + (d h + h) + (h 2Ld + 2Ld): check the widths of E and of the two Linear layers."
+            )
         output = run_learner_mlp(module, described)
         if not isinstance(output, torch.Tensor) or output.shape != (layers, 2, n, d):
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise NotYet(f"with {described} forward() returned {shape}; it should be [L, 2, n, d] = {(layers, 2, n, d)}.")
+            raise NotYet(
+                f"with {described} forward() returned {shape}; it should be [L, 2, n, d] = {(layers, 2, n, d)}."
+            )
         package = PrefixEncoder(layers, d, n, prefix_projection=True, encoder_hidden_size=h)
         package.load_state_dict(module.state_dict())
         expected = package()
@@ -320,6 +389,10 @@ def grade_prefix_mlp(cls: type) -> str:
             raise NotYet(diagnose_mlp(module, output.detach(), expected.detach(), described))
         output.sum().backward()
         if any(p.grad is None for p in module.parameters()):
-            raise NotYet("the output is not differentiable with respect to every parameter (is something detached?).")
-    return (f"same prefixes as the package's PrefixEncoder with the same weights, for {len(MLP_CASES)} sizes; "
-            "parameter count n d + (d h + h) + (h 2Ld + 2Ld).")
+            raise NotYet(
+                "the output is not differentiable with respect to every parameter (is something detached?)."
+            )
+    return (
+        f"same prefixes as the package's PrefixEncoder with the same weights, for {len(MLP_CASES)} sizes; "
+        "parameter count n d + (d h + h) + (h 2Ld + 2Ld)."
+    )

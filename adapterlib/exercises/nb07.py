@@ -12,25 +12,29 @@ r"""Notebook 7 (explore r): the LoRA rank that costs as much as a given adapter.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 from transformers import BertConfig
 
+from ..counting import bert_layer_linears, method_parameter_count
 from ..methods.adapter import AdapterConfig
 from ..methods.lora import LoraConfig
-from ..counting import bert_layer_linears, method_parameter_count
 from . import NotYet, exercise
 
 
 def targeted_matrices(shape, targets: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """The layer's Linear layers a LoRA on ``targets`` wraps: a name ``n`` matches ``t`` if ``n == t`` or ends in ``"." + t``."""
-    return {name: size for name, size in bert_layer_linears(shape).items()
-            if any(name == t or name.endswith("." + t) for t in targets)}
+    """The layer's Linear layers a LoRA on ``targets`` wraps: a name ``n`` matches ``t`` if
+    ``n == t`` or ends in ``"." + t``."""
+    return {
+        name: size
+        for name, size in bert_layer_linears(shape).items()
+        if any(name == t or name.endswith("." + t) for t in targets)
+    }
 
 
 def matching_rank(shape, adapter_r: int, placement: str, targets: Sequence[str]) -> int:
-    """Smallest LoRA rank whose count, ``r * sum(in + out)`` per layer, reaches the adapter's ``s (2 d r_a + d + r_a)``."""
+    """Smallest LoRA rank whose count, ``r * sum(in + out)`` per layer, reaches the adapter's
+    ``s (2 d r_a + d + r_a)``."""
     d = shape.hidden_size
     sites = 2 if placement == "houlsby" else 1
     adapter = sites * (2 * d * adapter_r + d + adapter_r)
@@ -56,10 +60,20 @@ RANK_CASES = [
     ("MiniLM-L6 (d=384, i=1536, 6 layers)", 16, "pfeiffer", ("query", "value")),
     ("MiniLM-L6 (d=384, i=1536, 6 layers)", 16, "houlsby", ("query", "value")),
     ("MiniLM-L6 (d=384, i=1536, 6 layers)", 64, "pfeiffer", ("intermediate.dense",)),
-    ("BERT-base (d=768, i=3072, 12 layers)", 8, "houlsby", ("query", "key", "value", "attention.output.dense")),
+    (
+        "BERT-base (d=768, i=3072, 12 layers)",
+        8,
+        "houlsby",
+        ("query", "key", "value", "attention.output.dense"),
+    ),
     ("BERT-base (d=768, i=3072, 12 layers)", 48, "pfeiffer", ("intermediate.dense",)),
     ("BERT-large (d=1024, i=4096, 24 layers)", 32, "pfeiffer", ("value",)),
-    ("toy (d=128, i=512, 2 layers)", 4, "houlsby", ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")),
+    (
+        "toy (d=128, i=512, 2 layers)",
+        4,
+        "houlsby",
+        ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"),
+    ),
     ("toy (d=128, i=512, 2 layers)", 12, "pfeiffer", ("output.dense",)),
     ("odd (d=100, i=250, 3 layers)", 10, "houlsby", ("key", "intermediate.dense")),
     ("odd (d=100, i=250, 3 layers)", 4, "pfeiffer", ("query",)),
@@ -70,7 +84,9 @@ RANK_CASES = [
 ]
 
 
-def _rank_missing_attention_output(shape, adapter_r: int, placement: str, targets: Sequence[str]) -> int | None:
+def _rank_missing_attention_output(
+    shape, adapter_r: int, placement: str, targets: Sequence[str]
+) -> int | None:
     """The rank a count without `attention.output.dense` gives, where only the suffix rule (the target
     `output.dense`) catches that matrix; None where it is named itself or not caught at all."""
     targeted = targeted_matrices(shape, targets)
@@ -97,18 +113,27 @@ def grade_matching_rank(answer: Callable[..., int]) -> str:
         if isinstance(rank, bool) or not float(rank).is_integer() or rank < 1:
             raise NotYet(f"for {case} your function returned {rank!r}; a rank is a positive whole number.")
         rank = int(rank)
-        if rank != matching_rank(shape, adapter_r, placement, targets) and rank == _rank_missing_attention_output(
-                shape, adapter_r, placement, targets):
-            raise NotYet(f"for {case}: your rank is the one LoRA would need if `output.dense` wrapped the FFN's "
-                         "output.dense alone. A target matches every Linear whose name equals it or ends in "
-                         "\".\" + target, so `output.dense` also wraps `attention.output.dense`: count both.")
+        if rank != matching_rank(
+            shape, adapter_r, placement, targets
+        ) and rank == _rank_missing_attention_output(shape, adapter_r, placement, targets):
+            raise NotYet(
+                f"for {case}: your rank is the one LoRA would need if `output.dense` wrapped the FFN's "
+                "output.dense alone. A target matches every Linear whose name equals it or ends in "
+                '"." + target, so `output.dense` also wraps `attention.output.dense`: count both.'
+            )
         lora = _lora_count(shape, rank, targets)
         if lora < adapter:
-            raise NotYet(f"for {case}: LoRA at your rank {rank} trains {lora:,} parameters, fewer than the adapter's "
-                         f"{adapter:,}. Count both sides in full (biases, sites per layer, each target's in + out) "
-                         "and take the first rank that reaches the adapter, not the last one below it.")
+            raise NotYet(
+                f"for {case}: LoRA at your rank {rank} trains {lora:,} parameters, fewer than the adapter's "
+                f"{adapter:,}. Count both sides in full (biases, sites per layer, each target's in + out) "
+                "and take the first rank that reaches the adapter, not the last one below it."
+            )
         if rank > 1 and _lora_count(shape, rank - 1, targets) >= adapter:
-            raise NotYet(f"for {case}: rank {rank - 1} already trains {_lora_count(shape, rank - 1, targets):,} "
-                         f"parameters, at least the adapter's {adapter:,}; the answer is the smallest rank that reaches it.")
-    return (f"your ranks are the smallest that reach the adapter's count on {len(RANK_CASES)} cases: "
-            f"{len(SHAPES)} shapes, both placements, attention and FFN targets.")
+            raise NotYet(
+                f"for {case}: rank {rank - 1} already trains {_lora_count(shape, rank - 1, targets):,} "
+                f"parameters, at least the adapter's {adapter:,}; the answer is the smallest rank that reaches it."
+            )
+    return (
+        f"your ranks are the smallest that reach the adapter's count on {len(RANK_CASES)} cases: "
+        f"{len(SHAPES)} shapes, both placements, attention and FFN targets."
+    )

@@ -33,9 +33,11 @@ def energy_share(singular_values: torch.Tensor, r: int) -> float:
 
 def package_answers() -> dict[str, Callable]:
     """``{name: function}`` of the package's functions a learner's answer must not call."""
-    functions = {f"adapterlib.low_rank.{name}": function
-                 for name, function in inspect.getmembers(low_rank, inspect.isfunction)
-                 if function.__module__ == low_rank.__name__}
+    functions = {
+        f"adapterlib.low_rank.{name}": function
+        for name, function in inspect.getmembers(low_rank, inspect.isfunction)
+        if function.__module__ == low_rank.__name__
+    }
     functions[f"{__name__}.energy_share"] = energy_share
     return functions
 
@@ -84,9 +86,11 @@ def learner_shares(answer: Callable, s: torch.Tensor) -> list[float]:
         given = s.clone()
         shares.append(as_number(run(answer, given, r, what=where), where))
         if not torch.equal(given, s):
-            raise NotYet(f"{where} your function changed the singular values it was given (an in-place operation "
-                         "such as pow_ or sort_); compute on a copy and leave them as they were: the caller uses "
-                         "the same tensor again, for the next r.")
+            raise NotYet(
+                f"{where} your function changed the singular values it was given (an in-place operation "
+                "such as pow_ or sort_); compute on a copy and leave them as they were: the caller uses "
+                "the same tensor again, for the next r."
+            )
     return shares
 
 
@@ -101,10 +105,10 @@ def energy_mistakes(s: torch.Tensor) -> dict[str, list[float]]:
         "your share falls as r grows: it is the share of the singular values after the first r, the energy that "
         "rank r leaves out. E(r) is the share the first r keep.": [1 - x for x in shares],
         "your shares are right at every r except r = 0, where yours is 1: an index r - 1 is -1 at r = 0, and Python "
-        "reads -1 as the last entry, the whole sum. Slice the first r values instead (empty at r = 0).":
-            [1.0] + shares[1:],
-        "at every r your share is the one of r + 1 singular values: you are keeping one singular value too many.":
-            shares[1:] + [1.0],
+        "reads -1 as the last entry, the whole sum. Slice the first r values instead (empty at r = 0).": [1.0]
+        + shares[1:],
+        "at every r your share is the one of r + 1 singular values: "
+        "you are keeping one singular value too many.": shares[1:] + [1.0],
         "at every r your share is the one of r - 1 singular values: you are keeping one singular value too few "
         "(the first r are those at indices 0 to r - 1).": [0.0] + shares[:-1],
         "your shares are those of the sum of the singular values; the energy ||Delta W||_F^2 is the sum of "
@@ -124,12 +128,16 @@ def diagnose_energy(s: torch.Tensor, shares: list[float]) -> str:
     if abs(shares[0]) > TOLERANCE:
         return f"with r = 0 (no singular value kept) your share is {shares[0]:.3g}; keeping nothing keeps no energy."
     if abs(shares[-1] - 1) > TOLERANCE:
-        return (f"with every singular value kept (r = {len(s)}) your share is {shares[-1]:.3g}; the whole matrix "
-                "carries all of its own energy.")
+        return (
+            f"with every singular value kept (r = {len(s)}) your share is {shares[-1]:.3g}; the whole matrix "
+            "carries all of its own energy."
+        )
     expected = energy_shares(s).tolist()
     r = next(r for r, (share, e) in enumerate(zip(shares, expected)) if abs(share - e) > TOLERANCE)
-    return (f"at r = {r} your share is {shares[r]:.4g}, which is not the share of sum sigma_i^2 carried by the first "
-            "r of them.")
+    return (
+        f"at r = {r} your share is {shares[r]:.4g}, which is not the share of sum sigma_i^2 carried by the first "
+        "r of them."
+    )
 
 
 @exercise("8.energy", reference=lambda: energy_share)
@@ -143,8 +151,10 @@ def grade_energy(answer: Callable[[torch.Tensor, int], float]) -> str:
         shares = learner_shares(answer, s)
         if not close(shares, energy_shares(s).tolist()):
             raise NotYet(f"for singular values {s.tolist()}: {diagnose_energy(s, shares)}")
-    return (f"on {len(ENERGY_SPECTRA)} spectra your shares are 0 at r = 0, 1 at full rank, and the share of sum "
-            "sigma^2 carried by the top r in between; the singular values are left as they were.")
+    return (
+        f"on {len(ENERGY_SPECTRA)} spectra your shares are 0 at r = 0, 1 at full rank, and the share of sum "
+        "sigma^2 carried by the top r in between; the singular values are left as they were."
+    )
 
 
 # ---------------------------------------------------------------- 8.truncate
@@ -173,18 +183,25 @@ def truncation_mistakes(delta: torch.Tensor, r: int) -> dict[str, torch.Tensor]:
     n = len(s)
     mistakes = {}
     if r < n:
-        mistakes["your result keeps r + 1 directions, one too many (the first r are those at indices 0 to r - 1)."] = \
-            truncate(delta, r + 1)
+        mistakes[
+            "your result keeps r + 1 directions, one too many (the first r are those at indices 0 to r - 1)."
+        ] = truncate(delta, r + 1)
     if r > 0:
-        mistakes["your result keeps r - 1 directions, one too few (the first r are those at indices 0 to r - 1)."] = \
-            truncate(delta, r - 1)
-        mistakes["your directions u_i v_i^T are weighted by sigma_i^2; each term is sigma_i u_i v_i^T."] = \
-            (u[:, :r] * s[:r] ** 2) @ vh[:r]
+        mistakes[
+            "your result keeps r - 1 directions, one too few (the first r are those at indices 0 to r - 1)."
+        ] = truncate(delta, r - 1)
+        mistakes["your directions u_i v_i^T are weighted by sigma_i^2; each term is sigma_i u_i v_i^T."] = (
+            u[:, :r] * s[:r] ** 2
+        ) @ vh[:r]
     if 0 < r < n:
-        mistakes["your result keeps the directions of the r smallest singular values; they are sorted largest "
-                 "first, so the top r are the first r."] = (u[:, n - r:] * s[n - r:]) @ vh[n - r:]
-        mistakes["your result is everything except the first r terms: the part a truncation discards, not the "
-                 "part it keeps."] = delta - truncate(delta, r)
+        mistakes[
+            "your result keeps the directions of the r smallest singular values; they are sorted largest "
+            "first, so the top r are the first r."
+        ] = (u[:, n - r :] * s[n - r :]) @ vh[n - r :]
+        mistakes[
+            "your result is everything except the first r terms: the part a truncation discards, not the "
+            "part it keeps."
+        ] = delta - truncate(delta, r)
     return mistakes
 
 
@@ -194,19 +211,25 @@ def grade_one_truncation(answer: Callable, delta: torch.Tensor, r: int) -> float
     original = delta.clone()
     result = run(answer, delta, r, what=where)
     if not torch.equal(delta, original):
-        raise NotYet(f"{where} your function changed the matrix it was given; return a new matrix and leave "
-                     "the update itself as it was.")
+        raise NotYet(
+            f"{where} your function changed the matrix it was given; return a new matrix and leave "
+            "the update itself as it was."
+        )
     if not isinstance(result, torch.Tensor):
         raise NotYet(f"{where} your function returned {type(result).__name__}; return a torch tensor.")
     if tuple(result.shape) != tuple(delta.shape):
-        raise NotYet(f"{where} your result has shape {tuple(result.shape)}; a truncated update has the "
-                     "shape of the update.")
+        raise NotYet(
+            f"{where} your result has shape {tuple(result.shape)}; a truncated update has the "
+            "shape of the update."
+        )
     if not result.is_floating_point():
         raise NotYet(f"{where} your result is a tensor of {result.dtype}; return floats, in delta's dtype.")
     if torch.finfo(result.dtype).eps > torch.finfo(torch.float32).eps:
-        raise NotYet(f"{where} your result is {result.dtype}, which rounds every entry to about "
-                     f"{torch.finfo(result.dtype).eps:.0e} of its size: the rounding alone gives the matrix full "
-                     "rank. Return the result in delta's dtype.")
+        raise NotYet(
+            f"{where} your result is {result.dtype}, which rounds every entry to about "
+            f"{torch.finfo(result.dtype).eps:.0e} of its size: the rounding alone gives the matrix full "
+            "rank. Return the result in delta's dtype."
+        )
     result = result.double()
     scale = delta.norm().item()
     best = truncate(delta, r)
@@ -222,11 +245,15 @@ def grade_one_truncation(answer: Callable, delta: torch.Tensor, r: int) -> float
     found = torch.linalg.svdvals(result)[:r]
     wanted = torch.linalg.svdvals(delta)[:r]
     if rank == r and r and (found - 1).abs().max() < 1e-6 and (wanted - 1).abs().max() > 0.1:
-        raise NotYet(f"{where} every singular value of your result is 1: the kept directions u_i v_i^T must be "
-                     "weighted by their singular values sigma_i.")
-    raise NotYet(f"{where} your result leaves an error ||Delta W - yours||_F of {error:.4g}, more than the "
-                 f"best rank-{r} matrix leaves: keep the directions of the largest singular values, each with its "
-                 "own u_i, sigma_i and v_i (check which index of U and of V^T runs over the directions).")
+        raise NotYet(
+            f"{where} every singular value of your result is 1: the kept directions u_i v_i^T must be "
+            "weighted by their singular values sigma_i."
+        )
+    raise NotYet(
+        f"{where} your result leaves an error ||Delta W - yours||_F of {error:.4g}, more than the "
+        f"best rank-{r} matrix leaves: keep the directions of the largest singular values, each with its "
+        "own u_i, sigma_i and v_i (check which index of U and of V^T runs over the directions)."
+    )
 
 
 @exercise("8.truncate", reference=lambda: truncate)
@@ -238,8 +265,10 @@ def grade_truncate(answer: Callable[[torch.Tensor, int], torch.Tensor]) -> str:
         delta = spectrum_matrix(rows, columns, values, seed)
         for r in range(len(values) + 1):
             largest = max(largest, grade_one_truncation(answer, delta, r))
-    return (f"on tall, wide and square matrices, at every rank from 0 to full, your truncation has the rank asked "
-            f"for and is the best rank-r approximation (largest difference {largest:.1e}); the input is untouched.")
+    return (
+        f"on tall, wide and square matrices, at every rank from 0 to full, your truncation has the rank asked "
+        f"for and is the best rank-r approximation (largest difference {largest:.1e}); the input is untouched."
+    )
 
 
 # ---------------------------------------------------------------- 8.similarity
@@ -258,11 +287,23 @@ def similarity_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int, int]]
     nested = torch.cat([basis[:, :5] @ rotation, basis[:, 10:15]], dim=1)  # the same top-5 span, turned
     return [
         ("a 4-dimensional subspace compared with itself", basis, basis, 4, 4),
-        ("the top 3 directions against the top 5 of the same basis (the first span inside the second)", basis, basis, 3, 5),
+        (
+            "the top 3 directions against the top 5 of the same basis (the first span inside the second)",
+            basis,
+            basis,
+            3,
+            5,
+        ),
         ("two random subspaces (i = 2, j = 6)", orthonormal(n, 8, 2), orthonormal(n, 8, 3), 2, 6),
         ("two random subspaces (i = 6, j = 3)", orthonormal(n, 8, 4), orthonormal(n, 8, 5), 6, 3),
         ("two orthogonal subspaces (directions 1-4 against 5-8)", basis, basis[:, 4:], 4, 4),
-        ("a 5-dimensional subspace against another basis of it, plus 5 more directions (i = 5, j = 10)", basis, nested, 5, 10),
+        (
+            "a 5-dimensional subspace against another basis of it, plus 5 more directions (i = 5, j = 10)",
+            basis,
+            nested,
+            5,
+            10,
+        ),
     ]
 
 
@@ -276,25 +317,38 @@ def similarity_mistakes(u1: torch.Tensor, u2: torch.Tensor, i: int, j: int) -> d
     mistakes = {
         "your value is the Frobenius norm itself, not its square.": overlap(i, j) ** 0.5 / size,
         "your value is not divided by min(i, j), so it grows with the dimensions compared.": overlap(i, j),
-        "your value is divided by the larger of i and j; a small span inside a large one then scores below 1.":
-            overlap(i, j) / max(i, j),
+        "your value is divided by the larger of i and j; a small span inside a large one then scores below 1.": overlap(
+            i, j
+        )
+        / max(i, j),
         "your value is divided by i * j, the number of entries of U1[:, :i]^T U2[:, :j]; the squared cosines of one "
         "direction with an orthonormal basis add up to at most 1, so the sum is at most min(i, j), the number of "
         "directions of the smaller subspace: divide by that.": overlap(i, j) / (i * j),
         "your value is divided by sqrt(i * j); the sum of squared cosines is at most min(i, j), the number of "
         "directions of the smaller subspace: divide by that.": overlap(i, j) / (i * j) ** 0.5,
-        "your value sums the absolute values of the cosines; phi sums their squares.":
-            (u1[:, :i].T @ u2[:, :j]).abs().sum().item() / size,
+        "your value sums the absolute values of the cosines; phi sums their squares.": (
+            u1[:, :i].T @ u2[:, :j]
+        )
+        .abs()
+        .sum()
+        .item()
+        / size,
     }
     if i + 1 <= u1.shape[1] and j + 1 <= u2.shape[1]:
-        mistakes["you took i + 1 columns of U1 and j + 1 of U2; the top i directions are the columns at indices "
-                 "0 to i - 1, U[:, :i]."] = overlap(i + 1, j + 1) / size
+        mistakes[
+            "you took i + 1 columns of U1 and j + 1 of U2; the top i directions are the columns at indices "
+            "0 to i - 1, U[:, :i]."
+        ] = overlap(i + 1, j + 1) / size
     if i > 1 and j > 1:
-        mistakes["you took i - 1 columns of U1 and j - 1 of U2, one too few of each; the top i directions are "
-                 "U[:, :i]."] = overlap(i - 1, j - 1) / size
+        mistakes[
+            "you took i - 1 columns of U1 and j - 1 of U2, one too few of each; the top i directions are "
+            "U[:, :i]."
+        ] = overlap(i - 1, j - 1) / size
     if j <= u1.shape[1] and i <= u2.shape[1]:
-        mistakes["you took the first j columns of U1 and the first i of U2; i counts the directions of U1, j those "
-                 "of U2."] = overlap(j, i) / size
+        mistakes[
+            "you took the first j columns of U1 and the first i of U2; i counts the directions of U1, j those "
+            "of U2."
+        ] = overlap(j, i) / size
     if i <= u1.shape[0] and j <= u2.shape[0] and u1.shape[1] == u2.shape[1]:
         rows = (u1[:i] @ u2[:j].T).pow(2).sum().item() / size
         mistakes["you compared the first rows; the directions are the columns, U[:, :i]."] = rows
@@ -316,14 +370,22 @@ def grade_similarity(answer: Callable[[torch.Tensor, torch.Tensor, int, int], fl
             if abs(value - slip) <= TOLERANCE:
                 raise NotYet(f"{what} your similarity is {value:.4g}: {message}")
         if value > 1 + TOLERANCE:
-            raise NotYet(f"{what} your similarity is {value:.4g}, above 1, which phi cannot be: each of the min(i, j) "
-                         "directions of the smaller subspace has a projection onto the other of squared length at "
-                         "most 1, so the sum of squared cosines is at most min(i, j).")
+            raise NotYet(
+                f"{what} your similarity is {value:.4g}, above 1, which phi cannot be: each of the min(i, j) "
+                "directions of the smaller subspace has a projection onto the other of squared length at "
+                "most 1, so the sum of squared cosines is at most min(i, j)."
+            )
         if expected > 1 - TOLERANCE:
-            raise NotYet(f"{what} your similarity is {value:.4g}; a subspace inside the other (or equal to it) "
-                         "shares every one of its directions, so phi should be as large as it can be.")
+            raise NotYet(
+                f"{what} your similarity is {value:.4g}; a subspace inside the other (or equal to it) "
+                "shares every one of its directions, so phi should be as large as it can be."
+            )
         if expected < TOLERANCE:
             raise NotYet(f"{what} your similarity is {value:.4g}; orthogonal subspaces share no direction.")
-        raise NotYet(f"{what} your similarity is {value:.4g}, which is not ||U1[:, :i]^T U2[:, :j]||_F^2 / min(i, j).")
-    return (f"on {len(cases)} pairs of subspaces of R^20 your phi is 1 for a subspace with itself and for one inside "
-            "another, 0 for orthogonal ones, and Hu et al.'s value for random ones, whichever of i and j is larger.")
+        raise NotYet(
+            f"{what} your similarity is {value:.4g}, which is not ||U1[:, :i]^T U2[:, :j]||_F^2 / min(i, j)."
+        )
+    return (
+        f"on {len(cases)} pairs of subspaces of R^20 your phi is 1 for a subspace with itself and for one inside "
+        "another, 0 for orthogonal ones, and Hu et al.'s value for random ones, whichever of i and j is larger."
+    )

@@ -11,7 +11,8 @@ r"""Exercises of notebook 9 (the unified view): graders and the package's versio
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -43,8 +44,10 @@ def call_learner(function: Callable, inputs: tuple, described: str) -> torch.Ten
     if not output.is_floating_point():
         raise NotYet(f"your function returned a tensor of {output.dtype}; {wanted}.")
     if torch.finfo(output.dtype).eps > torch.finfo(torch.float32).eps:
-        raise NotYet(f"your function returned {output.dtype}, which rounds to about "
-                     f"{torch.finfo(output.dtype).eps:.0e}; {wanted}.")
+        raise NotYet(
+            f"your function returned {output.dtype}, which rounds to about "
+            f"{torch.finfo(output.dtype).eps:.0e}; {wanted}."
+        )
     return output
 
 
@@ -60,8 +63,10 @@ def largest_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 def require_float32(output: torch.Tensor, what: str) -> None:
     """After the values passed: the cells after the exercise compare the answer with float32 tensors."""
     if output.dtype != torch.float32:
-        raise NotYet(f"your {what} is right, but your function returns {output.dtype}: return float32, the inputs' "
-                     "dtype, since the cells below compare it with the model's float32 tensors.")
+        raise NotYet(
+            f"your {what} is right, but your function returns {output.dtype}: return float32, the inputs' "
+            "dtype, since the cells below compare it with the model's float32 tensors."
+        )
 
 
 # --------------------------------------------------------------------------- 9.prefix_gate
@@ -96,48 +101,83 @@ def without_padding(inputs: tuple, row: int) -> tuple:
     """Sentence ``row`` of a gate case alone, its padded positions cut off."""
     query, key, prefix_key, mask = inputs
     length = int(mask[row].sum())
-    return query[row:row + 1, :, :length], key[row:row + 1, :, :length], prefix_key, mask[row:row + 1, :length]
+    return (
+        query[row : row + 1, :, :length],
+        key[row : row + 1, :, :length],
+        prefix_key,
+        mask[row : row + 1, :length],
+    )
 
 
-def diagnose_gate(function: Callable, inputs: tuple, output: torch.Tensor, expected: torch.Tensor, described: str) -> str:
+def diagnose_gate(
+    function: Callable, inputs: tuple, output: torch.Tensor, expected: torch.Tensor, described: str
+) -> str:
     """Name the behaviour in which the learner's gate differs from the prefix's share of attention."""
     query, key, prefix_key, mask = inputs
     low, high = output.min().item(), output.max().item()
     if low < -TOLERANCE or high > 1 + TOLERANCE:
-        return (f"on {described} your values range from {low:.3g} to {high:.3g}; a share of attention lies between "
-                "0 and 1.")
+        return (
+            f"on {described} your values range from {low:.3g} to {high:.3g}; a share of attention lies between "
+            "0 and 1."
+        )
     if close(output, torch.ones_like(output)):
-        return ("your λ is 1 for every query, however poorly the prefix keys match it: the denominator must hold "
-                "the scores of the real tokens as well as those of the prefix.")
+        return (
+            "your λ is 1 for every query, however poorly the prefix keys match it: the denominator must hold "
+            "the scores of the real tokens as well as those of the prefix."
+        )
     if not mask.all():
         moved = key.masked_fill(~mask.bool()[:, None, :, None], 10.0)
-        change = largest_difference(call_learner(function, (query, moved, prefix_key, mask), described), output)
+        change = largest_difference(
+            call_learner(function, (query, moved, prefix_key, mask), described), output
+        )
         if change > TOLERANCE:
-            return (f"changing the keys of padded positions changed your λ by up to {change:.3g}: padding takes no "
-                    "attention, so its scores must not enter the sums.")
+            return (
+                f"changing the keys of padded positions changed your λ by up to {change:.3g}: padding takes no "
+                "attention, so its scores must not enter the sums."
+            )
         row = int((~mask.bool()).any(dim=1).nonzero()[0])
         alone = call_learner(function, without_padding(inputs, row), described)
-        real = output[row:row + 1, :, :int(mask[row].sum())]
+        real = output[row : row + 1, :, : int(mask[row].sum())]
         if alone.shape == real.shape and largest_difference(alone, real) > TOLERANCE:
-            zero_scores = unified.prefix_gate(query, key * mask[:, None, :, None], prefix_key, torch.ones_like(mask))
-            why = (" Your padded keys score 0, as if the scores were multiplied by the mask, and exp(0) = 1 weighs "
-                   "like a real token's: set them to -inf (masked_fill) instead."
-                   if close(output, zero_scores) else "")
-            return (f"cutting the padded positions off sentence {row} changed your λ for its real tokens by up to "
-                    f"{largest_difference(alone, real):.3g}: padding must not count at all.{why}")
+            zero_scores = unified.prefix_gate(
+                query, key * mask[:, None, :, None], prefix_key, torch.ones_like(mask)
+            )
+            why = (
+                " Your padded keys score 0, as if the scores were multiplied by the mask, and exp(0) = 1 weighs "
+                "like a real token's: set them to -inf (masked_fill) instead."
+                if close(output, zero_scores)
+                else ""
+            )
+            return (
+                f"cutting the padded positions off sentence {row} changed your λ for its real tokens by up to "
+                f"{largest_difference(alone, real):.3g}: padding must not count at all.{why}"
+            )
     if close(output, 1 - expected):
-        return ("your values are the share of attention that goes to the real tokens (they fall as the prefix keys "
-                "match the queries better); λ is the prefix's share.")
+        return (
+            "your values are the share of attention that goes to the real tokens (they fall as the prefix keys "
+            "match the queries better); λ is the prefix's share."
+        )
     d_h, heads = query.shape[-1], query.shape[1]
-    for divisor, says in ((math.sqrt(heads * d_h), "sqrt(heads * d_h), the model's width"), (1.0, "nothing (no scaling)"),
-                          (float(d_h), "d_h instead of its square root")):
+    for divisor, says in (
+        (math.sqrt(heads * d_h), "sqrt(heads * d_h), the model's width"),
+        (1.0, "nothing (no scaling)"),
+        (float(d_h), "d_h instead of its square root"),
+    ):
         if close(output, gate_with_scale(query, key, prefix_key, mask, divisor)):
-            return f"your scores are divided by {says}; a head scales its scores by the square root of its own width d_h."
-    changed = largest_difference(call_learner(function, (2 * query, key, prefix_key, mask), described), output)
+            return (
+                f"your scores are divided by {says}; "
+                "a head scales its scores by the square root of its own width d_h."
+            )
+    changed = largest_difference(
+        call_learner(function, (2 * query, key, prefix_key, mask), described), output
+    )
     if changed <= TOLERANCE:
-        return ("your λ stayed the same when the queries doubled: λ(x) depends on how well each query matches the "
-                "prefix keys compared with the token keys.")
-    return f"on {described} your λ differs from the prefix's share of attention by up to {largest_difference(output, expected):.3g}."
+        return (
+            "your λ stayed the same when the queries doubled: λ(x) depends on how well each query matches the "
+            "prefix keys compared with the token keys."
+        )
+    difference = largest_difference(output, expected)
+    return f"on {described} your λ differs from the prefix's share of attention by up to {difference:.3g}."
 
 
 @exercise("9.prefix_gate", reference=lambda: unified.prefix_gate)
@@ -152,21 +192,29 @@ def grade_prefix_gate(function: Callable) -> str:
         output = call_learner(function, inputs, described)
         if output.shape != (batch, heads, seq, 1):
             if output.shape == (batch, heads, seq):
-                raise NotYet("your λ has shape [batch, H, T]; keep the summed axis (keepdim=True), [batch, H, T, 1], "
-                             "so that it multiplies the heads' outputs [batch, H, T, d_h].")
-            raise NotYet(f"on {described} your λ has shape {tuple(output.shape)}; it should have one number per "
-                         f"query and head, [batch, H, T, 1] = {(batch, heads, seq, 1)}.")
+                raise NotYet(
+                    "your λ has shape [batch, H, T]; keep the summed axis (keepdim=True), [batch, H, T, 1], "
+                    "so that it multiplies the heads' outputs [batch, H, T, d_h]."
+                )
+            raise NotYet(
+                f"on {described} your λ has shape {tuple(output.shape)}; it should have one number per "
+                f"query and head, [batch, H, T, 1] = {(batch, heads, seq, 1)}."
+            )
         expected = unified.prefix_gate(*inputs)
         if not close(output, expected):
             raise NotYet(diagnose_gate(function, inputs, output, expected, described))
     large = tuple(x * 30 if i < 3 else x for i, x in enumerate(gate_case(**GATE_CASES[0])))
     output = call_learner(function, large, "scores around ±1000")
     if not torch.isfinite(output).all():
-        raise NotYet("with scores around ±1000 your λ is not finite (exp overflowed); subtract each row's largest "
-                     "score before exponentiating, or use logsumexp or softmax.")
+        raise NotYet(
+            "with scores around ±1000 your λ is not finite (exp overflowed); subtract each row's largest "
+            "score before exponentiating, or use logsumexp or softmax."
+        )
     require_float32(output, "λ")
-    return (f"the prefix's share of attention on {len(GATE_CASES)} random padded batches (1 to 6 prefix vectors), "
-            "and finite for scores around ±1000.")
+    return (
+        f"the prefix's share of attention on {len(GATE_CASES)} random padded batches (1 to 6 prefix vectors), "
+        "and finite for scores around ±1000."
+    )
 
 
 # --------------------------------------------------------------------------- 9.dora_delta
@@ -211,33 +259,48 @@ def diagnose_dora(function: Callable, case: dict[str, Any], described: str) -> s
     """Name the behaviour in which the learner's Delta h differs from DoRA's."""
     x, weight, A, B, scaling = (case[name] for name in ("x", "weight", "A", "B", "scaling"))
     output = call_learner(function, dora_inputs(case), described)
-    if weight.shape[0] == weight.shape[1]:  # only a square W lets a [d] vector scale its columns without an error
+    if (
+        weight.shape[0] == weight.shape[1]
+    ):  # only a square W lets a [d] vector scale its columns without an error
         direction = weight + scaling * B @ A
         norms = torch.linalg.vector_norm(direction, dim=1)
-        for by_columns in (direction * (case["magnitude"] / norms), direction / norms[:, None] * case["magnitude"]):
+        for by_columns in (
+            direction * (case["magnitude"] / norms),
+            direction / norms[:, None] * case["magnitude"],
+        ):
             if close(output, x @ (by_columns - weight).T):
-                return ("your W' scales the columns of W + s B A: a [d] vector times a [d, k] matrix lines up with "
-                        "its last axis, the k inputs. m and the norm belong to output feature i, which is row i of W "
-                        "(as in nn.Linear): give the [d] vector a second axis, [:, None], to scale rows.")
+                return (
+                    "your W' scales the columns of W + s B A: a [d] vector times a [d, k] matrix lines up with "
+                    "its last axis, the k inputs. m and the norm belong to output feature i, which is row i of W "
+                    "(as in nn.Linear): give the [d] vector a second axis, [:, None], to scale rows."
+                )
     at_start = call_learner(function, dora_inputs(case, **dora_start(case)), described)
     if at_start.abs().max().item() > TOLERANCE:
         if close(at_start, x @ weight.T):
-            return ("at DoRA's start (B = 0, m = the length of each row of W) your function returns W x, the layer's "
-                    "output; Δh is the change the adapter makes to it.")
-        return (f"at DoRA's start (B = 0, m = the length of each row of W) your Δh reaches "
-                f"{at_start.abs().max().item():.3g} instead of 0, so the adapted layer would not start where the base "
-                "layer is: each output feature (a row of W) has its own magnitude and its own norm.")
+            return (
+                "at DoRA's start (B = 0, m = the length of each row of W) your function returns W x, the layer's "
+                "output; Δh is the change the adapter makes to it."
+            )
+        return (
+            f"at DoRA's start (B = 0, m = the length of each row of W) your Δh reaches "
+            f"{at_start.abs().max().item():.3g} instead of 0, so the adapted layer would not start where the base "
+            "layer is: each output feature (a row of W) has its own magnitude and its own norm."
+        )
     if close(call_learner(function, dora_inputs(case, scaling=2 * scaling), described), output):
-        return "your Δh did not change when `scaling` doubled: s multiplies B A inside the direction W + s B A."
+        return (
+            "your Δh did not change when `scaling` doubled: s multiplies B A inside the direction W + s B A."
+        )
     doubled_m = call_learner(function, dora_inputs(case, magnitude=2 * case["magnitude"]), described)
     if close(doubled_m, output):
         return "your Δh did not change when the magnitudes m doubled: m sets the length of each row of W'."
     at_unit = call_learner(function, dora_inputs(case, **unit_gain(case)), described)
     lora = unified.lora_delta(x, A, B, scaling)
     if not close(at_unit, lora):
-        return (f"when each m equals the row length of W + s B A, so that DoRA leaves that direction's length alone, "
-                f"your Δh differs from LoRA's s B A x by up to {largest_difference(at_unit, lora):.3g}: the norm is "
-                "taken of the updated weight W + s B A, row by row.")
+        return (
+            f"when each m equals the row length of W + s B A, so that DoRA leaves that direction's length alone, "
+            f"your Δh differs from LoRA's s B A x by up to {largest_difference(at_unit, lora):.3g}: the norm is "
+            "taken of the updated weight W + s B A, row by row."
+        )
     expected = unified.dora_delta(*dora_inputs(case))
     return f"on {described} your Δh differs from DoRA's by up to {largest_difference(output, expected):.3g}."
 
@@ -248,19 +311,25 @@ def grade_dora_delta(function: Callable) -> str:
         raise NotYet(f"expected a function, got {type(function).__name__}.")
     for sizes in DORA_CASES:
         case = dora_case(**sizes)
-        described = (f"x {tuple(case['x'].shape)}, W {tuple(case['weight'].shape)}, r={sizes['r']}, "
-                     f"scaling={sizes['scaling']:g}")
+        described = (
+            f"x {tuple(case['x'].shape)}, W {tuple(case['weight'].shape)}, r={sizes['r']}, "
+            f"scaling={sizes['scaling']:g}"
+        )
         shape = (*case["x"].shape[:-1], sizes["d"])
         for changes in ({}, dora_start(case), unit_gain(case)):
             output = call_learner(function, dora_inputs(case, **changes), described)
             if output.shape != shape:
-                raise NotYet(f"on {described} your Δh has shape {tuple(output.shape)}; it should have one change "
-                             f"per token and output feature, {shape}.")
+                raise NotYet(
+                    f"on {described} your Δh has shape {tuple(output.shape)}; it should have one change "
+                    f"per token and output feature, {shape}."
+                )
             if not close(output, unified.dora_delta(*dora_inputs(case, **changes))):
                 raise NotYet(diagnose_dora(function, case, described))
     require_float32(output, "Δh")
-    return (f"DoRA's (W' - W) x on {len(DORA_CASES)} random layers (square and not), zero at DoRA's start, "
-            "LoRA's update when m keeps each row's length.")
+    return (
+        f"DoRA's (W' - W) x on {len(DORA_CASES)} random layers (square and not), zero at DoRA's start, "
+        "LoRA's update when m keeps each row's length."
+    )
 
 
 # --------------------------------------------------------------------------- 9.same_for_every_token
@@ -273,7 +342,9 @@ def method_names(answer: Any) -> set[str]:
     """The learner's answer as a set of known method names."""
     if isinstance(answer, str):
         answer = {answer}
-    if not isinstance(answer, (set, frozenset, list, tuple)) or not all(isinstance(name, str) for name in answer):
+    if not isinstance(answer, (set, frozenset, list, tuple)) or not all(
+        isinstance(name, str) for name in answer
+    ):
         raise NotYet(f"expected a set of method names such as {{'lora', 'ia3'}}, got {answer!r}.")
     names = {name.strip().lower() for name in answer}
     unknown = sorted(names - set(METHOD_NAMES))
@@ -289,14 +360,24 @@ def grade_same_for_every_token(answer: Any) -> str:
     if wrong or missing:
         problems = []
         if wrong:
-            chosen = "the one method you chose" if len(names) == 1 else f"{wrong} of the {len(names)} methods you chose"
+            chosen = (
+                "the one method you chose"
+                if len(names) == 1
+                else f"{wrong} of the {len(names)} methods you chose"
+            )
             problems.append(f"{chosen} {'gives' if wrong == 1 else 'give'} each token its own Δh")
         if missing:
-            problems.append(f"your answer leaves out {missing} method{'s' if missing > 1 else ''} whose Δh is the same "
-                            "for every token")
-        raise NotYet("; ".join(problems) + ". Ask of each row of the table what its Δh reads: a change computed "
-                     "from a token's own x or h differs from token to token.")
-    return "BitFit's Δh = Δb reads nothing, so every token gets the same change; every other row reads x or h."
+            problems.append(
+                f"your answer leaves out {missing} method{'s' if missing > 1 else ''} whose Δh is the same "
+                "for every token"
+            )
+        raise NotYet(
+            "; ".join(problems) + ". Ask of each row of the table what its Δh reads: a change computed "
+            "from a token's own x or h differs from token to token."
+        )
+    return (
+        "BitFit's Δh = Δb reads nothing, so every token gets the same change; every other row reads x or h."
+    )
 
 
 def measurement_beside_answer(answer: Any, spread: dict[str, float], threshold: float = 1e-6) -> set[str]:
@@ -309,8 +390,10 @@ def measurement_beside_answer(answer: Any, spread: dict[str, float], threshold: 
     measured = {row.split()[0] for row, value in spread.items() if value <= threshold}
     rows = {row.split()[0] for row in spread}
     if measured != SAME_FOR_EVERY_TOKEN or rows != set(METHOD_NAMES):
-        raise AssertionError(f"the measurement finds {sorted(measured)} the same for every token, out of "
-                             f"{sorted(rows)}; the grader expects {sorted(SAME_FOR_EVERY_TOKEN)} out of all seven.")
+        raise AssertionError(
+            f"the measurement finds {sorted(measured)} the same for every token, out of "
+            f"{sorted(rows)}; the grader expects {sorted(SAME_FOR_EVERY_TOKEN)} out of all seven."
+        )
     print(f"Measured: the same Δh for every token: {', '.join(sorted(measured))}.")
     if answer is Ellipsis:
         print("(Next time answer first: that is where the learning is.)")
@@ -320,5 +403,9 @@ def measurement_beside_answer(answer: Any, spread: dict[str, float], threshold: 
     except NotYet as problem:
         print(f"Your answer cannot be compared: {problem}")
         return measured
-    print("Your answer agrees." if not differ else f"Your answer and the measurement differ on: {', '.join(differ)}.")
+    print(
+        "Your answer agrees."
+        if not differ
+        else f"Your answer and the measurement differ on: {', '.join(differ)}."
+    )
     return measured

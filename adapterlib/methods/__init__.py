@@ -54,7 +54,9 @@ class Method:
         """Raise a clear error if ``config`` cannot be applied to ``model``; change nothing."""
         raise NotImplementedError
 
-    def insert(self, model: nn.Module, layers: list[nn.Module], config: PeftConfig, adapter_name: str) -> None:
+    def insert(
+        self, model: nn.Module, layers: list[nn.Module], config: PeftConfig, adapter_name: str
+    ) -> None:
         """Insert the modules of ``adapter_name`` (only called after :meth:`check` passed)."""
         raise NotImplementedError
 
@@ -95,7 +97,11 @@ def method_of(config: PeftConfig) -> Method:
             return method
     names = ", ".join(m.config_class.__name__ for m in REGISTRY.values())
     from_peft = type(config).__module__.split(".")[0] == "peft"
-    hint = f" (peft's class; adapterlib has its own: from adapterlib import {type(config).__name__})" if from_peft else ""
+    hint = (
+        f" (peft's class; adapterlib has its own: from adapterlib import {type(config).__name__})"
+        if from_peft
+        else ""
+    )
     raise TypeError(f"expected a PEFT config ({names}), got {type(config).__name__}{hint}.")
 
 

@@ -29,7 +29,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import PeftConfig, check_bool, check_choice, check_dropout, check_positive_int, check_positive_number
+from ..config import (
+    PeftConfig,
+    check_bool,
+    check_choice,
+    check_dropout,
+    check_positive_int,
+    check_positive_number,
+)
 from ..inject import hidden_size, place_like, wrap
 from ..sites import AdapterSite
 from . import Method, Size, register
@@ -70,7 +77,9 @@ class AdapterConfig(PeftConfig):
         super().validate()
         check_positive_int("r", self.r, "The bottleneck width r is usually 8-64.")
         if self.alpha is not None:
-            check_positive_number("alpha", self.alpha, "The adapter's output is scaled by alpha / r; leave it out for 1.")
+            check_positive_number(
+                "alpha", self.alpha, "The adapter's output is scaled by alpha / r; leave it out for 1."
+            )
         check_dropout(self.dropout)
         check_choice("placement", self.placement, PLACEMENTS)
         check_choice("position", self.position, POSITIONS)
@@ -135,7 +144,9 @@ class Bottleneck(Method):
                 f"(BERT's post-LayerNorm layout); use position='before_layer_norm' for this model."
             )
 
-    def insert(self, model: nn.Module, layers: list[nn.Module], config: AdapterConfig, adapter_name: str) -> None:
+    def insert(
+        self, model: nn.Module, layers: list[nn.Module], config: AdapterConfig, adapter_name: str
+    ) -> None:
         for layer in layers:
             for parent in adapter_parents(layer, config):
                 site = wrap(parent, adapter_attribute(config), BottleneckSite)
@@ -151,13 +162,15 @@ class Bottleneck(Method):
         return model_config.num_hidden_layers * sites * per_site
 
 
-register(Bottleneck(
-    name="adapter",
-    label="adapter",
-    config_class=AdapterConfig,
-    size=Size("r", "r", grid=(16, 64, 4)),
-    learning_rate=3e-3,
-    command_line_options=("placement",),
-    explorer_choices={"placement": PLACEMENTS},
-    marker="o",
-))
+register(
+    Bottleneck(
+        name="adapter",
+        label="adapter",
+        config_class=AdapterConfig,
+        size=Size("r", "r", grid=(16, 64, 4)),
+        learning_rate=3e-3,
+        command_line_options=("placement",),
+        explorer_choices={"placement": PLACEMENTS},
+        marker="o",
+    )
+)

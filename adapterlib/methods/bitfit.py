@@ -75,12 +75,18 @@ class BitFitConfig(PeftConfig):
         super().validate()
         if isinstance(self.bias_terms, str):
             self.bias_terms = (self.bias_terms,)
-        if not isinstance(self.bias_terms, (tuple, list)) or not all(isinstance(t, str) for t in self.bias_terms):
-            raise TypeError(f"bias_terms must be module names, e.g. ('attention.self.query',); got {self.bias_terms!r}.")
+        if not isinstance(self.bias_terms, (tuple, list)) or not all(
+            isinstance(t, str) for t in self.bias_terms
+        ):
+            raise TypeError(
+                f"bias_terms must be module names, e.g. ('attention.self.query',); got {self.bias_terms!r}."
+            )
         unknown = [t for t in self.bias_terms if t not in BIAS_TERMS]
         if unknown:
-            raise ValueError(f"bias_terms {unknown} are not biases of a BERT layer; use full names from: "
-                             f"{', '.join(BIAS_TERMS)}.")
+            raise ValueError(
+                f"bias_terms {unknown} are not biases of a BERT layer; use full names from: "
+                f"{', '.join(BIAS_TERMS)}."
+            )
         if not self.bias_terms:
             raise ValueError("bias_terms is empty; name at least one module, e.g. ('attention.self.query',).")
         if len(set(self.bias_terms)) < len(self.bias_terms):
@@ -137,13 +143,18 @@ class BitFit(Method):
                     parent, attribute = module_slot(layer, name)
                     module = base_linear(getattr(parent, attribute))
                 except AttributeError:
-                    raise TypeError(f"BitFit found no module {name} in {type(layer).__name__}; "
-                                    f"leave it out of bias_terms.") from None
+                    raise TypeError(
+                        f"BitFit found no module {name} in {type(layer).__name__}; "
+                        f"leave it out of bias_terms."
+                    ) from None
                 if not isinstance(getattr(module, "bias", None), nn.Parameter):
-                    raise ValueError(f"{name} ({type(module).__name__}) has no bias to train; "
-                                     f"leave it out of bias_terms.")
+                    raise ValueError(
+                        f"{name} ({type(module).__name__}) has no bias to train; leave it out of bias_terms."
+                    )
 
-    def insert(self, model: nn.Module, layers: list[nn.Module], config: BitFitConfig, adapter_name: str) -> None:
+    def insert(
+        self, model: nn.Module, layers: list[nn.Module], config: BitFitConfig, adapter_name: str
+    ) -> None:
         for layer in layers:
             for name in config.bias_terms:
                 site = wrap(*module_slot(layer, name), BitFitSite)
@@ -155,10 +166,12 @@ class BitFit(Method):
         return model_config.num_hidden_layers * sum(sizes[name] for name in config.bias_terms)
 
 
-register(BitFit(
-    name="bitfit",
-    label="BitFit",
-    config_class=BitFitConfig,
-    learning_rate=3e-3,
-    marker="P",
-))
+register(
+    BitFit(
+        name="bitfit",
+        label="BitFit",
+        config_class=BitFitConfig,
+        learning_rate=3e-3,
+        marker="P",
+    )
+)

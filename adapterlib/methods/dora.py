@@ -108,13 +108,15 @@ class Dora(Lora):
         return super().parameter_count(model_config, config) + magnitudes
 
 
-register(Dora(
-    name="dora",
-    label="DoRA",
-    config_class=DoraConfig,
-    size=Size("r", "r", grid=(8, 32)),
-    learning_rate=1e-3,
-    command_line_options=("target_modules",),
-    explorer_choices=get_method("lora").explorer_choices,
-    marker="v",
-))
+register(
+    Dora(
+        name="dora",
+        label="DoRA",
+        config_class=DoraConfig,
+        size=Size("r", "r", grid=(8, 32)),
+        learning_rate=1e-3,
+        command_line_options=("target_modules",),
+        explorer_choices=get_method("lora").explorer_choices,
+        marker="v",
+    )
+)

@@ -108,8 +108,10 @@ class IA3(Method):
                     module = None
                 if not isinstance(module, nn.Linear):
                     found = "missing" if module is None else f"a {type(module).__name__}"
-                    raise TypeError(f"(IA)³ rescales the Linear layers {', '.join(RESCALED)} of every Transformer "
-                                    f"layer; {type(layer).__name__}'s {name} is {found}.")
+                    raise TypeError(
+                        f"(IA)³ rescales the Linear layers {', '.join(RESCALED)} of every Transformer "
+                        f"layer; {type(layer).__name__}'s {name} is {found}."
+                    )
 
     def insert(self, model: nn.Module, layers: list[nn.Module], config: IA3Config, adapter_name: str) -> None:
         for layer in layers:
@@ -125,10 +127,12 @@ class IA3(Method):
         return model_config.num_hidden_layers * per_layer
 
 
-register(IA3(
-    name="ia3",
-    label="(IA)³",
-    config_class=IA3Config,
-    learning_rate=1e-2,
-    marker="X",
-))
+register(
+    IA3(
+        name="ia3",
+        label="(IA)³",
+        config_class=IA3Config,
+        learning_rate=1e-2,
+        marker="X",
+    )
+)

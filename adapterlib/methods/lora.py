@@ -51,21 +51,31 @@ class LoraConfig(PeftConfig):
     def validate(self) -> None:
         super().validate()
         check_positive_int("r", self.r, "The LoRA rank r is usually 4-64.")
-        check_positive_number("alpha", self.alpha, "The update is scaled by alpha / r; peft's default is 8, ours 16.")
+        check_positive_number(
+            "alpha", self.alpha, "The update is scaled by alpha / r; peft's default is 8, ours 16."
+        )
         check_dropout(self.dropout)
         if isinstance(self.target_modules, str):
             self.target_modules = (self.target_modules,)
-        if not isinstance(self.target_modules, (tuple, list)) or not all(isinstance(t, str) and t for t in self.target_modules):
-            raise TypeError(f"target_modules must be names of Linear layers, e.g. ('query', 'value'); got {self.target_modules!r}.")
+        if not isinstance(self.target_modules, (tuple, list)) or not all(
+            isinstance(t, str) and t for t in self.target_modules
+        ):
+            raise TypeError(
+                f"target_modules must be names of Linear layers, e.g. ('query', 'value'); got {self.target_modules!r}."
+            )
         self.target_modules = tuple(self.target_modules)
         if not self.target_modules:
-            raise ValueError("target_modules is empty; name at least one Linear layer, e.g. ('query', 'value').")
+            raise ValueError(
+                "target_modules is empty; name at least one Linear layer, e.g. ('query', 'value')."
+            )
 
 
 class LoraUpdate(nn.Module):
     """The trainable low-rank update ``(alpha / r) * B A`` for one Linear layer."""
 
-    def __init__(self, in_features: int, out_features: int, r: int, alpha: float, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, r: int, alpha: float, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         self.A = nn.Parameter(torch.empty(r, in_features))
         self.B = nn.Parameter(torch.zeros(out_features, r))
@@ -120,10 +130,14 @@ class Lora(Method):
                 linear = base_linear(getattr(parent, attribute))
                 limit = min(linear.in_features, linear.out_features)
                 if config.r > limit:
-                    raise ValueError(f"r={config.r} is larger than the smaller side of {name} ({limit}); "
-                                     f"choose 1 <= r <= {limit}.")
+                    raise ValueError(
+                        f"r={config.r} is larger than the smaller side of {name} ({limit}); "
+                        f"choose 1 <= r <= {limit}."
+                    )
 
-    def insert(self, model: nn.Module, layers: list[nn.Module], config: LoraConfig, adapter_name: str) -> None:
+    def insert(
+        self, model: nn.Module, layers: list[nn.Module], config: LoraConfig, adapter_name: str
+    ) -> None:
         for layer in layers:
             targets = linear_targets(layer)
             for target in match_targets(layer, config.target_modules):
@@ -142,13 +156,24 @@ class Lora(Method):
         return model_config.num_hidden_layers * sum(config.r * sum(shapes[n]) for n in targeted)
 
 
-register(Lora(
-    name="lora",
-    label="LoRA",
-    config_class=LoraConfig,
-    size=Size("r", "r", grid=(8, 32, 2)),
-    learning_rate=1e-3,
-    command_line_options=("target_modules",),
-    explorer_choices={"target_modules": ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")},
-    marker="^",
-))
+register(
+    Lora(
+        name="lora",
+        label="LoRA",
+        config_class=LoraConfig,
+        size=Size("r", "r", grid=(8, 32, 2)),
+        learning_rate=1e-3,
+        command_line_options=("target_modules",),
+        explorer_choices={
+            "target_modules": (
+                "query",
+                "key",
+                "value",
+                "attention.output.dense",
+                "intermediate.dense",
+                "output.dense",
+            )
+        },
+        marker="^",
+    )
+)

@@ -78,7 +78,9 @@ class ParallelAdapterConfig(PeftConfig):
 class ParallelAdapter(nn.Module):
     """``Delta h = scaling * up(act(down(dropout(x))))``, with ``up`` zero-initialised."""
 
-    def __init__(self, d_model: int, r: int, scaling: float = 4.0, dropout: float = 0.0, activation: str = "relu") -> None:
+    def __init__(
+        self, d_model: int, r: int, scaling: float = 4.0, dropout: float = 0.0, activation: str = "relu"
+    ) -> None:
         super().__init__()
         self.down = nn.Linear(d_model, r)
         self.act = ACTIVATION_LAYERS[activation]()
@@ -132,10 +134,14 @@ class Parallel(Method):
         if config.r > d:
             raise ValueError(f"r={config.r} is larger than the hidden size ({d}); choose 1 <= r <= {d}.")
 
-    def insert(self, model: nn.Module, layers: list[nn.Module], config: ParallelAdapterConfig, adapter_name: str) -> None:
+    def insert(
+        self, model: nn.Module, layers: list[nn.Module], config: ParallelAdapterConfig, adapter_name: str
+    ) -> None:
         for layer in layers:
             site = wrap(layer, "output", ParallelAdapterSite)
-            adapter = ParallelAdapter(hidden_size(layer), config.r, config.scaling, config.dropout, config.activation)
+            adapter = ParallelAdapter(
+                hidden_size(layer), config.r, config.scaling, config.dropout, config.activation
+            )
             site.add(adapter_name, place_like(adapter, site.base_layer))
 
     def parameter_count(self, model_config: Any, config: ParallelAdapterConfig) -> int:
@@ -143,12 +149,14 @@ class Parallel(Method):
         return model_config.num_hidden_layers * (2 * d * r + d + r)
 
 
-register(Parallel(
-    name="parallel",
-    label="parallel adapter",
-    config_class=ParallelAdapterConfig,
-    size=Size("r", "r", grid=(16, 64)),
-    command_line_options=("scaling",),
-    learning_rate=1e-3,
-    marker="h",
-))
+register(
+    Parallel(
+        name="parallel",
+        label="parallel adapter",
+        config_class=ParallelAdapterConfig,
+        size=Size("r", "r", grid=(16, 64)),
+        command_line_options=("scaling",),
+        learning_rate=1e-3,
+        marker="h",
+    )
+)

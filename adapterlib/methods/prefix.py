@@ -63,8 +63,12 @@ class PrefixTuningConfig(PeftConfig):
         check_positive_int("num_virtual_tokens", self.num_virtual_tokens, "A prefix is usually 5-100 tokens.")
         check_bool("prefix_projection", self.prefix_projection)
         if self.encoder_hidden_size is not None:
-            check_positive_int("encoder_hidden_size", self.encoder_hidden_size, "It is the MLP's hidden width.")
-        check_positive_number("init_std", self.init_std, "It is the spread of the random initial prefixes, e.g. 0.02.")
+            check_positive_int(
+                "encoder_hidden_size", self.encoder_hidden_size, "It is the MLP's hidden width."
+            )
+        check_positive_number(
+            "init_std", self.init_std, "It is the spread of the random initial prefixes, e.g. 0.02."
+        )
 
 
 class PrefixEncoder(nn.Module):
@@ -84,7 +88,9 @@ class PrefixEncoder(nn.Module):
         if prefix_projection:
             hidden = encoder_hidden_size or d_model
             self.embedding = nn.Parameter(torch.randn(num_virtual_tokens, d_model) * init_std)
-            self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.Tanh(), nn.Linear(hidden, num_layers * 2 * d_model))
+            self.mlp = nn.Sequential(
+                nn.Linear(d_model, hidden), nn.Tanh(), nn.Linear(hidden, num_layers * 2 * d_model)
+            )
         else:
             self.prefix = nn.Parameter(torch.randn(*self.shape) * init_std)
 
@@ -159,7 +165,9 @@ class PrefixSelfAttention(AdapterSite):
             return self.base_layer(hidden_states, attention_mask, **kwargs)
         prefix = self.active()
         dropout = self.base_layer.dropout.p if self.training else 0.0
-        output, weights = prefix_attention(self.base_layer, hidden_states, attention_mask, prefix, dropout, self.implementation)
+        output, weights = prefix_attention(
+            self.base_layer, hidden_states, attention_mask, prefix, dropout, self.implementation
+        )
         self.last_attention = None if weights is None else weights.detach()
         return output, weights
 
@@ -175,9 +183,17 @@ class PrefixTuning(Method):
                 f"{type(attention).__name__} lacks {', '.join(missing)}."
             )
 
-    def insert(self, model: nn.Module, layers: list[nn.Module], config: PrefixTuningConfig, adapter_name: str) -> None:
-        encoder = PrefixEncoder(len(layers), hidden_size(layers[0]), config.num_virtual_tokens,
-                                config.prefix_projection, config.encoder_hidden_size, config.init_std)
+    def insert(
+        self, model: nn.Module, layers: list[nn.Module], config: PrefixTuningConfig, adapter_name: str
+    ) -> None:
+        encoder = PrefixEncoder(
+            len(layers),
+            hidden_size(layers[0]),
+            config.num_virtual_tokens,
+            config.prefix_projection,
+            config.encoder_hidden_size,
+            config.init_std,
+        )
         encoder = place_like(encoder, layers[0].attention.self)
         add_shared(model, adapter_name, encoder)
         implementation = attention_implementation(model)
@@ -194,11 +210,13 @@ class PrefixTuning(Method):
         return n * d + (d * h + h) + (h * 2 * layers * d + 2 * layers * d)
 
 
-register(PrefixTuning(
-    name="prefix",
-    label="prefix tuning",
-    config_class=PrefixTuningConfig,
-    size=Size("num_virtual_tokens", "n", grid=(20, 5, 10), explorer_max=200),
-    learning_rate=1e-2,
-    marker="D",
-))
+register(
+    PrefixTuning(
+        name="prefix",
+        label="prefix tuning",
+        config_class=PrefixTuningConfig,
+        size=Size("num_virtual_tokens", "n", grid=(20, 5, 10), explorer_max=200),
+        learning_rate=1e-2,
+        marker="D",
+    )
+)
