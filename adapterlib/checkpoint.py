@@ -83,13 +83,20 @@ def model_shape(model: nn.Module) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def locked(directory: Path, exclusive: bool) -> Iterator[None]:
+def locked(directory: Path, exclusive: bool, wait: bool = True) -> Iterator[bool]:
     """Hold a lock on the folder itself (no lock file is left behind): exclusive for a writer,
-    shared for a reader. Advisory: it orders adapterlib's saves and loads, nothing else."""
+    shared for a reader. Advisory: it orders adapterlib's saves and loads, nothing else.
+    Yields whether the lock is held (always, unless ``wait`` is False and another process holds it)."""
     handle = os.open(directory, os.O_RDONLY)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
+        try:
+            fcntl.flock(
+                handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
+            )
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
     finally:
         os.close(handle)  # releases the lock
 
@@ -128,10 +135,12 @@ def finish_interrupted_save(directory: Path) -> None:
 
 
 def recover(directory: Path) -> None:
-    """Finish or discard an interrupted save in ``directory``, if there is one (and we may write)."""
+    """Finish or discard an interrupted save in ``directory``, if there is one (and we may write).
+    A staging folder whose save still runs (its process holds the lock) is left to that save."""
     if (directory / STAGING).is_dir() and os.access(directory, os.W_OK):
-        with locked(directory, exclusive=True):
-            finish_interrupted_save(directory)
+        with locked(directory, exclusive=True, wait=False) as held:
+            if held:
+                finish_interrupted_save(directory)
 
 
 def checksum(weights: bytes, peft_config: dict[str, Any]) -> str:
@@ -159,7 +168,9 @@ def adapter_files(
         )
     if name not in model.peft_config:
         raise ValueError(f"no adapter named {name!r}; this model has: {', '.join(model.peft_config)}.")
-    refuse_meta(model.base_model, "save it")
+    refuse_meta(
+        model.base_model, "its adapter has no values either: add it to a base model loaded with weights"
+    )
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.adapter_state_dict(name).items()}
     broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
     if broken:
@@ -187,17 +198,24 @@ def write_files(directory: Path, files: dict[str, bytes]) -> Path:
     with locked(directory, exclusive=True):
         finish_interrupted_save(directory)
         staging = directory / STAGING
-        staging.mkdir()
-        for file_name, data in files.items():
-            write_synced(staging / file_name, data)
-        record = {file_name: hashlib.sha256(data).hexdigest() for file_name, data in files.items()}
-        write_synced(staging / f"{COMMIT_RECORD}.partial", json.dumps(record).encode())
-        os.replace(staging / f"{COMMIT_RECORD}.partial", staging / COMMIT_RECORD)
-        sync_directory(staging)
-        for file_name in files:
-            os.replace(staging / file_name, directory / file_name)
-        sync_directory(directory)
-        shutil.rmtree(staging)
+        try:
+            staging.mkdir()
+            for file_name, data in files.items():
+                write_synced(staging / file_name, data)
+            record = {file_name: hashlib.sha256(data).hexdigest() for file_name, data in files.items()}
+            write_synced(staging / f"{COMMIT_RECORD}.partial", json.dumps(record).encode())
+            os.replace(staging / f"{COMMIT_RECORD}.partial", staging / COMMIT_RECORD)
+            sync_directory(staging)
+            for file_name in files:
+                os.replace(staging / file_name, directory / file_name)
+            sync_directory(directory)
+            shutil.rmtree(staging)
+        except (
+            BaseException
+        ):  # an error or Ctrl-C: finish or discard now (a killed process: the next call does)
+            with contextlib.suppress(OSError):
+                finish_interrupted_save(directory)
+            raise
     return directory
 
 
@@ -304,6 +322,13 @@ def read_pair(directory: Path) -> tuple[dict[str, Any], bytes]:
     return parse_config(directory, meta_text), weights
 
 
+def read_checkpoint(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The config and the tensors of the checkpoint in ``directory``, checked and belonging together."""
+    directory = checkpoint_folder(directory)
+    meta, weights = read_pair(directory)
+    return meta, read_weights(directory, meta, weights)
+
+
 def add_checksum(directory: str | Path) -> Path:
     """Record the SHA-256 of a checkpoint whose ``sha256`` field was removed, accepting its files as
     they are now. Only for files you trust: the checksum is what detects an edit."""
@@ -347,13 +372,12 @@ def keys_from_format_1(tensors: dict[str, torch.Tensor], base: nn.Module) -> dic
     return renamed
 
 
-def refuse_meta(model: nn.Module, action: str) -> None:
+def refuse_meta(model: nn.Module, advice: str) -> None:
     """A model on the ``meta`` device has shapes but no weights: nothing to save or adapt."""
     if any(p.is_meta for p in model.parameters()):
         raise ValueError(
             f"the base model's weights are on the meta device (shapes without values, as under "
-            f"torch.device('meta') or init_empty_weights); load the real weights first, e.g. with "
-            f"from_pretrained(name) and no device_map, then {action}."
+            f"torch.device('meta') or init_empty_weights); {advice}."
         )
 
 
@@ -422,11 +446,10 @@ def load_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "d
             f"got {type(model).__name__}."
         )
     base = model.base_model if isinstance(model, PeftModel) else model
-    refuse_meta(base, "load the adapter onto it")
+    refuse_meta(base, "load the weights first, e.g. with from_pretrained(name) and no device_map")
     directory = checkpoint_folder(directory)
-    meta, weights = read_pair(directory)
+    meta, tensors = read_checkpoint(directory)
     config = config_from_dict(meta["peft_config"])
-    tensors = read_weights(directory, meta, weights)
     check_base(
         meta, base, base_fingerprints(model), directory, with_head=config.task_type == TaskType.SEQ_CLS
     )

@@ -321,7 +321,7 @@ class PeftModel(nn.Module):
         names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
         if not names:
             raise ValueError(
-                "no adapter to save: this model has none left (merge_and_unload(), unload() or delete_adapter() "
+                "no adapter to save: this model has no adapter left (merge_and_unload(), unload() or delete_adapter() "
                 "removed them)."
                 if not self.peft_config
                 else "selected_adapters is empty; name at least one adapter, e.g. ['default']."
