@@ -3,8 +3,9 @@
 A checkpoint is a directory with two files, named as in peft:
 
 * ``adapter_config.json``: the format version, the method's config, the base model's shape and
-  a fingerprint of its weights (and, when given, a portable name of the base model, never a
-  path), and a SHA-256 of the weights file and the method's config together;
+  two fingerprints of its weights (rounded to bfloat16 directly and through float16 first, so that
+  the same weights in another dtype match one of them), when given a portable name of the base
+  model (never a path), and a SHA-256 of the weights file and the method's config together;
 * ``adapter_model.safetensors``: only the adapter's tensors (and its copy of the task head),
   named relative to the layer and site they belong to (:meth:`PeftModel.adapter_state_dict`),
   so the names do not depend on what else is installed in the model.
@@ -33,7 +34,6 @@ shared lock, once the writer is done.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -52,6 +52,11 @@ from .config import TaskType
 from .inject import base_fingerprint, base_linear, find_layers, hidden_size, layer_paths, relative_to_layer
 from .methods import config_from_dict
 from .peft_model import PeftModel, wrap_model
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks on folders, and a folder cannot be opened to sync it
+    fcntl = None
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -86,7 +91,11 @@ def model_shape(model: nn.Module) -> dict[str, int]:
 def locked(directory: Path, exclusive: bool, wait: bool = True) -> Iterator[bool]:
     """Hold a lock on the folder itself (no lock file is left behind): exclusive for a writer,
     shared for a reader. Advisory: it orders adapterlib's saves and loads, nothing else.
-    Yields whether the lock is held (always, unless ``wait`` is False and another process holds it)."""
+    Yields whether the lock is held (always, unless ``wait`` is False and another process holds it).
+    Without ``fcntl`` (Windows) nothing is locked: saves stay whole, concurrent ones are not ordered."""
+    if fcntl is None:
+        yield True
+        return
     handle = os.open(directory, os.O_RDONLY)
     try:
         try:
@@ -111,6 +120,8 @@ def write_synced(path: Path, data: bytes) -> None:
 
 def sync_directory(directory: Path) -> None:
     """Flush ``directory``'s entries (renames, new files) to disk."""
+    if fcntl is None:
+        return
     handle = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(handle)
