@@ -183,7 +183,9 @@ class SizeControl(widgets.HBox):
 
     def __init__(self, label: str, value: int, limit: int, trained: tuple[int, ...]) -> None:
         self.trained = trained
-        self.box = widgets.BoundedIntText(value=value, min=1, max=limit, layout=widgets.Layout(width="5.5em"))
+        self.box = widgets.BoundedIntText(
+            value=value, min=1, max=limit, layout=widgets.Layout(width="5.5em", flex="0 0 auto")
+        )
         ladder = size_ladder(limit, trained)
         self.slider = widgets.SelectionSlider(
             options=ladder,
@@ -221,6 +223,7 @@ class SizeControl(widgets.HBox):
         self.move_slider(size_ladder(change["new"], self.trained))
 
 
+FIELD_LABELS = {"target_modules": "targets"}  # short names for the explorer's choices
 TARGET_LABELS = {
     "attention.output.dense": "attention output",
     "intermediate.dense": "FFN in",
@@ -276,12 +279,18 @@ class Checkboxes(widgets.HBox):
 
 
 def choice_control(name: str, choices: tuple[str, ...], default) -> widgets.Widget:
-    """Checkboxes for a tuple-valued field (LoRA's targets), else toggle buttons."""
+    """Checkboxes for a tuple-valued field (LoRA's targets), else toggle buttons (named where shown)."""
     if isinstance(default, tuple):
         return Checkboxes(name, choices, default)
-    return widgets.ToggleButtons(
-        options=choices, value=default, description=f"{name}:", style={"description_width": "initial"}
-    )
+    return widgets.ToggleButtons(options=choices, value=default, layout=widgets.Layout(width="auto"))
+
+
+def labelled(name: str, control: widgets.Widget) -> widgets.Widget:
+    """``control`` with its field's name on the same line (checkboxes carry their own)."""
+    if isinstance(control, Checkboxes):
+        return control
+    label = widgets.HTML(f"{FIELD_LABELS.get(name, name)}:", layout=widgets.Layout(margin="0 0.6em 0 0"))
+    return widgets.HBox([label, control], layout=widgets.Layout(align_items="center"))
 
 
 @dataclass(frozen=True)
@@ -294,11 +303,13 @@ class Row:
 
 
 STYLE_SHEET = """<style>
-.adapterlib-explorer { --jp-widgets-font-size: 15px; --jp-widgets-inline-height: 30px;
+.adapterlib-explorer { --jp-widgets-font-size: 15px; --jp-widgets-inline-height: 28px;
   font-size: 15px; max-width: 100%; }
 .adapterlib-explorer .explorer-card { border: 1px solid #ccc; border-radius: 4px; padding: 2px 8px;
   margin: 0 6px 6px 0; flex: 1 1 22em; max-width: 100%; }
-.adapterlib-explorer .size-control .widget-html-content { font-size: 15px; padding-right: 0.5em; }
+.adapterlib-explorer .size-control .widget-html-content { font-size: 15px; padding-right: 0.5em;
+  white-space: nowrap; }
+.adapterlib-explorer .widget-html-content { line-height: 1.35; }
 .adapterlib-explorer .widget-toggle-button { width: auto; padding: 0 0.8em; }
 .adapterlib-explorer .card-numbers { font-size: 15px; }
 .adapterlib-explorer table { font-size: 15px; border-collapse: collapse; }
@@ -334,7 +345,7 @@ class Explorer:
                     method.size.grid,
                 )
             self.choices[method.name] = {
-                field: choice_control(field.replace("_", " "), options, getattr(default, field))
+                field: choice_control(FIELD_LABELS.get(field, field), options, getattr(default, field))
                 for field, options in method.explorer_choices.items()
             }
         try:
@@ -412,9 +423,9 @@ class Explorer:
         rows = {row.label: row for row in self.rows()}
         for name, numbers in self.numbers.items():
             row = rows[self.methods[name].label]
-            accuracy = f" · accuracy {row.measured}" if self.measured else ""
+            accuracy = f" · {row.measured.replace(' at this size', '')}" if self.measured else ""
             numbers.value = (
-                f"<span class='card-numbers'>{row.count.trainable:,} trainable "
+                f"<span class='card-numbers'>{row.count.trainable:,} "
                 f"({100 * row.count.fraction:.3f}%){accuracy}</span>"
             )
         self.table.value = table_html(self)
@@ -429,7 +440,11 @@ class Explorer:
         """One box per method with a size: its slider and number box, its choices, its numbers."""
         return [
             widgets.VBox(
-                [control, *self.choices[name].values(), self.numbers[name]],
+                [
+                    control,
+                    *(labelled(field, choice) for field, choice in self.choices[name].items()),
+                    self.numbers[name],
+                ],
                 layout=widgets.Layout(flex="1 1 22em"),
             ).add_class("explorer-card")
             for name, control in self.sizes.items()
@@ -437,8 +452,13 @@ class Explorer:
 
     def widget(self) -> widgets.Widget:
         """Controls above the plot in boxes that wrap onto more lines in a narrow window; the table below."""
+        key = "trainable parameters (share of the model)" + " · measured accuracy" * bool(self.measured)
+        model = widgets.VBox(
+            [self.shape, widgets.HTML(f"<span class='note'>under each size: {key}</span>")],
+            layout=widgets.Layout(flex="1 1 18em"),
+        )
         controls = widgets.Box(
-            [self.shape, *self.cards()], layout=widgets.Layout(flex_flow="row wrap", align_items="stretch")
+            [model, *self.cards()], layout=widgets.Layout(flex_flow="row wrap", align_items="stretch")
         )
         box = widgets.VBox([widgets.HTML(STYLE_SHEET), controls, self.plot, self.table])
         return box.add_class("adapterlib-explorer")
@@ -481,7 +501,7 @@ def draw_curves(explorer: Explorer, shape):
     as large markers and a method without a size as a horizontal line; right, what the comparison
     grid measured (:func:`draw_measured`). Every method has its own colour, marker and line style
     (:mod:`adapterlib.plot_style`)."""
-    figure, (cost, accuracy) = plt.subplots(1, 2, figsize=(10.5, 3.7), dpi=DPI, layout="constrained")
+    figure, (cost, accuracy) = plt.subplots(1, 2, figsize=(10.5, 3.15), dpi=DPI, layout="constrained")
     current = explorer.counts()
     limit = max(size_limit(method, shape) for method in explorer.methods.values() if method.size)
     for method in explorer.methods.values():

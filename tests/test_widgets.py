@@ -164,7 +164,7 @@ def test_slider_and_number_box_move_together():
     lora.box.value = 100  # between two of the slider's steps: the box keeps it exactly
     assert lora.value == 100 and explorer.config("lora").r == 100
     assert lora.slider.value == 99  # the slider's step nearest to 100
-    assert f"{explorer.counts()['LoRA'].trainable:,} trainable" in explorer.numbers["lora"].value
+    assert f"{explorer.counts()['LoRA'].trainable:,} (" in explorer.numbers["lora"].value
     explorer.shape.value = "toy TransformerLayer (d=128)"
     assert lora.value == 100 and lora.slider.options[-1] == 128
     lora.value = 128
