@@ -192,7 +192,7 @@ class SizeControl(widgets.HBox):
             value=nearest(ladder, value),
             readout=False,
             continuous_update=False,
-            layout=widgets.Layout(flex="1 1 10em", min_width="8em"),
+            layout=widgets.Layout(flex="1 1 10em", min_width="5em"),
         )
         title = widgets.HTML(f"<b>{label}</b>", layout=widgets.Layout(width="max-content"))
         super().__init__([title, self.slider, self.box], layout=widgets.Layout(width="100%"))
