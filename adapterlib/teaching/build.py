@@ -114,7 +114,13 @@ def handout_values(plan: dict[str, Any]) -> dict[str, Any]:
     """The numbers the handout quotes, computed from the packaged model's config and the plan."""
     config = AutoConfig.from_pretrained(model_location(PACKAGED_MODEL))
     total = bert_parameter_count(config, num_labels=2)
-    sizes = {"adapter": {"r": 16}, "lora": {"r": 8}, "dora": {"r": 8}, "prefix": {"num_virtual_tokens": 10}}
+    sizes = {
+        "adapter": {"r": 16},
+        "parallel": {"r": 16},
+        "lora": {"r": 8},
+        "dora": {"r": 8},
+        "prefix": {"num_virtual_tokens": 10},
+    }
     values: dict[str, Any] = {
         "d": config.hidden_size,
         "layers": config.num_hidden_layers,
@@ -126,7 +132,7 @@ def handout_values(plan: dict[str, Any]) -> dict[str, Any]:
         "prefix_n": 10,
         "model_mb": round(total * 4 / 2**20),
     }
-    for method in ("adapter", "lora", "dora", "prefix", "bitfit", "ia3"):
+    for method in ("adapter", "parallel", "lora", "dora", "prefix", "bitfit", "ia3"):
         count = expected_trainable_parameters(config, peft_config_for(method, sizes.get(method, {})), 2)
         values[method], values[f"{method}_pct"] = count, percent(count, total)
     p, rows = 0.82, HUB_ROWS["validation"]
