@@ -44,8 +44,11 @@ p { margin: 4pt 0; }
 
 
 def slide_copy(cell: nbformat.NotebookNode, slide_type: str, prefix: str) -> nbformat.NotebookNode:
-    """A copy of ``cell`` marked as a reveal.js ``slide_type``, its id made unique across notebooks."""
+    """A copy of ``cell`` marked as a reveal.js ``slide_type``, its id made unique across notebooks, and
+    without the test suite's ``# NBVAL_...`` marker lines, which mean nothing to a class."""
     copy = nbformat.from_dict(cell)
+    if cell.cell_type == "code":
+        copy.source = "\n".join(line for line in cell.source.split("\n") if not line.startswith("# NBVAL_"))
     copy.metadata["slideshow"] = {"slide_type": slide_type}
     if "id" in copy:
         copy.id = f"{prefix}-{cell.id}"[:64]
