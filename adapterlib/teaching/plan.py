@@ -17,7 +17,6 @@ presents the slides (built from the committed outputs) while it runs; the exerci
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +77,11 @@ def section(notebook: nbformat.NotebookNode, heading: str) -> list[nbformat.Note
     return cells[starts[0] : end]
 
 
+def shown_cells(notebook: nbformat.NotebookNode, segment: dict[str, Any]) -> list[nbformat.NotebookNode]:
+    """What a segment's slides show: the notebook's title cell, then each section it names."""
+    return [notebook.cells[0]] + [cell for heading in segment["show"] for cell in section(notebook, heading)]
+
+
 def exercise_ids(notebook: nbformat.NotebookNode) -> list[str]:
     """The ids of the exercises the notebook hands to ``check``, in order."""
     return [
@@ -124,10 +128,7 @@ def fits(plan: dict[str, Any], measurements: dict[str, Any]) -> list[Fit]:
     rates = plan["rates"]
     result = []
     for segment in plan["segments"]:
-        notebook = read_notebook(segment["notebook"])
-        shown = [notebook.cells[0]] + [
-            cell for heading in segment["show"] for cell in section(notebook, heading)
-        ]
+        shown = shown_cells(read_notebook(segment["notebook"]), segment)
         result.append(
             Fit(
                 notebook=segment["notebook"],
@@ -162,8 +163,3 @@ def check_plan(plan: dict[str, Any]) -> None:
                 raise ValueError(f"{segment['notebook']}: exercise {chosen!r} is not registered")
             if chosen not in exercise_ids(read_notebook(segment["notebook"])):
                 raise ValueError(f"{segment['notebook']}: exercise {chosen!r} is not in this notebook")
-
-
-def minutes(seconds: float) -> int:
-    """Whole minutes, rounded up: what a schedule must allow."""
-    return math.ceil(seconds / 60)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .plan import ROOT, exercise_ids, fits, homework, predictions, read_notebook, section, words
+from .plan import ROOT, exercise_ids, fits, homework, predictions, read_notebook, shown_cells, words
 
 TEACHING = ROOT / "TEACHING.md"
 
@@ -87,14 +87,7 @@ def homework_table(plan: dict[str, Any]) -> str:
     rates = plan["rates"]
     left = set(homework(plan))
     shown_words = {
-        segment["notebook"]: words(
-            [read_notebook(segment["notebook"]).cells[0]]
-            + [
-                cell
-                for heading in segment["show"]
-                for cell in section(read_notebook(segment["notebook"]), heading)
-            ]
-        )
+        segment["notebook"]: words(shown_cells(read_notebook(segment["notebook"]), segment))
         for segment in plan["segments"]
     }
     lines = [
