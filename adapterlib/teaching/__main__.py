@@ -21,10 +21,11 @@ def command_build(args: argparse.Namespace) -> int:
 def command_measure(args: argparse.Namespace) -> int:
     from .measure import measure
 
-    previous = read_measurements() if MEASUREMENTS_FILE.exists() else None
-    result = measure(args.notebooks, previous, args.timeout, runs=not args.words_only)
-    MEASUREMENTS_FILE.write_text(json.dumps(result, indent=1) + "\n")
-    print(MEASUREMENTS_FILE)
+    target = Path(args.out)
+    previous = read_measurements(target) if target.exists() else None
+    result = measure(args.notebooks, previous, args.timeout, not args.words_only, args.committed_only)
+    target.write_text(json.dumps(result, indent=1) + "\n")
+    print(target)
     return 0
 
 
@@ -33,10 +34,11 @@ def command_fit(args: argparse.Namespace) -> int:
     check_plan(plan)
     rows = fits(plan, read_measurements())
     for row in rows:
+        in_time = "in time" if row.runs_in_time else "NOT in time"
         print(
             f"{row.notebook:24} {row.minutes:3d} min budget, needs {row.needed:4.1f}: "
             f"{row.shown_words} words at {plan['rates']['speaking_words_per_minute']}/min = {row.speaking:.1f}, "
-            f"exercise {row.exercise:g}, discussion {row.discussion:g}, run {row.running:.1f}"
+            f"exercise {row.exercise:g}, discussion {row.discussion:g}; Run all {row.running:.1f} ({in_time})"
         )
     late = [row.notebook for row in rows if not row.fits]
     print(
@@ -71,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     measure = commands.add_parser("measure", help="count words and time the notebooks (minutes)")
     measure.add_argument("--notebooks", nargs="+", default=None, help="stems to time; default: all")
     measure.add_argument("--words-only", action="store_true", help="recount words, keep the run times")
+    measure.add_argument(
+        "--committed-only",
+        action="store_true",
+        help="notebooks 3-5: time only the run with committed adapters",
+    )
+    measure.add_argument("--out", default=str(MEASUREMENTS_FILE), help="the JSON to update")
     measure.add_argument("--timeout", type=int, default=1800, help="seconds a notebook may run")
     measure.set_defaults(run=command_measure)
     commands.add_parser("fit", help="each segment's minutes against what it needs").set_defaults(

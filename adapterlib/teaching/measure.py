@@ -46,7 +46,8 @@ def with_committed_adapters(notebook: nbformat.NotebookNode) -> nbformat.Noteboo
 
 
 def timed_run(notebook: nbformat.NotebookNode, timeout_s: int) -> dict[str, Any]:
-    """Execute ``notebook`` from a hidden copy in ``notebooks/``; wall/user/system seconds, peak memory, load."""
+    """Execute ``notebook`` from a hidden copy in ``notebooks/``; wall/user/system seconds, peak memory, load.
+    A run whose cell passes ``timeout_s`` is recorded as not finished, with the seconds it ran."""
     with tempfile.TemporaryDirectory() as scratch:
         copy = NOTEBOOKS / f".measure-{os.getpid()}.ipynb"
         times = Path(scratch) / "time.txt"
@@ -62,9 +63,17 @@ def timed_run(notebook: nbformat.NotebookNode, timeout_s: int) -> dict[str, Any]
         finally:
             copy.unlink()
         after = load_average()
-        if finished.returncode != 0:
+        if finished.returncode != 0 and "CellTimeoutError" not in finished.stderr:
             raise RuntimeError(f"the notebook failed:\n{finished.stderr[-3000:]}")
         wall, user, system, peak_kib = times.read_text().split()[-4:]
+    if finished.returncode != 0:  # a slow machine: record how long it ran before the cell limit stopped it
+        return {
+            "at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "did_not_finish": f"a cell ran past the {timeout_s} s limit",
+            "at_least_s": round(float(wall), 1),
+            "load_before": before,
+            "load_after": after,
+        }
     return {
         "at": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_s": round(float(wall), 1),
@@ -85,15 +94,17 @@ def count(stem: str) -> dict[str, Any]:
     }
 
 
-def run_times(stem: str, timeout_s: int) -> dict[str, Any]:
+def run_times(stem: str, timeout_s: int, kept: dict[str, Any], committed_only: bool) -> dict[str, Any]:
+    """The runs of one notebook; with ``committed_only``, the training run is kept from ``kept`` (if any)."""
     notebook = read_notebook(stem)
     has_switch = any(SWITCH in cell.source for cell in notebook.cells if cell.cell_type == "code")
     if not has_switch:
         return {"as_committed": timed_run(notebook, timeout_s)}
-    return {
-        "training": timed_run(notebook, timeout_s),
-        "committed_adapters": timed_run(with_committed_adapters(notebook), timeout_s),
-    }
+    runs = {"training": kept["training"]} if committed_only and "training" in kept else {}
+    if not committed_only:
+        runs["training"] = timed_run(notebook, timeout_s)
+    runs["committed_adapters"] = timed_run(with_committed_adapters(notebook), timeout_s)
+    return runs
 
 
 def machine() -> dict[str, Any]:
@@ -117,7 +128,11 @@ def machine() -> dict[str, Any]:
 
 
 def measure(
-    stems: list[str] | None, previous: dict[str, Any] | None, timeout_s: int, runs: bool
+    stems: list[str] | None,
+    previous: dict[str, Any] | None,
+    timeout_s: int,
+    runs: bool,
+    committed_only: bool = False,
 ) -> dict[str, Any]:
     """Counts for every notebook; run times for ``stems`` when ``runs``, else kept from ``previous``."""
     if runs and not os.environ.get("ADAPTERLIB_SST2_DIR"):
@@ -128,7 +143,8 @@ def measure(
         entry = count(stem)
         if runs and (stems is None or stem in stems):
             print(f"running {stem} ...", file=sys.stderr, flush=True)
-            entry["runs"] = run_times(stem, timeout_s)
+            kept = previous["notebooks"].get(stem, {}).get("runs", {})
+            entry["runs"] = run_times(stem, timeout_s, kept, committed_only)
         elif "runs" in previous["notebooks"].get(stem, {}):
             entry["runs"] = previous["notebooks"][stem]["runs"]
         result["notebooks"][stem] = entry

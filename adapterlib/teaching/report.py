@@ -17,11 +17,14 @@ TEACHING = ROOT / "TEACHING.md"
 
 
 def seconds(run: dict[str, Any]) -> str:
+    if "did_not_finish" in run:
+        return f"more than {run['at_least_s']:.0f} s (did not finish: {run['did_not_finish']})"
     return f"{run['wall_s']:.0f} s"
 
 
 def load(run: dict[str, Any]) -> str:
-    return f"{run['load_before'][0]:.1f} → {run['load_after'][0]:.1f}"
+    after = f"{run['load_after'][0]:.1f}" if run.get("load_after") else "not recorded"
+    return f"{run['load_before'][0]:.1f} → {after}"
 
 
 def run_times(entry: dict[str, Any]) -> tuple[str, str, str]:
@@ -66,8 +69,9 @@ def measured_table(plan: dict[str, Any], measurements: dict[str, Any]) -> str:
 
 def plan_table(plan: dict[str, Any], measurements: dict[str, Any]) -> str:
     lines = [
-        "| minutes | segment | slides: notebook, sections | in class | needs (min) | to discuss |",
-        "| --- | --- | --- | --- | ---: | --- |",
+        "| minutes | segment | slides: notebook, sections | in class | needs (min) | Run all, measured (min) "
+        "| to discuss |",
+        "| --- | --- | --- | --- | ---: | --- | --- |",
     ]
     start = 0
     for segment, fit in zip(plan["segments"], fits(plan, measurements), strict=True):
@@ -75,7 +79,8 @@ def plan_table(plan: dict[str, Any], measurements: dict[str, Any]) -> str:
         sections = "; ".join(segment["show"])
         lines.append(
             f"| {start}-{end} | {segment['title']} | {segment['notebook'][:2]}: {sections} | {segment['in_class']} "
-            f"| {fit.needed:.1f} | {' '.join(segment['discuss'])} |"
+            f"| {fit.needed:.1f} | {fit.running:.1f}{'' if fit.runs_in_time else ': longer than the slides'} "
+            f"| {' '.join(segment['discuss'])} |"
         )
         start = end
     return "\n".join(lines)
