@@ -258,7 +258,7 @@ def lora_study(
 ) -> tuple[list, list, dict]:
     """Every LoRA rank and seed: a matching record of ``runs_log`` is reused; a run whose weights the
     similarities need (seed 0 at the similarity ranks, seed 1 at the larger) is trained in any case."""
-    from .cli.compare_command import read_runs, record_key
+    from .runs import read_runs, record_key
 
     logged = {record_key(r): r for r in read_runs(runs_log)}
     small, large = similarity_ranks
@@ -369,9 +369,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .cli.compare_command import run_key
-    from .cli.train_command import fingerprints
     from .modeling import load_classifier, resolve_model_name, resolve_precision
+    from .runs import fingerprints, run_key
     from .train import Recipe, library_versions, train_and_evaluate
 
     args = parse(argv)

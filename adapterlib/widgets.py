@@ -36,14 +36,13 @@ from .counting import (
     layer_parameter_count,
     method_parameter_count,
 )
-from .methods import Method, get_method, method_names, methods
+from .methods import Method, get_baseline, get_method, method_names, methods
 from .toy import ToyConfig
 
 RESULTS = (
     Path(__file__).resolve().parents[1] / "results" / "results.json"
 )  # beside adapterlib/, wherever Python runs
 MEASURED_SHAPE = "MiniLM-L6 (packaged, d=384)"  # the model the comparison grid trains
-REFERENCES = {"full": "full fine-tuning", "head": "head only"}  # results/ rows that are no registered method
 
 
 def model_shapes() -> dict[str, object]:
@@ -262,8 +261,10 @@ class Explorer:
             for name, config in self.configs().items()
         ]
         if not isinstance(shape, ToyConfig):
-            rows.append(Row(REFERENCES["head"], head_only(shape), self.measured_text("head")))
-        return rows + [Row(REFERENCES["full"], full_fine_tuning(shape), self.measured_text("full"))]
+            head = get_baseline("head")
+            rows.append(Row(head.label, head_only(shape), self.measured_text(head.name)))
+        full = get_baseline("full")
+        return rows + [Row(full.label, full_fine_tuning(shape), self.measured_text(full.name))]
 
     def update(self, change=None) -> None:
         shape = self.shapes[self.shape.value]
@@ -442,7 +443,7 @@ def draw_measured(
                 p.accuracy,
                 color=colour,
                 linestyle=style,
-                label=f"{REFERENCES[name]}: measured",
+                label=f"{get_baseline(name).label}: measured",
                 gid=f"measured {name}",
             )
             if p.interval:

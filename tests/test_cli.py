@@ -15,7 +15,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 import adapterlib.train
-from adapterlib.cli import GRID_SIZES, build_parser, main, model_fingerprint, ran_in, run_key
+from adapterlib.cli import build_parser, grid_sizes, main, model_fingerprint, ran_in, run_key
 from adapterlib.data import data_fingerprint
 from adapterlib.modeling import PACKAGED_MODEL, load_tokenizer, resolve_precision
 from adapterlib.train import Recipe
@@ -331,7 +331,7 @@ def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(
         "--out",
         str(out),
     ]
-    runs = 1 + len(GRID_SIZES["adapter"])  # head once, the adapter at every size
+    runs = 1 + len(grid_sizes()["adapter"])  # head once, the adapter at every size
     assert main(argv) == 0 and trained == ["head"] + ["adapter"] * (runs - 1)
     assert "wrote" in capsys.readouterr().out
     assert main(argv) == 0 and len(trained) == runs  # everything finished: nothing retrains
@@ -398,7 +398,7 @@ def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_chan
         json.dumps([m, options, seed])
         for m in grid.methods
         if m not in {r["method"] for r in shown}
-        for options in GRID_SIZES[m]
+        for options in grid_sizes()[m]
         for seed in grid.seeds
     ]
     assert main(command) == 0

@@ -172,5 +172,11 @@ register(
         command_line_options=("placement",),
         explorer_choices={"placement": PLACEMENTS},
         marker="o",
+        examples=(
+            {},
+            {"placement": "houlsby", "r": 4},
+            {"placement": "houlsby", "position": "before_layer_norm", "activation": "gelu"},
+        ),
+        seed_learning_rate=5e-4,
     )
 )

@@ -118,5 +118,6 @@ register(
         command_line_options=("target_modules",),
         explorer_choices=get_method("lora").explorer_choices,
         marker="v",
+        examples=({}, {"r": 2, "dropout": 0.2, "target_modules": ("query", "key", "value", "dense")}),
     )
 )

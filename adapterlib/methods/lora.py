@@ -175,5 +175,7 @@ register(
             )
         },
         marker="^",
+        examples=({}, {"r": 4, "target_modules": ("query", "key", "value", "dense")}),
+        seed_learning_rate=5e-4,
     )
 )

@@ -158,5 +158,6 @@ register(
         command_line_options=("scaling",),
         learning_rate=1e-3,
         marker="h",
+        examples=({}, {"r": 3, "scaling": 1.0, "dropout": 0.1, "activation": "gelu"}),
     )
 )

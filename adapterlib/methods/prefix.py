@@ -173,6 +173,11 @@ class PrefixSelfAttention(AdapterSite):
 
 
 class PrefixTuning(Method):
+    starts_at_base = False  # attention to the prefix changes every output from the start
+
+    def added_keys(self, config: PrefixTuningConfig) -> int:
+        return config.num_virtual_tokens
+
     def check(self, model: nn.Module, layers: list[nn.Module], config: PrefixTuningConfig) -> None:
         attention = layers[0].attention.self
         attention = attention.base_layer if isinstance(attention, PrefixSelfAttention) else attention
@@ -218,5 +223,6 @@ register(
         size=Size("num_virtual_tokens", "n", grid=(20, 5, 10), explorer_max=200),
         learning_rate=1e-2,
         marker="D",
+        examples=({"num_virtual_tokens": 4}, {"num_virtual_tokens": 4, "prefix_projection": True}),
     )
 )
