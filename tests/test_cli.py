@@ -11,58 +11,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import BertConfig, BertForSequenceClassification
 
 import adapterlib.train
 from adapterlib.cli import build_parser, grid_sizes, main, model_fingerprint, ran_in, run_key
 from adapterlib.data import data_fingerprint
-from adapterlib.modeling import PACKAGED_MODEL, load_tokenizer, resolve_precision
+from adapterlib.modeling import PACKAGED_MODEL, resolve_precision
 from adapterlib.train import Recipe
+from conftest import write_tiny_model, write_tiny_sst2  # noqa: F401  (other test modules import them from here)
 
 DATA = os.environ.get("ADAPTERLIB_SST2_DIR")
 needs_data = pytest.mark.skipif(not DATA, reason="set ADAPTERLIB_SST2_DIR to the shared SST-2 folder")
 RESULTS = Path(__file__).parents[1] / "results"
 HUB_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "ADAPTERLIB_SST2_DIR", "ADAPTERLIB_MODEL")
 SHARED_SST2 = "c51ed4b50954"  # data fingerprint of GLUE SST-2 train.tsv and dev.tsv
-WORDS = ["good", "great", "fine", "warm", "funny", "bad", "dull", "poor", "weak", "cold"]
-
-
-def write_tiny_model(folder: Path) -> str:
-    """A 2-layer, 32-wide random BERT with the packaged tokenizer, saved like a hub model."""
-    torch.manual_seed(0)
-    config = BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=2
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    load_tokenizer(PACKAGED_MODEL).save_pretrained(folder)
-    return str(folder)
-
-
-def write_tiny_sst2(folder: Path, train: int = 64, dev: int = 16) -> str:
-    """A GLUE-format folder of distinct short sentences, labelled by their first word."""
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def rows(count: int, offset: int) -> str:
-        lines = [
-            f"{WORDS[i % 10]} film {WORDS[(i // 10) % 10]} plot {i + offset}\t{int(i % 10 < 5)}"
-            for i in range(count)
-        ]
-        return "sentence\tlabel\n" + "\n".join(lines) + "\n"
-
-    (folder / "train.tsv").write_text(rows(train, 0))
-    (folder / "dev.tsv").write_text(rows(dev, 1_000))
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
-
-
-@pytest.fixture(scope="module")
-def tiny_data_dir(tmp_path_factory):
-    return write_tiny_sst2(tmp_path_factory.mktemp("tiny-sst2"))
 
 
 def fake_record(recipe: Recipe) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import DATA, RESULTS, fake_record, needs_data, write_tiny_model, write_tiny_sst2
+from test_cli import DATA, RESULTS, fake_record, needs_data, write_tiny_sst2
 from transformers import BertConfig, GPT2Config, GPT2Model
 
 import adapterlib.train
@@ -42,14 +42,8 @@ def contents(folder: Path) -> dict[str, bytes | None]:
 
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch):
-    monkeypatch.setattr(
-        adapterlib.train, "train_and_evaluate", lambda *a, **k: pytest.fail("training started")
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> str:
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+    for name in ("train_and_evaluate", "train_run"):
+        monkeypatch.setattr(adapterlib.train, name, lambda *a, **k: pytest.fail("training started"))
 
 
 @pytest.fixture
