@@ -140,8 +140,7 @@ def resolve_run(args: argparse.Namespace) -> RunSpec:
     config = model_config(spec.model_name)
     skeleton = check_method(spec.model_name, config, args.method, options, args.pooling)
     trainable = check_memory(spec, config, skeleton)
-    out = Path(args.out).absolute()
-    check_free_space(next(folder for folder in (out, *out.parents) if folder.exists()), trainable)
+    check_free_space(Path(args.out), trainable)
     check_tokenizer(spec.model_name)
     return spec
 
@@ -176,9 +175,10 @@ def release(out: Path, made: bool) -> None:
 
 
 def check_free_space(out: Path, trainable: int) -> None:
-    """Refuse before training when the disk under ``out`` cannot hold the trained tensors."""
+    """Refuse before training when the disk ``out`` would be on cannot hold the trained tensors."""
     needed = 4 * trainable + (1 << 20)  # float32 tensors and a megabyte for the configs and metrics
-    free = shutil.disk_usage(out).free
+    existing = next(folder for folder in (out.absolute(), *out.absolute().parents) if folder.exists())
+    free = shutil.disk_usage(existing).free
     if free < needed:
         raise UsageError(
             f"--out {out}: the disk has {free / 2**20:,.1f} MiB free, the checkpoint needs about "
