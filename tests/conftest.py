@@ -115,3 +115,26 @@ def tiny_model_dir(tmp_path_factory) -> str:
 def tiny_data_dir(tmp_path_factory) -> str:
     """One tiny SST-2 folder (64 training rows, 16 validation rows) for the whole session."""
     return write_tiny_sst2(tmp_path_factory.mktemp("tiny-sst2"))
+
+
+# Tests that train a model through the Trainer, start a subprocess, a notebook or a browser:
+# `python -m pytest -m "not slow" tests/` leaves them out (the fast loop, MAINTAINERS.md). Tests
+# in the files the list does not name carry @pytest.mark.slow themselves.
+SLOW_MODULES = {"test_readme", "test_browser", "test_browser_rank", "test_distributed", "test_benchmarks"}
+SLOW_TESTS = {
+    "test_train_bitfit_on_the_command_line",
+    "test_train_parallel_then_predict_through_the_command_line",
+    "test_training_and_evaluation_run_in_the_recorded_precision",
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        notebook = item.path.suffix == ".ipynb"
+        if (
+            notebook
+            or (module and module.__name__ in SLOW_MODULES)
+            or getattr(item, "originalname", "") in SLOW_TESTS
+        ):
+            item.add_marker(pytest.mark.slow)

@@ -43,6 +43,7 @@ def fake_record(recipe: Recipe) -> dict:
     }
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("method", ["lora", "head"])
 def test_train_then_predict(method, tiny_model_dir, tmp_path, capsys):
@@ -97,6 +98,7 @@ def test_train_then_predict(method, tiny_model_dir, tmp_path, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_one_epoch_relative_data_dir_and_no_folders_left(
     tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch, capsys
 ):
@@ -147,6 +149,7 @@ def test_one_epoch_relative_data_dir_and_no_folders_left(
     assert metrics["data_dir"] == str(tmp_path / "data") and metrics["train_examples"] == 64
 
 
+@pytest.mark.slow
 def test_offline_without_data_fails_in_one_line_naming_the_options(tmp_path):
     """No data folder and no hub (a proxy that refuses every connection): exit 2, one line on
     stderr naming --data-dir and $ADAPTERLIB_SST2_DIR, nothing written."""
@@ -183,6 +186,7 @@ def test_offline_without_data_fails_in_one_line_naming_the_options(tmp_path):
     assert seconds < 30  # the hub client's retries alone take about 30 s
 
 
+@pytest.mark.slow
 def test_offline_checks_take_no_hub_retries(tmp_path, monkeypatch, capsys):
     """In process (imports done): the refusal comes within 5 s and never calls the hub clients."""
     for name in HUB_VARIABLES:

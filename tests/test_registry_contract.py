@@ -22,7 +22,7 @@ import torch
 
 from adapterlib import PeftModel, get_peft_model
 from adapterlib.config import TaskType
-from adapterlib.counting import count_parameters, expected_trainable_parameters
+from adapterlib.counting import bert_parameter_count, count_parameters, expected_trainable_parameters
 from adapterlib.methods import Method, Size, get_method, methods, register, unregister
 from adapterlib.methods.lora import Lora, LoraConfig, LoraUpdate
 from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier, tiny_config
@@ -62,10 +62,16 @@ def starts_at_the_base_model(method: Method, config, batch) -> None:
 
 
 def closed_form_count_equals_the_built_model(method: Method, config, batch) -> None:
-    peft_model = get_peft_model(tiny_classifier(num_labels=3), classifier_config(config))
-    trainable, _, _ = count_parameters(peft_model)
-    assert trainable == expected_trainable_parameters(tiny_config(num_labels=3), config, num_labels=3)
-    assert method.parameter_count(tiny_config(), config) > 0
+    for shape in ({}, {"intermediate_size": 48, "num_hidden_layers": 3}):
+        model_config = tiny_config(num_labels=3, **shape)
+        peft_model = get_peft_model(tiny_classifier(num_labels=3, **shape), classifier_config(config))
+        trainable, total, _ = count_parameters(peft_model)
+        inserted, head = method.parameter_count(model_config, config), 32 * 3 + 3
+        assert inserted > 0 and trainable == inserted + head
+        assert trainable == expected_trainable_parameters(model_config, config, num_labels=3)
+        assert (
+            total == bert_parameter_count(model_config, num_labels=3) + inserted + head
+        )  # + the head's copy
 
 
 def save_then_load_is_bit_exact(method: Method, config, batch, tmp_path) -> None:
