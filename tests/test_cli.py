@@ -147,6 +147,7 @@ def test_one_epoch_relative_data_dir_and_no_folders_left(
     assert len(working_folders) == 1 and not working_folders[0].exists()
     metrics = json.loads((tmp_path / "runs/adapter/metrics.json").read_text())
     assert metrics["data_dir"] == str(tmp_path / "data") and metrics["train_examples"] == 64
+    assert metrics["steps"] == 4 and metrics["epochs_trained"] == 1.0  # 64 examples at batch 16
 
 
 @pytest.mark.slow
