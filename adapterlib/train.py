@@ -1,8 +1,11 @@
 """Fine-tune and evaluate one method on SST-2 with the Hugging Face ``Trainer``.
 
-:func:`train_and_evaluate` is the one call behind the command line, the comparison grid and
-the notebooks. It returns a result record with the method, its hyper-parameters, the
-parameter counts, validation accuracy, timings and the precision it ran in.
+:func:`train_run` trains one :class:`~adapterlib.runs.RunSpec`, a recipe whose inputs (model,
+data folder, precision, PEFT config, steps) were resolved and checked once; the command line
+builds the spec itself, and :func:`train_and_evaluate` (the comparison grid, the rank study, the
+notebooks) builds it from a recipe, a model name and a data folder. Both return the model and a
+result record with the method, its hyper-parameters, the parameter counts, validation accuracy,
+timings, the steps and epochs trained, and the precision it ran in.
 
 The seed recipe: the train split shuffled with seed 42, its first 2,000 examples, 3 epochs,
 batch 16, AdamW with linear decay, gradient clipping 1.0, the full 872-example validation

@@ -11,9 +11,11 @@ an abbreviation of one of its own options).
 A mistake in a command is reported in one line on stderr, ``adapterlib <command>: error: ...``,
 saying what is wrong and how to put it right, with exit code 2 and no file written. Everything
 is checked before anything slow happens: the numbers as they are parsed, then the method's
-options, the output folder, every row of the data, and the model, built on the ``meta`` device
-(shapes only, no weights) with the method applied to it. Only then are the training modules (the
-``Trainer``, ``datasets``) imported. Any other exception is a bug, and shows its traceback.
+options, the output folder, every row of the data, the model, built on the ``meta`` device
+(shapes only, no weights) with the method applied to it, the number of steps, and the memory and
+disk the run will need. Only then are the training modules (the ``Trainer``, ``datasets``)
+imported. Any other exception is a bug, and shows its traceback; a finished run that cannot be
+moved to ``--out`` is kept where it was written, named on stderr, with exit code 1.
 
 This module holds the parser and :func:`main`; the checks are in :mod:`.checks`, and each command
 in its own module: :mod:`.train_command` (``train``, ``count``), :mod:`.predict_command` and

@@ -1,8 +1,9 @@
 """The ``compare`` command: the grid of methods and sizes, and the log of finished runs it resumes from.
 
-Every finished run is a line of ``runs.jsonl``. :func:`run_key` says when two runs are the same
-run, so that a rerun reuses it; :func:`shown_runs` refuses an ``--out`` folder whose results a
-comparison would drop.
+Every finished run is a line of ``runs.jsonl``. :func:`adapterlib.runs.run_key` says when two
+runs are the same run, so that a rerun reuses it; :func:`shown_runs` refuses an ``--out`` folder
+whose results a comparison would drop. The grid's methods and sizes come from the registry
+(:func:`grid_sizes`).
 """
 
 from __future__ import annotations

@@ -121,6 +121,13 @@ def register(method: Method) -> Method:
     return method
 
 
+def register_baseline(baseline: Baseline) -> Baseline:
+    if baseline.name in REGISTRY or baseline.name in BASELINES:
+        raise ValueError(f"a method named {baseline.name!r} is registered already.")
+    BASELINES[baseline.name] = baseline
+    return baseline
+
+
 def unregister(name: str) -> None:
     """Remove the method ``name`` (for a method registered for a while, as tests do)."""
     del REGISTRY[name]
@@ -209,18 +216,26 @@ def config_from_dict(values: dict[str, Any]) -> PeftConfig:
     return method.config_class.from_dict(values)
 
 
-for _baseline in (
+register_baseline(
     Baseline(
-        "head",
-        "head only",
-        3e-3,
-        trained_prefixes=("classifier.", "bert.pooler."),
+        name="head",
+        label="head only",
+        learning_rate=3e-3,
+        trained_prefixes=("classifier.", "bert.pooler."),  # the pooler exists with [CLS] pooling only
         marker="s",
         seed_learning_rate=1e-3,
-    ),
-    Baseline("full", "full fine-tuning", 5e-5, trained_prefixes=None, marker="*", seed_learning_rate=5e-5),
-):
-    BASELINES[_baseline.name] = _baseline
+    )
+)
+register_baseline(
+    Baseline(
+        name="full",
+        label="full fine-tuning",
+        learning_rate=5e-5,
+        trained_prefixes=None,
+        marker="*",
+        seed_learning_rate=5e-5,
+    )
+)
 
 # Every module in this folder is a method file; importing it registers its method.
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
