@@ -334,6 +334,14 @@ def test_a_second_train_into_the_same_out_is_refused_while_the_first_runs(
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.safetensors"]
 
 
+def test_the_claim_of_a_train_run_that_died_is_named(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / train_command.CLAIM).write_text("999999999\n")  # no such process
+    line = refused(["train", "--method", "head", "--data-dir", data_dir, "--out", out], capsys)
+    assert "(process 999999999) left when it stopped before finishing; remove" in line
+
+
 def test_a_run_that_would_not_fit_in_memory_is_refused_before_anything_is_allocated(
     data_dir, tmp_path, capsys
 ):

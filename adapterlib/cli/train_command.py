@@ -95,12 +95,29 @@ def check_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()):
         claimed = out / CLAIM
         if claimed.exists():
+            process = claimed.read_text().strip()
+            if not process_runs(process):
+                raise UsageError(
+                    f"--out {out} holds only what a `adapterlib train` (process {process}) left when it "
+                    f"stopped before finishing; remove {out} and train again."
+                )
             raise UsageError(
-                f"--out {out} is being written by another `adapterlib train` (process "
-                f"{claimed.read_text().strip() or '?'}); choose another folder, or wait for it to finish."
+                f"--out {out} is being written by another `adapterlib train` (process {process}); "
+                f"choose another folder, or wait for it to finish."
             )
         raise UsageError(f"--out {out} exists and is not an empty folder; choose a new directory.")
     check_out_location(out, out)
+
+
+def process_runs(process: str) -> bool:
+    """Whether the process with this id (as a claim file holds it) still runs on this machine."""
+    try:
+        os.kill(int(process), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # runs, under another user
+        return True
+    return True
 
 
 def resolve_run(args: argparse.Namespace) -> RunSpec:
