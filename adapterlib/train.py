@@ -95,11 +95,10 @@ def changes_from_seed_recipe(recipe: Recipe) -> dict[str, Any]:
     return changes
 
 
-def prepare_model(recipe: Recipe, model_name: str | None, peft_config=None) -> nn.Module:
-    """The base classifier with the recipe's method applied and the right parts trainable
-    (``peft_config``: the recipe's, when already built)."""
+def prepare_model(recipe: Recipe, model_name: str | None) -> nn.Module:
+    """The base classifier with the recipe's method applied and the right parts trainable."""
     model = load_classifier(model_name, num_labels=2, pooling=recipe.pooling)
-    peft_config = peft_config or recipe.peft_config()
+    peft_config = recipe.peft_config()
     if peft_config is not None:
         return get_peft_model(model, peft_config)
     return get_baseline(recipe.method).freeze(model)
@@ -184,7 +183,7 @@ def train_run(
     set_seed(recipe.seed)
     tokenizer = load_tokenizer(spec.model_name)
     train, evaluation = tokenized_splits(tokenizer, spec.data_dir, recipe.train_size, spec.evaluate_on)
-    model = prepare_model(recipe, spec.model_name, spec.peft_config)
+    model = prepare_model(recipe, spec.model_name)
     device = training_device()
     args = TrainingArguments(
         output_dir=output_dir,
