@@ -125,6 +125,7 @@ SLOW_TESTS = {
     "test_train_bitfit_on_the_command_line",
     "test_train_parallel_then_predict_through_the_command_line",
     "test_training_and_evaluation_run_in_the_recorded_precision",
+    "test_the_help_names_defaults_paths_reuse_precision_and_a_smoke_run",  # starts python -m adapterlib.rank_study
 }
 
 
