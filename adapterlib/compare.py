@@ -14,14 +14,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .methods import get_method, method_names, methods
+from .methods import ByName, get_method, method_names
 from .train import DEFAULT_POOLING, Recipe
 
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-METHOD_LABELS = {"head": "head only", "full": "full fine-tuning"} | {
-    method.name: method.label for method in methods()
-}
-MARKERS = {"head": "s", "full": "*"} | {method.name: method.marker for method in methods()}
+METHOD_LABELS = ByName("label")  # views of the registry, baselines first, read at each lookup
+MARKERS = ByName("marker")
 
 
 def counted(number: float, noun: str) -> str:

@@ -156,10 +156,27 @@ def linear_targets(layer: nn.Module) -> dict[str, tuple[nn.Module, str]]:
     return targets
 
 
+def matches_target(name: str, targets: tuple[str, ...] | list[str]) -> bool:
+    """The one rule for target names: a layer-relative ``name`` matches a target ``t`` if it is
+    ``t`` or ends with ``"." + t`` (``attention.self.query`` matches ``query``, ``uery`` nothing;
+    ``output.dense`` matches ``output.dense`` and ``attention.output.dense``)."""
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def targeted_linears(config, targets: tuple[str, ...] | list[str]) -> dict[str, tuple[int, int]]:
+    """``{layer-relative name: (in_features, out_features)}`` of the Linear layers of a BERT-style
+    layer of this shape that ``targets`` match (:func:`matches_target`): what LoRA, DoRA and
+    (IA)³ count, in closed form."""
+    return {
+        name: shape for name, shape in bert_layer_linears(config).items() if matches_target(name, targets)
+    }
+
+
 def match_targets(layer: nn.Module, target_modules: tuple[str, ...]) -> list[str]:
-    """Layer-relative names matched by the targets; ValueError for a target matching nothing."""
+    """Layer-relative names matched by the targets (:func:`matches_target`); ValueError for a
+    target matching nothing."""
     names = list(linear_targets(layer))
-    matched = {t: [n for n in names if n == t or n.endswith("." + t)] for t in target_modules}
+    matched = {t: [n for n in names if matches_target(n, (t,))] for t in target_modules}
     missing = [t for t, found in matched.items() if not found]
     if missing:
         raise ValueError(

@@ -263,7 +263,7 @@ def lora_study(
 ) -> tuple[list, list, dict]:
     """Every LoRA rank and seed: a matching record of ``runs_log`` is reused; a run whose weights the
     similarities need (seed 0 at the similarity ranks, seed 1 at the larger) is trained in any case."""
-    from .cli.compare_command import read_runs, record_key
+    from .runs import read_runs, record_key
 
     logged = {record_key(r): r for r in read_runs(runs_log)}
     small, large = similarity_ranks
@@ -392,8 +392,8 @@ def check(args: argparse.Namespace) -> None:
         check_tokenizer,
         model_config,
     )
-    from .cli.compare_command import read_runs
     from .modeling import resolve_model_name
+    from .runs import read_runs
 
     for option, values in (
         ("--ranks", args.ranks),
@@ -462,9 +462,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def study(args: argparse.Namespace, argv: list[str] | None, out: Path) -> None:
     """Run every step of the study, writing its five files into ``out``."""
-    from .cli.compare_command import run_key
-    from .cli.train_command import fingerprints
     from .modeling import load_classifier, resolve_model_name, resolve_precision
+    from .runs import fingerprints, run_key
     from .train import Recipe, library_versions, train_and_evaluate
 
     torch.set_num_threads(1)  # one core: another training job may use the other

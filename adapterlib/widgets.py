@@ -40,7 +40,7 @@ from .counting import (
     layer_parameter_count,
     method_parameter_count,
 )
-from .methods import Method, get_method, method_names, methods
+from .methods import Method, get_baseline, get_method, method_names, methods
 from .plot_style import DPI, FONT_SIZE, SIDEWAYS, style
 from .toy import ToyConfig
 
@@ -48,7 +48,6 @@ RESULTS = (
     Path(__file__).resolve().parents[1] / "results" / "results.json"
 )  # beside adapterlib/, wherever Python runs
 MEASURED_SHAPE = "MiniLM-L6 (packaged, d=384)"  # the model the comparison grid trains
-REFERENCES = {"full": "full fine-tuning", "head": "head only"}  # results/ rows that are no registered method
 
 
 def model_shapes() -> dict[str, object]:
@@ -413,8 +412,10 @@ class Explorer:
             for name, config in self.configs().items()
         ]
         if not isinstance(shape, ToyConfig):
-            rows.append(Row(REFERENCES["head"], head_only(shape), self.measured_text("head")))
-        return rows + [Row(REFERENCES["full"], full_fine_tuning(shape), self.measured_text("full"))]
+            head = get_baseline("head")
+            rows.append(Row(head.label, head_only(shape), self.measured_text(head.name)))
+        full = get_baseline("full")
+        return rows + [Row(full.label, full_fine_tuning(shape), self.measured_text(full.name))]
 
     def update(self, change=None) -> None:
         shape = self.shapes[self.shape.value]
@@ -540,7 +541,9 @@ def draw_curves(explorer: Explorer, shape):
         Line2D([], [], linewidth=2, markersize=9, **style(name).line(), label=method.label)
         for name, method in explorer.methods.items()
     ] + [
-        Line2D([], [], color=style(name).color, linestyle=style(name).linestyle, label=REFERENCES[name])
+        Line2D(
+            [], [], color=style(name).color, linestyle=style(name).linestyle, label=get_baseline(name).label
+        )
         for name in ("full", "head")
     ]
     figure.legend(handles=handles, loc="outside right upper", fontsize=EXPLORER_FONT - 1, frameon=False)

@@ -1,8 +1,13 @@
-"""Tiny random BERT models: every test runs offline on a CPU in well under a second each."""
+"""Tiny random BERT models: every test runs offline on a CPU in well under a second each; and, for
+the command-line tests, one tiny BERT saved to a folder and one tiny SST-2 folder per session."""
+
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+WORDS = ["good", "great", "fine", "warm", "funny", "bad", "dull", "poor", "weak", "cold"]
 
 
 def tiny_config(attn_implementation: str = "eager", **overrides) -> BertConfig:
@@ -69,3 +74,68 @@ def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torc
             if parameter.requires_grad:
                 parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
     return model
+
+
+def write_tiny_model(folder: Path) -> str:
+    """A 2-layer, 32-wide random BERT with the packaged tokenizer, saved like a hub model."""
+    from adapterlib.modeling import PACKAGED_MODEL, load_tokenizer
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=2
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    load_tokenizer(PACKAGED_MODEL).save_pretrained(folder)
+    return str(folder)
+
+
+def write_tiny_sst2(folder: Path, train: int = 64, dev: int = 16) -> str:
+    """A GLUE-format folder of distinct short sentences, labelled by their first word."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def rows(count: int, offset: int) -> str:
+        lines = [
+            f"{WORDS[i % 10]} film {WORDS[(i // 10) % 10]} plot {i + offset}\t{int(i % 10 < 5)}"
+            for i in range(count)
+        ]
+        return "sentence\tlabel\n" + "\n".join(lines) + "\n"
+
+    (folder / "train.tsv").write_text(rows(train, 0))
+    (folder / "dev.tsv").write_text(rows(dev, 1_000))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """One tiny BERT folder for every command-line test of the session (read-only for them)."""
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> str:
+    """One tiny SST-2 folder (64 training rows, 16 validation rows) for the whole session."""
+    return write_tiny_sst2(tmp_path_factory.mktemp("tiny-sst2"))
+
+
+# Tests that train a model through the Trainer, start a subprocess, a notebook or a browser:
+# `python -m pytest -m "not slow" tests/` leaves them out (the fast loop, MAINTAINERS.md). Tests
+# in the files the list does not name carry @pytest.mark.slow themselves.
+SLOW_MODULES = {"test_readme", "test_browser", "test_browser_rank", "test_distributed", "test_benchmarks"}
+SLOW_TESTS = {
+    "test_train_bitfit_on_the_command_line",
+    "test_train_parallel_then_predict_through_the_command_line",
+    "test_training_and_evaluation_run_in_the_recorded_precision",
+    "test_the_help_names_defaults_paths_reuse_precision_and_a_smoke_run",  # starts python -m adapterlib.rank_study
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        notebook = item.path.suffix == ".ipynb"
+        if (
+            notebook
+            or (module and module.__name__ in SLOW_MODULES)
+            or getattr(item, "originalname", "") in SLOW_TESTS
+        ):
+            item.add_marker(pytest.mark.slow)

@@ -25,26 +25,26 @@ WORKER = textwrap.dedent('''
     from adapterlib.cli import main
 
     rank, seen = int(os.environ["RANK"]), {"train": [], "evaluate": []}
-    prepare_model, train_and_evaluate = train.prepare_model, train.train_and_evaluate
+    prepare_model, train_run = train.prepare_model, train.train_run
 
     def watch(module, args, kwargs):
         ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
         rows = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
         seen["train" if module.training else "evaluate"].append(rows)
 
-    def prepare_and_watch(recipe, model_name):
-        model = prepare_model(recipe, model_name)
+    def prepare_and_watch(*args):
+        model = prepare_model(*args)
         model.register_forward_pre_hook(watch, with_kwargs=True)
         torch.save({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, f"initial{rank}.pt")
         return model
 
     def train_and_keep(*args, **kwargs):
-        model, record = train_and_evaluate(*args, **kwargs)
+        model, record = train_run(*args, **kwargs)
         torch.save({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, f"trained{rank}.pt")
         json.dump({"seen": seen, "record": record}, open(f"seen{rank}.json", "w"))
         return model, record
 
-    train.prepare_model, train.train_and_evaluate = prepare_and_watch, train_and_keep
+    train.prepare_model, train.train_run = prepare_and_watch, train_and_keep
     sys.exit(main(sys.argv[1:]))
 ''')
 

@@ -185,7 +185,7 @@ def test_lora_runs_in_the_log_are_reused_unless_their_weights_are_needed(tmp_pat
         )
         return model, record(recipe, 0.75)
 
-    import adapterlib.cli.compare_command as compare_command
+    import adapterlib.runs as compare_command
 
     original = compare_command.record_key
     compare_command.record_key = lambda r: r["key"]

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inject import bert_layer_linears
+from ..inject import targeted_linears
 from . import Size, get_method, register
 from .lora import Lora, LoraConfig, LoraUpdate
 
@@ -92,10 +92,10 @@ class DoraUpdate(LoraUpdate):
         return row_norms(self.linear.weight + super().delta_weight()).clamp_min(NORM_FLOOR)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(x)
-        scale = self.magnitude / self.direction_norms()
-        frozen = F.linear(x, self.linear.weight)  # W x~, without the bias
-        low_rank = (x @ self.A.T @ self.B.T) * self.scaling
+        x = self.dropout(x)  # (B, T, k)
+        scale = self.magnitude / self.direction_norms()  # (d,): m / ||W + s B A||, row by row
+        frozen = F.linear(x, self.linear.weight)  # W x~, without the bias: (B, T, d)
+        low_rank = (x @ self.A.T @ self.B.T) * self.scaling  # (B, T, r) then (B, T, d)
         return ((scale - 1) * frozen + scale * low_rank).to(frozen.dtype)
 
     def delta_weight(self) -> torch.Tensor:
@@ -113,9 +113,8 @@ class Dora(Lora):
 
     def parameter_count(self, model_config: Any, config: DoraConfig) -> int:
         """LoRA's ``r (d + k)`` per targeted ``d x k`` Linear, plus its ``d`` magnitudes."""
-        shapes = bert_layer_linears(model_config)
-        targeted = [n for n in shapes if any(n == t or n.endswith("." + t) for t in config.target_modules)]
-        magnitudes = model_config.num_hidden_layers * sum(shapes[n][1] for n in targeted)
+        targeted = targeted_linears(model_config, config.target_modules)  # {name: (in, out)}
+        magnitudes = model_config.num_hidden_layers * sum(m for _, m in targeted.values())
         return super().parameter_count(model_config, config) + magnitudes
 
 
@@ -129,5 +128,6 @@ register(
         command_line_options=("target_modules",),
         explorer_choices=get_method("lora").explorer_choices,
         marker="v",
+        examples=({}, {"r": 2, "dropout": 0.2, "target_modules": ("query", "key", "value", "dense")}),
     )
 )
