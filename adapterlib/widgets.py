@@ -40,7 +40,7 @@ from .counting import (
     layer_parameter_count,
     method_parameter_count,
 )
-from .methods import Method, get_baseline, get_method, method_names, methods
+from .methods import Method, baselines, get_baseline, get_method, method_names, methods
 from .plot_style import DPI, FONT_SIZE, SIDEWAYS, style
 from .toy import ToyConfig
 
@@ -544,7 +544,7 @@ def draw_curves(explorer: Explorer, shape):
         Line2D(
             [], [], color=style(name).color, linestyle=style(name).linestyle, label=get_baseline(name).label
         )
-        for name in ("full", "head")
+        for name in [baseline.name for baseline in baselines()]
     ]
     figure.legend(handles=handles, loc="outside right upper", fontsize=EXPLORER_FONT - 1, frameon=False)
     return figure
@@ -617,7 +617,7 @@ def draw_measured(ax, explorer: Explorer, limit: int):
                 markersize=9,
             )
             bars.lines[0].set_gid(f"measured {method.name}")
-    for name in ("full", "head"):
+    for name in [baseline.name for baseline in baselines()]:
         for p in explorer.measured_here(name):
             ax.axhline(
                 p.accuracy,
