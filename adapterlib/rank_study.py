@@ -414,7 +414,10 @@ def check(args: argparse.Namespace) -> None:
     model_name = resolve_model_name(args.model)
     model_config(model_name)
     check_tokenizer(model_name)
-    read_runs(Path(args.runs))  # a damaged line is named now, not after the fine-tuning
+    try:
+        read_runs(Path(args.runs))  # a damaged line is named now, not after the fine-tuning
+    except ValueError as error:
+        raise UsageError(f"--runs: {error}") from None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; name a folder for the results.")
