@@ -57,6 +57,7 @@ from .modeling import (
     training_device,
 )
 from .peft_model import get_peft_model
+from .quantize import QUANTIZATIONS
 
 # Learning rate and pooling per method, chosen on the tuning slice (results/tuning.jsonl, README):
 # the best score, and between choices within 0.5 points the one already in place.
@@ -96,6 +97,9 @@ class Recipe:
     weight_decay: float = 0.0
     method_options: dict[str, Any] = field(default_factory=dict)
     precision: str = DEFAULT_PRECISION  # "fp32", "bf16" or "auto" (see the module docstring)
+    base_quantization: str = (
+        "none"  # "none", "int8" or "nf4": the frozen base's storage (adapterlib.quantize)
+    )
 
     def __post_init__(self) -> None:
         if self.method not in training_choices():
@@ -105,6 +109,14 @@ class Recipe:
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision {self.precision!r} is not known; use one of: {', '.join(PRECISIONS)}."
+            )
+        if self.base_quantization not in QUANTIZATIONS:
+            raise ValueError(
+                f"base_quantization {self.base_quantization!r} is not known; use one of: {', '.join(QUANTIZATIONS)}."
+            )
+        if self.base_quantization != "none" and self.method == "full":
+            raise ValueError(
+                "full fine-tuning trains every weight, but a quantized base is frozen; use base_quantization='none'."
             )
         if self.learning_rate is None:
             self.learning_rate = DEFAULT_LEARNING_RATES[self.method]
@@ -130,7 +142,9 @@ def changes_from_seed_recipe(recipe: Recipe) -> dict[str, Any]:
 
 def prepare_model(recipe: Recipe, model_name: str | None) -> nn.Module:
     """The base classifier with the recipe's method applied and the right parts trainable."""
-    model = load_classifier(model_name, num_labels=2, pooling=recipe.pooling)
+    model = load_classifier(
+        model_name, num_labels=2, pooling=recipe.pooling, quantization=recipe.base_quantization
+    )
     peft_config = recipe.peft_config()
     if peft_config is not None:
         return get_peft_model(model, peft_config)

@@ -28,6 +28,7 @@ from typing import NoReturn
 
 from ..methods import methods
 from ..modeling import DEFAULT_POOLING, DEFAULT_PRECISION, POOLINGS, PRECISIONS, training_choices
+from ..quantize import QUANTIZATIONS
 from .checks import UsageError, method_flags, non_negative_int, option_fields, positive_float, positive_int
 from .compare_command import GRID_SIZES, command_compare, ran_in, run_key
 from .predict_command import command_predict
@@ -111,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--evaluate-each-epoch", action="store_true", help="also report validation accuracy after every epoch"
     )
     precision_argument(train)
+    train.add_argument(
+        "--base-quantization",
+        choices=QUANTIZATIONS,
+        default="none",
+        help="store the frozen base in 4-bit NF4 (QLoRA) or int8 (adapterlib.quantize); default: none",
+    )
     train.add_argument(
         "--data-dir", help="GLUE-format SST-2 folder (default: $ADAPTERLIB_SST2_DIR, else the hub)"
     )

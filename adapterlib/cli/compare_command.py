@@ -56,6 +56,9 @@ def run_key(recipe: dict, peft_config: dict | None, precision: str, prints: dict
     on one machine and fp32 on another), the full PEFT config, defaults included (so a changed
     default retrains instead of reusing an old result), and the fingerprints of the data and the
     model (``prints``; so a run on other data or another model is never taken for this one)."""
+    recipe = {
+        k: v for k, v in recipe.items() if (k, v) != ("base_quantization", "none")
+    }  # as before the field
     return json.dumps(
         {
             "recipe": recipe | {"precision": precision},

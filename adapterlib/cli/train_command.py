@@ -117,6 +117,7 @@ def command_train(args: argparse.Namespace) -> None:
         pooling=args.pooling,
         method_options=method_options(args),
         precision=args.precision,
+        base_quantization=args.base_quantization,
     )
     model, record = train_and_evaluate(
         recipe, args.model, args.data_dir, progress=True, evaluate_each_epoch=args.evaluate_each_epoch
