@@ -216,18 +216,32 @@ class MeanPoolingClassifier(nn.Module):
 
 
 def load_classifier(
-    name: str | None = None, num_labels: int = 2, pooling: str = "cls", attn_implementation: str = "sdpa"
+    name: str | None = None,
+    num_labels: int = 2,
+    pooling: str = "cls",
+    attn_implementation: str = "sdpa",
+    quantization: Any = None,
 ) -> nn.Module:
-    """A sequence classifier on the named BERT, in float32, with a freshly initialised head."""
+    """A sequence classifier on the named BERT, in float32, with a freshly initialised head.
+
+    ``quantization`` (``"nf4"``, ``"int8"`` or a :class:`~adapterlib.quantize.QuantizationConfig`;
+    None or ``"none"`` for a float base) stores the Transformer layers' Linear weights quantized
+    and frozen (:func:`adapterlib.quantize.quantize_model`)."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling {pooling!r} is not known; use one of: {', '.join(POOLINGS)}.")
     location = model_location(resolve_model_name(name))
     options = dict(dtype=torch.float32, attn_implementation=attn_implementation)
     with quiet_loading():
         if pooling == "cls":
-            return AutoModelForSequenceClassification.from_pretrained(
+            model = AutoModelForSequenceClassification.from_pretrained(
                 location, num_labels=num_labels, **options
             )
-        return MeanPoolingClassifier(
-            AutoModel.from_pretrained(location, add_pooling_layer=False, **options), num_labels
-        )
+        else:
+            model = MeanPoolingClassifier(
+                AutoModel.from_pretrained(location, add_pooling_layer=False, **options), num_labels
+            )
+    if quantization not in (None, "none"):
+        from .quantize import quantize_model
+
+        quantize_model(model, quantization)
+    return model

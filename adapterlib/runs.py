@@ -36,6 +36,7 @@ from .modeling import (
     resolve_precision,
     weight_files,
 )
+from .quantize import QUANTIZATIONS
 
 FINGERPRINTS = ("data_fingerprint", "model_fingerprint")
 
@@ -55,6 +56,9 @@ class Recipe:
     weight_decay: float = 0.0
     method_options: dict[str, Any] = field(default_factory=dict)
     precision: str = DEFAULT_PRECISION  # "fp32", "bf16" or "auto" (see adapterlib.train)
+    base_quantization: str = (
+        "none"  # "none", "int8" or "nf4": how the frozen base is stored (adapterlib.quantize)
+    )
 
     def __post_init__(self) -> None:
         if self.method not in training_choices():
@@ -64,6 +68,18 @@ class Recipe:
         if self.precision not in PRECISIONS:
             raise ValueError(
                 f"precision {self.precision!r} is not known; use one of: {', '.join(PRECISIONS)}."
+            )
+        if self.base_quantization not in QUANTIZATIONS:
+            raise ValueError(
+                f"base_quantization {self.base_quantization!r} is not known; "
+                f"use one of: {', '.join(QUANTIZATIONS)}."
+            )
+        if (
+            self.base_quantization != "none"
+            and getattr(get_entry(self.method), "trained_prefixes", ()) is None
+        ):
+            raise ValueError(
+                f"{self.method} trains every weight, but a quantized base is frozen; use base_quantization='none'."
             )
         if self.learning_rate is None:
             self.learning_rate = get_entry(self.method).learning_rate
@@ -193,7 +209,9 @@ def run_key(recipe: dict, peft_config: dict | None, precision: str, prints: dict
     """What makes two runs the same run: the recipe, the precision it ran in (``auto`` means bf16
     on one machine and fp32 on another), the full PEFT config, defaults included (so a changed
     default retrains instead of reusing an old result), and the fingerprints of the data and the
-    model (``prints``; so a run on other data or another model is never taken for this one)."""
+    model (``prints``; so a run on other data or another model is never taken for this one). A float
+    base (``base_quantization`` "none") is left out, so runs from before that field keep their keys."""
+    recipe = {k: v for k, v in recipe.items() if (k, v) != ("base_quantization", "none")}
     return json.dumps(
         {
             "recipe": recipe | {"precision": precision},

@@ -97,7 +97,9 @@ def changes_from_seed_recipe(recipe: Recipe) -> dict[str, Any]:
 
 def prepare_model(recipe: Recipe, model_name: str | None) -> nn.Module:
     """The base classifier with the recipe's method applied and the right parts trainable."""
-    model = load_classifier(model_name, num_labels=2, pooling=recipe.pooling)
+    model = load_classifier(
+        model_name, num_labels=2, pooling=recipe.pooling, quantization=recipe.base_quantization
+    )
     peft_config = recipe.peft_config()
     if peft_config is not None:
         return get_peft_model(model, peft_config)

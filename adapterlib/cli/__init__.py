@@ -30,6 +30,7 @@ from typing import NoReturn
 
 from ..methods import methods, training_choices
 from ..modeling import DEFAULT_POOLING, DEFAULT_PRECISION, POOLINGS, PRECISIONS
+from ..quantize import QUANTIZATIONS
 from ..runs import model_fingerprint, ran_in, run_key
 from .checks import UsageError, method_flags, non_negative_int, option_fields, positive_float, positive_int
 from .compare_command import command_compare, grid_sizes
@@ -114,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--evaluate-each-epoch", action="store_true", help="also report validation accuracy after every epoch"
     )
     precision_argument(train)
+    train.add_argument(
+        "--base-quantization",
+        choices=QUANTIZATIONS,
+        default="none",
+        help="store the frozen base in 4-bit NF4 (QLoRA) or int8 (adapterlib.quantize); default: none",
+    )
     train.add_argument(
         "--data-dir", help="GLUE-format SST-2 folder (default: $ADAPTERLIB_SST2_DIR, else the hub)"
     )

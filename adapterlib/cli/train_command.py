@@ -137,6 +137,7 @@ def resolve_run(args: argparse.Namespace) -> RunSpec:
             pooling=args.pooling,
             method_options=options,
             precision=args.precision,
+            base_quantization=args.base_quantization,
         )
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
