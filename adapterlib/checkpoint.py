@@ -3,8 +3,9 @@
 A checkpoint is a directory with two files, named as in peft:
 
 * ``adapter_config.json``: the format version, the method's config, the base model's shape and
-  a fingerprint of its weights (and, when given, a portable name of the base model, never a
-  path), and a SHA-256 of the weights file and the method's config together;
+  two fingerprints of its weights (rounded to bfloat16 directly and through float16 first, so that
+  the same weights in another dtype match one of them), when given a portable name of the base
+  model (never a path), and a SHA-256 of the weights file and the method's config together;
 * ``adapter_model.safetensors``: only the adapter's tensors (and its copy of the task head),
   named relative to the layer and site they belong to (:meth:`PeftModel.adapter_state_dict`),
   so the names do not depend on what else is installed in the model.
@@ -13,15 +14,32 @@ It is a few hundred kilobytes where the base model is tens or hundreds of megaby
 checks the files, the shape and the tensors before it changes the model, and warns when the
 base model's weights differ from those the adapter was trained on. Checkpoints written before
 format version 2 (keys were module paths) still load.
+
+The two files are replaced as a pair, and the folder may hold more (other adapters in
+sub-folders, ``metrics.json``), so the folder itself is never replaced. A save, under an exclusive
+lock on the folder, goes in three steps:
+
+1. both files are written and flushed to disk in the staging folder ``.adapter-staging``;
+2. a commit record (``.adapter-staging/COMMIT``, the SHA-256 of each file) is written there: from
+   this moment the save counts as done;
+3. each file is renamed into place, then the staging folder is removed.
+
+A save or load that finds a staging folder left by an interrupted save (and the lock free)
+finishes it when it has its commit record and discards it otherwise, so after an interrupt the
+folder holds the old checkpoint or the new one. A reader does not take the lock; if the pair it
+read does not match its SHA-256 (a writer was between two renames), it reads again under a
+shared lock, once the writer is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +53,16 @@ from .inject import base_fingerprint, base_linear, find_layers, hidden_size, lay
 from .methods import config_from_dict
 from .peft_model import PeftModel, wrap_model
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks on folders, and a folder cannot be opened to sync it
+    fcntl = None
+
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 FORMAT_VERSION = 2
+STAGING = ".adapter-staging"
+COMMIT_RECORD = "COMMIT"
 
 
 class DifferentBaseWarning(UserWarning):
@@ -62,16 +87,71 @@ def model_shape(model: nn.Module) -> dict[str, int]:
     return shape
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write into a temporary file beside ``path``, then rename it: ``path`` is old or new, never half."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+@contextlib.contextmanager
+def locked(directory: Path, exclusive: bool, wait: bool = True) -> Iterator[bool]:
+    """Hold a lock on the folder itself (no lock file is left behind): exclusive for a writer,
+    shared for a reader. Advisory: it orders adapterlib's saves and loads, nothing else.
+    Yields whether the lock is held (always, unless ``wait`` is False and another process holds it).
+    Without ``fcntl`` (Windows) nothing is locked: saves stay whole, concurrent ones are not ordered."""
+    if fcntl is None:
+        yield True
+        return
+    handle = os.open(directory, os.O_RDONLY)
     try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        try:
+            fcntl.flock(
+                handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
+            )
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` (created with the user's umask) and flush it to disk."""
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def sync_directory(directory: Path) -> None:
+    """Flush ``directory``'s entries (renames, new files) to disk."""
+    if fcntl is None:
+        return
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def finish_interrupted_save(directory: Path) -> None:
+    """Complete a save that got as far as its commit record, or discard one that did not.
+
+    Called with the exclusive lock held, so a staging folder found here belongs to no live save."""
+    staging = directory / STAGING
+    if not staging.is_dir():
+        return
+    record = staging / COMMIT_RECORD
+    if record.is_file():
+        for file_name in json.loads(record.read_text(encoding="utf-8")):
+            if (staging / file_name).is_file():  # not yet renamed into place
+                os.replace(staging / file_name, directory / file_name)
+        sync_directory(directory)
+    shutil.rmtree(staging)
+
+
+def recover(directory: Path) -> None:
+    """Finish or discard an interrupted save in ``directory``, if there is one (and we may write).
+    A staging folder whose save still runs (its process holds the lock) is left to that save."""
+    if (directory / STAGING).is_dir() and os.access(directory, os.W_OK):
+        with locked(directory, exclusive=True, wait=False) as held:
+            if held:
+                finish_interrupted_save(directory)
 
 
 def checksum(weights: bytes, peft_config: dict[str, Any]) -> str:
@@ -92,8 +172,16 @@ def adapter_files(
             f"base_model_name is a portable name such as 'bert-base-uncased', got {base_model_name!r}."
         )
     name = adapter_name or model.active_adapter
+    if not model.peft_config:
+        raise ValueError(
+            "this model has no adapter left to save (merge_and_unload(), unload() or delete_adapter() removed "
+            "them); save a model that carries one, or save the merged base model with its own save_pretrained."
+        )
     if name not in model.peft_config:
         raise ValueError(f"no adapter named {name!r}; this model has: {', '.join(model.peft_config)}.")
+    refuse_meta(
+        model.base_model, "its adapter has no values either: add it to a base model loaded with weights"
+    )
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.adapter_state_dict(name).items()}
     broken = [k for k, v in tensors.items() if not torch.isfinite(v).all()]
     if broken:
@@ -108,6 +196,7 @@ def adapter_files(
         "peft_config": peft_config,
         "base_model_shape": model_shape(model.base_model),
         "base_model_fingerprint": model.base_model_fingerprint,
+        "base_model_fingerprint_float16": model.base_model_fingerprint_float16,
         "base_model_name": base_model_name,
         "sha256": checksum(weights, peft_config),
     }
@@ -115,9 +204,29 @@ def adapter_files(
 
 
 def write_files(directory: Path, files: dict[str, bytes]) -> Path:
+    """Replace ``files`` in ``directory`` as one unit (the steps are in this module's docstring)."""
     directory.mkdir(parents=True, exist_ok=True)
-    for file_name, data in files.items():
-        write_atomically(directory / file_name, data)
+    with locked(directory, exclusive=True):
+        finish_interrupted_save(directory)
+        staging = directory / STAGING
+        try:
+            staging.mkdir()
+            for file_name, data in files.items():
+                write_synced(staging / file_name, data)
+            record = {file_name: hashlib.sha256(data).hexdigest() for file_name, data in files.items()}
+            write_synced(staging / f"{COMMIT_RECORD}.partial", json.dumps(record).encode())
+            os.replace(staging / f"{COMMIT_RECORD}.partial", staging / COMMIT_RECORD)
+            sync_directory(staging)
+            for file_name in files:
+                os.replace(staging / file_name, directory / file_name)
+            sync_directory(directory)
+            shutil.rmtree(staging)
+        except (
+            BaseException
+        ):  # an error or Ctrl-C: finish or discard now (a killed process: the next call does)
+            with contextlib.suppress(OSError):
+                finish_interrupted_save(directory)
+            raise
     return directory
 
 
@@ -134,19 +243,41 @@ def save_adapter(
     return write_files(Path(directory), adapter_files(model, adapter_name, base_model_name))
 
 
-def read_adapter_config(directory: str | Path) -> dict[str, Any]:
-    """The parsed ``adapter_config.json``, or a clear error if the checkpoint is incomplete or damaged."""
+def checkpoint_folder(directory: str | Path) -> Path:
+    """``directory`` as a Path to an existing checkpoint folder, or a clear error."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(
+            f"an adapter checkpoint is named by its folder (a str or Path), got {directory!r}; give the "
+            f"folder that save_pretrained wrote, the one holding {CONFIG_FILE}."
+        )
     directory = Path(directory)
+    if directory.is_file():
+        raise ValueError(
+            f"{directory} is a file; give the folder, not the file: {directory.parent} holds the checkpoint "
+            f"({CONFIG_FILE} and {WEIGHTS_FILE} together)."
+        )
     if not directory.is_dir():
         raise FileNotFoundError(f"adapter checkpoint directory {directory} does not exist.")
+    recover(directory)
     missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if not (directory / f).is_file()]
     if missing:
         raise FileNotFoundError(
             f"adapter checkpoint {directory} is incomplete: {', '.join(missing)} missing "
             f"(save_adapter writes {CONFIG_FILE} and {WEIGHTS_FILE})."
         )
+    return directory
+
+
+def read_adapter_config(directory: str | Path) -> dict[str, Any]:
+    """The parsed ``adapter_config.json``, or a clear error if the checkpoint is incomplete or damaged."""
+    directory = checkpoint_folder(directory)
+    return parse_config(directory, (directory / CONFIG_FILE).read_bytes())
+
+
+def parse_config(directory: Path, text: bytes) -> dict[str, Any]:
+    """``adapter_config.json``'s contents, checked field by field."""
     try:
-        meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        meta = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(
             f"{directory / CONFIG_FILE} is not valid JSON ({error}); the checkpoint is damaged."
@@ -171,15 +302,59 @@ def read_adapter_config(directory: str | Path) -> dict[str, Any]:
             f"{directory} uses checkpoint format {meta['format_version']}; this adapterlib reads up to "
             f"{FORMAT_VERSION}. Upgrade adapterlib."
         )
+    if version >= 2 and not isinstance(meta.get("sha256"), str):
+        raise ValueError(
+            f"{directory / CONFIG_FILE} has no sha256, which every format-{version} checkpoint records: it was "
+            f"edited, and an edit to the weights or the config cannot be detected without it. Save the adapter "
+            f"again from the model that trained it; if you trust these files as they are, "
+            f"adapterlib.checkpoint.add_checksum({str(directory)!r}) records their SHA-256."
+        )
     return meta
 
 
-def read_weights(directory: Path, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+def matches_checksum(meta: dict[str, Any], weights: bytes) -> bool:
+    recorded = meta.get("sha256")
+    return recorded is None or checksum(weights, meta["peft_config"]) == recorded
+
+
+def read_pair(directory: Path) -> tuple[dict[str, Any], bytes]:
+    """Config and weights that belong together: read again under a shared lock when the first
+    read caught a writer between its two renames (their SHA-256 does not match)."""
+    meta_text, weights = (directory / CONFIG_FILE).read_bytes(), (directory / WEIGHTS_FILE).read_bytes()
+    with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        if matches_checksum(json.loads(meta_text), weights):
+            return parse_config(directory, meta_text), weights
+    with contextlib.suppress(OSError):  # a folder we cannot lock: what was read is all there is
+        with locked(directory, exclusive=False):
+            meta_text, weights = (
+                (directory / CONFIG_FILE).read_bytes(),
+                (directory / WEIGHTS_FILE).read_bytes(),
+            )
+    return parse_config(directory, meta_text), weights
+
+
+def read_checkpoint(directory: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The config and the tensors of the checkpoint in ``directory``, checked and belonging together."""
+    directory = checkpoint_folder(directory)
+    meta, weights = read_pair(directory)
+    return meta, read_weights(directory, meta, weights)
+
+
+def add_checksum(directory: str | Path) -> Path:
+    """Record the SHA-256 of a checkpoint whose ``sha256`` field was removed, accepting its files as
+    they are now. Only for files you trust: the checksum is what detects an edit."""
+    directory = checkpoint_folder(directory)
+    meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    weights = (directory / WEIGHTS_FILE).read_bytes()
+    meta["sha256"] = checksum(weights, meta["peft_config"])
+    config = (json.dumps(meta, indent=2) + "\n").encode()
+    return write_files(directory, {WEIGHTS_FILE: weights, CONFIG_FILE: config})
+
+
+def read_weights(directory: Path, meta: dict[str, Any], data: bytes) -> dict[str, torch.Tensor]:
     """The tensors of ``adapter_model.safetensors``, checked against the recorded SHA-256 and for NaN."""
     path = directory / WEIGHTS_FILE
-    data = path.read_bytes()
-    recorded = meta.get("sha256")
-    if recorded is not None and checksum(data, meta["peft_config"]) != recorded:
+    if not matches_checksum(meta, data):
         raise ValueError(
             f"{path} or the peft_config in {CONFIG_FILE} differs from what was saved (the SHA-256 "
             f"recorded at saving does not match); the checkpoint is damaged or was edited. Save it again."
@@ -208,11 +383,44 @@ def keys_from_format_1(tensors: dict[str, torch.Tensor], base: nn.Module) -> dic
     return renamed
 
 
+def refuse_meta(model: nn.Module, advice: str) -> None:
+    """A model on the ``meta`` device has shapes but no weights: nothing to save or adapt."""
+    if any(p.is_meta for p in model.parameters()):
+        raise ValueError(
+            f"the base model's weights are on the meta device (shapes without values, as under "
+            f"torch.device('meta') or init_empty_weights); {advice}."
+        )
+
+
+def base_fingerprints(model: PeftModel | nn.Module) -> dict[str, str | None]:
+    """The base weights' fingerprints as a checkpoint records them: rounded to bfloat16 directly,
+    and through float16 first, so that a model cast to float16 matches its float32 original."""
+    if isinstance(model, PeftModel):
+        return {
+            "base_model_fingerprint": model.base_model_fingerprint,
+            "base_model_fingerprint_float16": model.base_model_fingerprint_float16,
+        }
+    return {
+        "base_model_fingerprint": base_fingerprint(model),
+        "base_model_fingerprint_float16": base_fingerprint(model, through=torch.float16),
+    }
+
+
 def check_base(
-    meta: dict[str, Any], base: nn.Module, fingerprint: str, directory: Path, with_head: bool
+    meta: dict[str, Any],
+    base: nn.Module,
+    fingerprints: dict[str, str | None],
+    directory: Path,
+    with_head: bool,
 ) -> None:
-    """Refuse another shape; warn about other weights of the same shape."""
+    """Refuse another shape; warn about other weights of the same shape (another dtype is the same weights)."""
     expected, actual = dict(meta["base_model_shape"]), model_shape(base)
+    if with_head and "num_labels" in expected and "num_labels" not in actual:
+        raise ValueError(
+            f"adapter in {directory} was trained with a classification head ({expected['num_labels']} labels, "
+            f"task_type SEQ_CLS) and {type(base).__name__} has none; load it onto a model with a head, e.g. "
+            f"BertForSequenceClassification.from_pretrained(name, num_labels={expected['num_labels']})."
+        )
     if not with_head:
         expected.pop("num_labels", None)
         actual.pop("num_labels", None)
@@ -223,8 +431,9 @@ def check_base(
             if expected.get(k) != actual.get(k)
         )
         raise ValueError(f"adapter in {directory} was trained on a base model of another shape ({differ}).")
-    recorded = meta.get("base_model_fingerprint")
-    if recorded is not None and recorded != fingerprint:
+    recorded = {k: meta.get(k) for k in fingerprints if meta.get(k) is not None}
+    if recorded and not any(fingerprints[k] == v for k, v in recorded.items()):
+        recorded, fingerprint = recorded["base_model_fingerprint"], fingerprints["base_model_fingerprint"]
         name = meta.get("base_model_name") or "an unnamed model"
         warnings.warn(
             f"adapter in {directory} was trained on {name} with weights fingerprint {recorded}; this base model "
@@ -242,13 +451,19 @@ def load_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "d
     The files, the base model's shape and the tensors are checked before anything changes; on
     any error the model is left as it was.
     """
-    directory = Path(directory)
-    meta = read_adapter_config(directory)
-    config = config_from_dict(meta["peft_config"])
-    tensors = read_weights(directory, meta)
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"the first argument is the base model (a torch nn.Module such as BertForSequenceClassification), "
+            f"got {type(model).__name__}."
+        )
     base = model.base_model if isinstance(model, PeftModel) else model
-    fingerprint = model.base_model_fingerprint if isinstance(model, PeftModel) else base_fingerprint(base)
-    check_base(meta, base, fingerprint, directory, with_head=config.task_type == TaskType.SEQ_CLS)
+    refuse_meta(base, "load the weights first, e.g. with from_pretrained(name) and no device_map")
+    directory = checkpoint_folder(directory)
+    meta, tensors = read_checkpoint(directory)
+    config = config_from_dict(meta["peft_config"])
+    check_base(
+        meta, base, base_fingerprints(model), directory, with_head=config.task_type == TaskType.SEQ_CLS
+    )
     if meta.get("format_version", 1) == 1:
         tensors = keys_from_format_1(tensors, base)
     try:

@@ -93,14 +93,15 @@ def is_adapted(model: nn.Module) -> bool:
     return any(isinstance(m, AdapterSite) for m in model.modules())
 
 
-def base_fingerprint(model: nn.Module, samples: int = 256) -> str | None:
+def base_fingerprint(model: nn.Module, samples: int = 256, through: torch.dtype | None = None) -> str | None:
     """A short hash that tells one set of base weights from another of the same shape.
 
     It reads the embedding tables and the Transformer layers' own parameters (never an
     adapter's, never the head's): ``samples`` evenly spaced values of each, rounded to bfloat16
     so the same weights in float32 or bfloat16 give the same hash. Any fine-tuning or a different
     pre-trained checkpoint changes it; the device, the wrapper class and the head do not. None
-    for a model on the ``meta`` device (shapes without weights).
+    for a model on the ``meta`` device (shapes without weights). ``through=torch.float16`` rounds
+    to float16 first, so that a float32 model and its float16 copy give the same hash.
     """
     if any(p.is_meta for p in model.parameters()):
         return None
@@ -118,6 +119,8 @@ def base_fingerprint(model: nn.Module, samples: int = 256) -> str | None:
         count = min(samples, values.numel())
         picked = values[torch.arange(count, device=values.device) * (values.numel() - 1) // max(count - 1, 1)]
         digest.update(".".join(p for p in parts if p != "base_layer").encode())
+        if through is not None:
+            picked = picked.to(through)
         digest.update(picked.to(torch.bfloat16).float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 

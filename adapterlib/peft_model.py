@@ -61,6 +61,7 @@ class PeftModel(nn.Module):
         self.disabled = False
         # Taken before any adapter exists or is merged: what checkpoints record and check.
         self.base_model_fingerprint = base_fingerprint(model)
+        self.base_model_fingerprint_float16 = base_fingerprint(model, through=torch.float16)
         self.add_adapter(adapter_name, config, weights=weights)
 
     # ------------------------------------------------------------ adding and removing adapters
@@ -103,6 +104,7 @@ class PeftModel(nn.Module):
             raise ValueError(f"an adapter named {adapter_name!r} exists already; pick another name.")
         method = method_of(config)
         config.validate()
+        self._refuse_while_disabled("adding an adapter")
         self._refuse_while_merged("adding an adapter")
         layers = find_layers(self.base_model)
         if config.task_type == TaskType.SEQ_CLS and not isinstance(
@@ -138,6 +140,7 @@ class PeftModel(nn.Module):
         """Remove an adapter's modules; a site left empty gives way to its base module again.
         Deleting the active adapter activates the first one left (or none)."""
         self._check_known(adapter_name)
+        self._refuse_while_disabled("deleting an adapter")
         self._refuse_while_merged("deleting an adapter")
         remove_adapter_modules(self.base_model, adapter_name)
         del self.peft_config[adapter_name]
@@ -154,6 +157,7 @@ class PeftModel(nn.Module):
     def set_adapter(self, adapter_name: str) -> None:
         """Activate ``adapter_name`` everywhere; freeze everything but its parameters."""
         self._check_known(adapter_name)
+        self._refuse_while_disabled("switching adapters")
         self._refuse_while_merged("switching adapters")
         self.active_adapter = adapter_name
         self.requires_grad_(False)
@@ -167,21 +171,32 @@ class PeftModel(nn.Module):
 
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
-        """``with model.disable_adapter():`` computes the base model alone (its original head too)."""
+        """``with model.disable_adapter():`` computes the base model alone (its original head too).
+
+        Inside the block the adapters cannot change: adding, loading, deleting, switching,
+        merging and unloading are refused. Leaving a block restores what it found, so a block
+        nested in another leaves the adapters disabled until the outer block ends.
+        """
         self._refuse_while_merged("disabling adapters")
-        sites = self.sites(AdapterSite)
-        for site in sites:
+        found = [(site, site.active_adapter) for site in self.sites(AdapterSite)]
+        was_disabled = self.disabled
+        for site, _ in found:
             site.active_adapter = None
         self.disabled = True
         try:
             yield
         finally:
-            self.disabled = False
-            for site in sites:
-                site.active_adapter = self.active_adapter
+            self.disabled = was_disabled
+            for site, active in found:
+                site.active_adapter = active
 
     @property
     def active_config(self) -> PeftConfig:
+        if self.active_adapter is None:
+            raise ValueError(
+                "no adapter is active: this model has none left (merge_and_unload(), unload() or "
+                "delete_adapter() removed them); add or load one first."
+            )
         return self.peft_config[self.active_adapter]
 
     def sites(self, kind: type[nn.Module]) -> list[nn.Module]:
@@ -196,6 +211,12 @@ class PeftModel(nn.Module):
         if adapter_name not in self.peft_config:
             have = ", ".join(self.peft_config) or "none"
             raise ValueError(f"no adapter named {adapter_name!r}; this model has: {have}.")
+
+    def _refuse_while_disabled(self, action: str) -> None:
+        if self.disabled:
+            raise RuntimeError(
+                f"adapters are disabled by `with model.disable_adapter():`; leave the with-block before {action}."
+            )
 
     def _refuse_while_merged(self, action: str) -> None:
         merged = [site.merged_adapter for site in self.sites(MergeableSite) if site.merged_adapter]
@@ -243,6 +264,7 @@ class PeftModel(nn.Module):
 
     def unload(self) -> nn.Module:
         """The base model with every adapterlib module removed and nothing merged."""
+        self._refuse_while_disabled("unloading")
         self._refuse_while_merged("unloading")
         return self._unload(keep=None)
 
@@ -297,6 +319,13 @@ class PeftModel(nn.Module):
         if isinstance(selected_adapters, str):
             raise TypeError(f"selected_adapters is a list of names, e.g. [{selected_adapters!r}].")
         names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
+        if not names:
+            raise ValueError(
+                "no adapter to save: this model has no adapter left (merge_and_unload(), unload() or delete_adapter() "
+                "removed them)."
+                if not self.peft_config
+                else "selected_adapters is empty; name at least one adapter, e.g. ['default']."
+            )
         for name in names:
             self._check_known(name)
         files = {
@@ -323,6 +352,7 @@ class PeftModel(nn.Module):
         adapter trains here)."""
         from .checkpoint import load_adapter
 
+        self._refuse_while_disabled("loading an adapter")
         previous = self.active_adapter
         inference_mode = not any(p.requires_grad for p in self.parameters())  # as from_pretrained leaves it
         load_adapter(self, model_id, adapter_name)

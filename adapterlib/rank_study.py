@@ -15,15 +15,18 @@ e. Hu et al.'s (2021, §7) subspace similarity between LoRA updates of two ranks
 Run from the repository (32 minutes for the committed results, on one core of a 2-core CPU with
 bf16 instructions that other jobs shared; mostly the epoch over the whole training set)::
 
-    python -m adapterlib.rank_study --data-dir ../shared/data/sst2 --out results/rank
+    python -m adapterlib.rank_study --data-dir ../shared/data/sst2 --out results/rank --overwrite
 
 It writes five small JSON files to ``--out``, no weights; notebook 8 reads them with
 ``RankResults.load(folder)`` (:mod:`adapterlib.rank_widget`). What to know before running it:
 
+* Every argument and input (the data folder, the model, the ``--runs`` file) is checked before
+  the fine-tuning starts; a mistake stops the command at once with one line saying what to fix.
 * Relative paths (``--out``, ``--runs``, ``--data-dir``, ``--model``) are resolved against the
   directory the command is started in.
-* ``--out results/rank`` overwrites the committed results that notebook 8 shows; write a trial run
-  to another folder.
+* ``--out`` is a new (or empty) folder. Replacing earlier results, such as the committed ones in
+  ``results/rank`` that notebook 8 shows, takes ``--overwrite``. The files are written into a hidden
+  folder beside ``--out`` that replaces it at the end, so a run that fails leaves earlier results whole.
 * ``--runs results/runs.jsonl`` (the default) supplies the comparison grid's LoRA runs: a record is
   reused when its recipe (r, seed, learning rate, epochs, batch, training examples, ...), its full
   PEFT config, its precision and the fingerprints of model and data all equal this run's. A run
@@ -42,7 +45,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -297,6 +302,8 @@ def write(out: Path, name: str, content: dict, compact: bool = False) -> None:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    from .cli.checks import non_negative_int, positive_int
+
     title, *_ = __doc__.split("\n\n")
     notes = __doc__[__doc__.index("Run from the repository") :]
     parser = argparse.ArgumentParser(
@@ -308,7 +315,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         required=True,
-        help="folder for the five result files (results/rank overwrites the committed ones)",
+        help="a new or empty folder for the five result files",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results in an existing --out (needed for results/rank, the committed ones)",
     )
     parser.add_argument(
         "--data-dir", help="local GLUE SST-2 folder (default: $ADAPTERLIB_SST2_DIR, else the hub)"
@@ -324,33 +336,34 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--train-size",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="full fine-tuning's training examples, 0 for all 67,349 (default: %(default)s)",
     )
     parser.add_argument(
         "--lora-train-size",
-        type=int,
+        type=non_negative_int,
         default=2_000,
-        help="LoRA's training examples; the comparison grid's recipe uses %(default)s (default: %(default)s)",
+        help="LoRA's training examples, 0 for all; the comparison grid's recipe uses %(default)s "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--ranks",
-        type=int,
+        type=non_negative_int,
         nargs="+",
         default=list(RANKS),
-        help="ranks the fine-tuning update is cut to; full rank is added (default: %(default)s)",
+        help="ranks the fine-tuning update is cut to, 0 for no update; full rank is added (default: %(default)s)",
     )
     parser.add_argument(
         "--lora-ranks",
-        type=int,
+        type=positive_int,
         nargs="+",
         default=list(LORA_RANKS),
         help="ranks LoRA is trained at (default: %(default)s)",
     )
     parser.add_argument(
         "--seeds",
-        type=int,
+        type=non_negative_int,
         nargs="+",
         default=list(SEEDS),
         help="LoRA's seeds; must include 0, and 1 for the seed-against-seed similarity "
@@ -358,7 +371,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--similarity-ranks",
-        type=int,
+        type=positive_int,
         nargs=2,
         default=list(SIMILARITY_RANKS),
         metavar=("SMALL", "LARGE"),
@@ -368,19 +381,94 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check(args: argparse.Namespace) -> None:
+    """Everything that can be known to fail before the fine-tuning: the arguments, the data folder,
+    the model, the ``--runs`` file and ``--out``. Raises UsageError."""
+    from .cli.checks import (
+        UsageError,
+        check_data,
+        check_out_location,
+        check_sources,
+        check_tokenizer,
+        model_config,
+    )
+    from .cli.compare_command import read_runs
+    from .modeling import resolve_model_name
+
+    for option, values in (
+        ("--ranks", args.ranks),
+        ("--lora-ranks", args.lora_ranks),
+        ("--seeds", args.seeds),
+    ):
+        if len(set(values)) < len(values):
+            raise UsageError(f"{option} {' '.join(map(str, values))} names a value twice; name each once.")
+    small, large = args.similarity_ranks
+    if not small < large or not {small, large} <= set(args.lora_ranks):
+        raise UsageError(
+            f"--similarity-ranks {small} {large}: name a smaller and a larger rank, both among --lora-ranks."
+        )
+    if 0 not in args.seeds:
+        raise UsageError("--seeds must include 0: the similarities compare LoRA runs of seed 0.")
+    check_sources(args.model, args.data_dir)
+    check_data(args.data_dir, max(args.train_size, args.lora_train_size))
+    model_name = resolve_model_name(args.model)
+    model_config(model_name)
+    check_tokenizer(model_name)
+    read_runs(Path(args.runs))  # a damaged line is named now, not after the fine-tuning
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a folder for the results.")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise UsageError(
+            f"--out {out} holds earlier results; name a new folder, or add --overwrite to replace them."
+        )
+    check_out_location(out, out)
+
+
+def replace_folder(written: Path, out: Path) -> None:
+    """Put the finished ``written`` folder where ``out`` is, removing the old ``out`` after."""
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        written.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    out.rename(old)
+    written.rename(out)
+    shutil.rmtree(old)
+
+
 def main(argv: list[str] | None = None) -> None:
+    from .cli.checks import UsageError
+
+    args = parse(argv)
+    try:
+        check(args)
+    except UsageError as error:
+        print(f"python -m adapterlib.rank_study: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    written.mkdir()  # with the user's umask
+    try:
+        study(args, argv, written)
+        replace_folder(written, out)
+    except BaseException:
+        shutil.rmtree(written, ignore_errors=True)
+        raise
+    print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.json')))} to {out}", flush=True)
+
+
+def study(args: argparse.Namespace, argv: list[str] | None, out: Path) -> None:
+    """Run every step of the study, writing its five files into ``out``."""
     from .cli.compare_command import run_key
     from .cli.train_command import fingerprints
     from .modeling import load_classifier, resolve_model_name, resolve_precision
     from .train import Recipe, library_versions, train_and_evaluate
 
-    args = parse(argv)
-    if not set(args.similarity_ranks) <= set(args.lora_ranks) or 0 not in args.seeds:
-        raise SystemExit("--similarity-ranks must be among --lora-ranks, and --seeds must include 0.")
     torch.set_num_threads(1)  # one core: another training job may use the other
     started = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     model_name = resolve_model_name(args.model)
     prints = fingerprints(model_name, args.data_dir)
 
@@ -468,11 +556,7 @@ def main(argv: list[str] | None = None) -> None:
             **prints,
         },
     )
-    print(
-        f"wrote {', '.join(sorted(p.name for p in out.glob('*.json')))} to {out} "
-        f"in {(time.perf_counter() - started) / 60:.1f} min",
-        flush=True,
-    )
+    print(f"the study took {(time.perf_counter() - started) / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":

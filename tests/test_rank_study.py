@@ -3,6 +3,7 @@ tiny random BERT, the whole command on a tiny setting, and the committed result 
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import asdict, replace
@@ -12,7 +13,7 @@ import pytest
 import torch
 from test_cli import write_tiny_model, write_tiny_sst2
 
-from adapterlib import LoraConfig, TaskType, get_peft_model
+from adapterlib import LoraConfig, TaskType, get_peft_model, rank_study
 from adapterlib.low_rank import energy_shares, similarity_grid, subspace_similarity, truncate
 from adapterlib.rank_study import (
     MATRICES,
@@ -261,13 +262,15 @@ def test_the_help_names_defaults_paths_reuse_precision_and_a_smoke_run():
         "--lora-ranks",
         "--seeds",
         "--similarity-ranks",
+        "--overwrite",
     ):
         assert option in text
     assert text.count("(default: ") >= 8  # every option with a default shows it
     for needed in (
         "32 minutes",
         "resolved against the directory the command is started in",
-        "overwrites the committed",
+        "--overwrite",
+        "checked before the fine-tuning starts",
         "fingerprints",
         "fp32",
         "every LoRA run is trained",
@@ -429,3 +432,112 @@ def test_committed_truncations_are_bracketed_by_the_pretrained_and_fine_tuned_ma
     assert sorted(r for t, r in runs if t == "all" and r != "full") == [0, 1, 2, 4, 8, 16, 32, 64]
     for run in runs.values():
         assert run["accuracy"] == run["correct"].count("1") / len(run["correct"])
+
+
+# ---------------------------------------------------------------- arguments and --out, before any training
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("inputs")
+    return {"model": write_tiny_model(folder / "tiny-bert"), "data": write_tiny_sst2(folder / "sst2")}
+
+
+def study_arguments(inputs: dict[str, str], out: Path, *extra: str) -> list[str]:
+    return [
+        "--model", inputs["model"], "--data-dir", inputs["data"], "--out", str(out),
+        "--runs", str(out.parent / "none.jsonl"), "--train-size", "64", "--lora-train-size", "32",
+        "--ranks", "0", "1", "--lora-ranks", "1", "2", "--seeds", "0", "--similarity-ranks", "1", "2",
+        *extra,
+    ]  # fmt: skip
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else {}
+
+
+def damaged_runs(tmp_path: Path) -> str:
+    (tmp_path / "runs.jsonl").write_text(
+        '{"method": "lora", "recipe": {"method_options": {}, "seed": 0}}\n{oops\n'
+    )
+    return str(tmp_path / "runs.jsonl")
+
+
+def missing_dev(tmp_path: Path) -> str:
+    write_tiny_sst2(tmp_path / "no-dev")
+    (tmp_path / "no-dev" / "dev.tsv").unlink()
+    return str(tmp_path / "no-dev")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda tmp: ["--data-dir", "/nonexistent"], "/nonexistent does not exist"),
+        (lambda tmp: ["--data-dir", missing_dev(tmp)], "has no dev.tsv"),
+        (lambda tmp: ["--runs", damaged_runs(tmp)], "runs.jsonl, line 2 is not JSON"),
+        (lambda tmp: ["--model", str(tmp / "no-model")], "no-model"),
+        (lambda tmp: ["--ranks", "-1", "0", "1"], "argument --ranks: must be 0 or more, got -1"),
+        (lambda tmp: ["--lora-ranks", "0", "1"], "argument --lora-ranks: must be a positive whole number"),
+        (lambda tmp: ["--train-size", "-5"], "argument --train-size: must be 0 or more"),
+        (lambda tmp: ["--train-size", "65"], "--train-size 65 is more than the 64 rows"),
+        (lambda tmp: ["--ranks", "1", "1"], "--ranks 1 1 names a value twice"),
+        (lambda tmp: ["--similarity-ranks", "1", "4"], "both among --lora-ranks"),
+        (lambda tmp: ["--seeds", "1"], "--seeds must include 0"),
+        (lambda tmp: ["--out", str(tmp / "results")], "holds earlier results; .* --overwrite"),
+    ],
+    ids=[
+        "no data", "no dev.tsv", "damaged runs", "no model", "negative rank", "LoRA rank 0", "negative size",
+        "size over the data", "repeated rank", "similarity rank", "no seed 0", "earlier results",
+    ],
+)  # fmt: skip
+def test_every_mistake_stops_the_study_before_it_trains(
+    tiny_inputs, tmp_path, monkeypatch, capsys, change, message
+):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "spectra.json").write_text("{}\n")
+    monkeypatch.setattr(rank_study, "study", lambda *args: pytest.fail("the study started"))
+    with pytest.raises(SystemExit) as stopped:
+        rank_study.main(study_arguments(tiny_inputs, tmp_path / "out") + change(tmp_path))
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.search(message, error), error
+    assert not (tmp_path / "out").exists()
+    assert folder_bytes(results) == {"spectra.json": b"{}\n"}
+
+
+def test_a_failing_study_leaves_earlier_results_whole(tiny_inputs, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "spectra.json").write_text("{}\n")
+
+    def fails_halfway(args, argv, out):
+        (out / "spectra.json").write_text("new\n")
+        raise ValueError("a step of the study failed")
+
+    monkeypatch.setattr(rank_study, "study", fails_halfway)
+    with pytest.raises(ValueError, match="failed"):
+        rank_study.main(study_arguments(tiny_inputs, results, "--overwrite"))
+    assert folder_bytes(results) == {"spectra.json": b"{}\n"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no partial folder left
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new folder", "--overwrite"])
+def test_a_finished_study_replaces_the_folder_whole(tiny_inputs, tmp_path, monkeypatch, existing):
+    out = tmp_path / "results"
+    if existing:
+        out.mkdir()
+        (out / "old.json").write_text("{}\n")
+
+    def writes(args, argv, folder):
+        (folder / "spectra.json").write_text("new\n")
+
+    monkeypatch.setattr(rank_study, "study", writes)
+    previous = os.umask(0o022)
+    try:
+        rank_study.main(study_arguments(tiny_inputs, out, *(["--overwrite"] if existing else [])))
+    finally:
+        os.umask(previous)
+    assert folder_bytes(out) == {"spectra.json": b"new\n"}
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]

@@ -18,6 +18,10 @@ passes no gradient back), which saves memory at what the authors report to be a 
 cost in accuracy. Gradients reach :math:`m` through :math:`m / n`, and :math:`A, B` through the
 direction.
 
+A row of zeros in :math:`W` (a pruned output feature) has norm 0; :math:`n` is floored at
+:math:`\epsilon = 10^{-6}` so that the quotient is :math:`0 / \epsilon = 0` there instead of NaN.
+(peft 0.22 divides by the bare norm; its issue #2049 reports the NaN this floor prevents.)
+
 Written as a change to the frozen layer's output, which is how it is computed here (as in peft):
 
 .. math::  y = W x + b + \Delta h, \qquad
@@ -58,6 +62,9 @@ class DoraConfig(LoraConfig):
     method = "dora"
 
 
+NORM_FLOOR = 1e-6  # the smallest row norm DoRA divides by
+
+
 def row_norms(weight: torch.Tensor) -> torch.Tensor:
     """The Euclidean norm of each row of ``weight`` (one per output feature of a Linear)."""
     return torch.linalg.vector_norm(weight, dim=1)
@@ -77,8 +84,12 @@ class DoraUpdate(LoraUpdate):
 
     @torch.no_grad()
     def direction_norms(self) -> torch.Tensor:
-        """``n = ||W + s B A||`` per row, without gradient (Liu et al., section 4.3)."""
-        return row_norms(self.linear.weight + super().delta_weight())
+        """``n = max(||W + s B A||, 1e-6)`` per row, without gradient (Liu et al., section 4.3).
+
+        The floor keeps a row of zeros (a pruned or dead output feature) from dividing by zero:
+        its magnitude starts at 0, so ``m / n`` is 0 there rather than NaN. Rows of a trained
+        model have norms near 1, far above the floor, where it changes nothing."""
+        return row_norms(self.linear.weight + super().delta_weight()).clamp_min(NORM_FLOOR)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(x)
