@@ -4,8 +4,10 @@ A checkpoint is a directory with two files, named as in peft:
 
 * ``adapter_config.json``: the format version, the method's config, the base model's shape and
   two fingerprints of its weights (rounded to bfloat16 directly and through float16 first, so that
-  the same weights in another dtype match one of them), when given a portable name of the base
-  model (never a path), and a SHA-256 of the weights file and the method's config together;
+  a float32 original and its half-precision copy match one of them), their dtype and a few of their
+  values (which tell a float16 and a bfloat16 copy of the same weights from other weights), when
+  given a portable name of the base model (never a path), and a SHA-256 of the weights file and
+  the method's config together;
 * ``adapter_model.safetensors``: only the adapter's tensors (and its copy of the task head),
   named relative to the layer and site they belong to (:meth:`PeftModel.adapter_state_dict`),
   so the names do not depend on what else is installed in the model.
@@ -26,7 +28,8 @@ lock on the folder, goes in three steps:
 
 A save or load that finds a staging folder left by an interrupted save (and the lock free)
 finishes it when it has its commit record and discards it otherwise, so after an interrupt the
-folder holds the old checkpoint or the new one. A reader does not take the lock; if the pair it
+folder holds the old checkpoint or the new one; a load from a folder it may not write to reads
+the committed files where they are. A reader does not take the lock; if the pair it
 read does not match its SHA-256 (a writer was between two renames), it reads again under a
 shared lock, once the writer is done.
 """
@@ -173,9 +176,17 @@ def committed(directory: Path, file_name: str) -> Path:
     return directory / file_name
 
 
+def read_current(directory: Path, file_name: str) -> bytes:
+    """The bytes of the checkpoint's ``file_name``, from where it is now."""
+    try:
+        return committed(directory, file_name).read_bytes()
+    except FileNotFoundError:  # a writer renamed it into place as we looked
+        return (directory / file_name).read_bytes()
+
+
 def read_files(directory: Path) -> tuple[bytes, bytes]:
-    """The bytes of the config and of the weights, each from where it is now."""
-    return committed(directory, CONFIG_FILE).read_bytes(), committed(directory, WEIGHTS_FILE).read_bytes()
+    """The bytes of the config and of the weights."""
+    return read_current(directory, CONFIG_FILE), read_current(directory, WEIGHTS_FILE)
 
 
 def checksum(weights: bytes, peft_config: dict[str, Any]) -> str:
@@ -342,7 +353,11 @@ def checkpoint_folder(directory: str | Path) -> Path:
     if not directory.is_dir():
         raise FileNotFoundError(f"adapter checkpoint directory {directory} does not exist.")
     recover(directory)
-    missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if not committed(directory, f).is_file()]
+    missing = [
+        f
+        for f in (CONFIG_FILE, WEIGHTS_FILE)
+        if not (directory / f).is_file() and not committed(directory, f).is_file()
+    ]
     if missing:
         raise FileNotFoundError(
             f"adapter checkpoint {directory} is incomplete: {', '.join(missing)} missing "
@@ -354,7 +369,7 @@ def checkpoint_folder(directory: str | Path) -> Path:
 def read_adapter_config(directory: str | Path) -> dict[str, Any]:
     """The parsed ``adapter_config.json``, or a clear error if the checkpoint is incomplete or damaged."""
     directory = checkpoint_folder(directory)
-    return parse_config(directory, committed(directory, CONFIG_FILE).read_bytes())
+    return parse_config(directory, read_current(directory, CONFIG_FILE))
 
 
 def parse_config(directory: Path, text: bytes) -> dict[str, Any]:
