@@ -4,8 +4,10 @@ A checkpoint is a directory with two files, named as in peft:
 
 * ``adapter_config.json``: the format version, the method's config, the base model's shape and
   two fingerprints of its weights (rounded to bfloat16 directly and through float16 first, so that
-  the same weights in another dtype match one of them), when given a portable name of the base
-  model (never a path), and a SHA-256 of the weights file and the method's config together;
+  a float32 original and its half-precision copy match one of them), their dtype and a few of their
+  values (which tell a float16 and a bfloat16 copy of the same weights from other weights), when
+  given a portable name of the base model (never a path), and a SHA-256 of the weights file and
+  the method's config together;
 * ``adapter_model.safetensors``: only the adapter's tensors (and its copy of the task head),
   named relative to the layer and site they belong to (:meth:`PeftModel.adapter_state_dict`),
   so the names do not depend on what else is installed in the model.
@@ -26,14 +28,17 @@ lock on the folder, goes in three steps:
 
 A save or load that finds a staging folder left by an interrupted save (and the lock free)
 finishes it when it has its commit record and discards it otherwise, so after an interrupt the
-folder holds the old checkpoint or the new one. A reader does not take the lock; if the pair it
+folder holds the old checkpoint or the new one; a load from a folder it may not write to reads
+the committed files where they are. A reader does not take the lock; if the pair it
 read does not match its SHA-256 (a writer was between two renames), it reads again under a
 shared lock, once the writer is done.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -63,6 +68,14 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 FORMAT_VERSION = 2
 STAGING = ".adapter-staging"
 COMMIT_RECORD = "COMMIT"
+FORMAT_2_ONLY = (  # format 1 wrote none of these
+    "sha256",
+    "base_model_fingerprint",
+    "base_model_fingerprint_float16",
+    "base_model_dtype",
+    "base_model_samples",
+)
+READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class DifferentBaseWarning(UserWarning):
@@ -154,6 +167,28 @@ def recover(directory: Path) -> None:
                 finish_interrupted_save(directory)
 
 
+def committed(directory: Path, file_name: str) -> Path:
+    """Where the checkpoint's ``file_name`` is now: in the staging folder while a committed save has not
+    renamed it into place (that save is under way, or was interrupted in a folder we may not write to)."""
+    staged = directory / STAGING / file_name
+    if (directory / STAGING / COMMIT_RECORD).is_file() and staged.is_file():
+        return staged
+    return directory / file_name
+
+
+def read_current(directory: Path, file_name: str) -> bytes:
+    """The bytes of the checkpoint's ``file_name``, from where it is now."""
+    try:
+        return committed(directory, file_name).read_bytes()
+    except FileNotFoundError:  # a writer renamed it into place as we looked
+        return (directory / file_name).read_bytes()
+
+
+def read_files(directory: Path) -> tuple[bytes, bytes]:
+    """The bytes of the config and of the weights."""
+    return read_current(directory, CONFIG_FILE), read_current(directory, WEIGHTS_FILE)
+
+
 def checksum(weights: bytes, peft_config: dict[str, Any]) -> str:
     """SHA-256 of the weights file and the method's config: a damaged or edited file does not load."""
     return hashlib.sha256(weights + json.dumps(peft_config, sort_keys=True).encode()).hexdigest()
@@ -189,23 +224,83 @@ def adapter_files(
             f"adapter {name!r} holds NaN or infinite values ({broken[0]}); training diverged, "
             f"lower the learning rate. Nothing was saved."
         )
-    weights = save_safetensors(tensors)
     peft_config = model.peft_config[name].to_dict()
+    created_with = model.config_at_creation[name]
+    if peft_config != created_with:
+        changed = ", ".join(
+            f"{k}: {created_with.get(k)!r} -> {peft_config.get(k)!r}"
+            for k in sorted(set(peft_config) | set(created_with))
+            if peft_config.get(k) != created_with.get(k)
+        )
+        raise ValueError(
+            f"peft_config[{name!r}] was changed after adapter {name!r} was made ({changed}); its weights "
+            f"follow the old values, so the checkpoint could not be loaded. Set the field back, or add a new "
+            f"adapter with the new config. Nothing was saved."
+        )
+    weights = save_safetensors(tensors)
     meta = {
         "format_version": FORMAT_VERSION,
         "peft_config": peft_config,
         "base_model_shape": model_shape(model.base_model),
-        "base_model_fingerprint": model.base_model_fingerprint,
-        "base_model_fingerprint_float16": model.base_model_fingerprint_float16,
+        **model.base_model_record,
         "base_model_name": base_model_name,
         "sha256": checksum(weights, peft_config),
     }
     return {WEIGHTS_FILE: weights, CONFIG_FILE: (json.dumps(meta, indent=2) + "\n").encode()}
 
 
+def save_folder(directory: str | os.PathLike) -> Path:
+    """``directory`` as a Path to save into (it may not exist yet), or a clear error."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(
+            f"a checkpoint is saved into a folder named by a str or Path, got {directory!r}; "
+            f"e.g. save_pretrained('my-adapter')."
+        )
+    if os.fspath(directory) == "":
+        raise ValueError(
+            "the folder to save into is '' (empty); name one, e.g. 'my-adapter', or '.' for this one."
+        )
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(
+            f"{directory} is a file; a checkpoint is a folder (it holds {CONFIG_FILE} and {WEIGHTS_FILE}): "
+            f"name a new folder or an existing one."
+        )
+    return directory
+
+
+def first_missing(directory: Path) -> Path | None:
+    """The outermost folder of ``directory``'s path that does not exist yet (what ``mkdir`` creates)."""
+    missing = None
+    for folder in [directory, *directory.parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
 def write_files(directory: Path, files: dict[str, bytes]) -> Path:
-    """Replace ``files`` in ``directory`` as one unit (the steps are in this module's docstring)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Replace ``files`` in ``directory`` as one unit (the steps are in this module's docstring).
+    A failed save leaves the old pair in place and removes any folder it created itself."""
+    created = first_missing(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_pair(directory, files)
+    except BaseException as error:
+        if created is not None and not (directory / CONFIG_FILE).exists():
+            shutil.rmtree(created, ignore_errors=True)
+        if isinstance(error, OSError):
+            advice = " Save into a folder you can write to." if error.errno in READ_ONLY else ""
+            raise type(error)(
+                f"could not save the adapter into {directory}: {error.strerror or error} "
+                f"({error.filename or directory}); nothing was changed there.{advice}"
+            ) from None
+        raise
+    return directory
+
+
+def write_pair(directory: Path, files: dict[str, bytes]) -> None:
+    """The save itself, in an existing folder, under its exclusive lock."""
     with locked(directory, exclusive=True):
         finish_interrupted_save(directory)
         staging = directory / STAGING
@@ -227,7 +322,6 @@ def write_files(directory: Path, files: dict[str, bytes]) -> Path:
             with contextlib.suppress(OSError):
                 finish_interrupted_save(directory)
             raise
-    return directory
 
 
 def save_adapter(
@@ -240,7 +334,7 @@ def save_adapter(
 
     Everything is computed and checked before a file is written; each file is replaced whole.
     """
-    return write_files(Path(directory), adapter_files(model, adapter_name, base_model_name))
+    return write_files(save_folder(directory), adapter_files(model, adapter_name, base_model_name))
 
 
 def checkpoint_folder(directory: str | Path) -> Path:
@@ -259,7 +353,11 @@ def checkpoint_folder(directory: str | Path) -> Path:
     if not directory.is_dir():
         raise FileNotFoundError(f"adapter checkpoint directory {directory} does not exist.")
     recover(directory)
-    missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if not (directory / f).is_file()]
+    missing = [
+        f
+        for f in (CONFIG_FILE, WEIGHTS_FILE)
+        if not (directory / f).is_file() and not committed(directory, f).is_file()
+    ]
     if missing:
         raise FileNotFoundError(
             f"adapter checkpoint {directory} is incomplete: {', '.join(missing)} missing "
@@ -271,7 +369,7 @@ def checkpoint_folder(directory: str | Path) -> Path:
 def read_adapter_config(directory: str | Path) -> dict[str, Any]:
     """The parsed ``adapter_config.json``, or a clear error if the checkpoint is incomplete or damaged."""
     directory = checkpoint_folder(directory)
-    return parse_config(directory, (directory / CONFIG_FILE).read_bytes())
+    return parse_config(directory, read_current(directory, CONFIG_FILE))
 
 
 def parse_config(directory: Path, text: bytes) -> dict[str, Any]:
@@ -302,12 +400,22 @@ def parse_config(directory: Path, text: bytes) -> dict[str, Any]:
             f"{directory} uses checkpoint format {meta['format_version']}; this adapterlib reads up to "
             f"{FORMAT_VERSION}. Upgrade adapterlib."
         )
+    restore = (
+        f"if you trust these files as they are, adapterlib.checkpoint.add_checksum({str(directory)!r}) "
+        f"records their SHA-256"
+    )
+    later = [field for field in FORMAT_2_ONLY if field in meta]
+    if "format_version" not in meta and later:
+        raise ValueError(
+            f"{directory / CONFIG_FILE} has no format_version (format 1) but records {', '.join(later)}, which "
+            f"only format {FORMAT_VERSION} writes: it was edited, and its weights cannot be checked. Save the "
+            f"adapter again from the model that trained it; {restore}."
+        )
     if version >= 2 and not isinstance(meta.get("sha256"), str):
         raise ValueError(
             f"{directory / CONFIG_FILE} has no sha256, which every format-{version} checkpoint records: it was "
             f"edited, and an edit to the weights or the config cannot be detected without it. Save the adapter "
-            f"again from the model that trained it; if you trust these files as they are, "
-            f"adapterlib.checkpoint.add_checksum({str(directory)!r}) records their SHA-256."
+            f"again from the model that trained it; {restore}."
         )
     return meta
 
@@ -320,16 +428,15 @@ def matches_checksum(meta: dict[str, Any], weights: bytes) -> bool:
 def read_pair(directory: Path) -> tuple[dict[str, Any], bytes]:
     """Config and weights that belong together: read again under a shared lock when the first
     read caught a writer between its two renames (their SHA-256 does not match)."""
-    meta_text, weights = (directory / CONFIG_FILE).read_bytes(), (directory / WEIGHTS_FILE).read_bytes()
-    with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+    with contextlib.suppress(OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        meta_text, weights = read_files(directory)  # OSError: a writer renamed a file as we read it
         if matches_checksum(json.loads(meta_text), weights):
             return parse_config(directory, meta_text), weights
-    with contextlib.suppress(OSError):  # a folder we cannot lock: what was read is all there is
+    try:
         with locked(directory, exclusive=False):
-            meta_text, weights = (
-                (directory / CONFIG_FILE).read_bytes(),
-                (directory / WEIGHTS_FILE).read_bytes(),
-            )
+            meta_text, weights = read_files(directory)
+    except OSError:  # a folder we cannot lock: what is there now is all there is
+        meta_text, weights = read_files(directory)
     return parse_config(directory, meta_text), weights
 
 
@@ -344,8 +451,15 @@ def add_checksum(directory: str | Path) -> Path:
     """Record the SHA-256 of a checkpoint whose ``sha256`` field was removed, accepting its files as
     they are now. Only for files you trust: the checksum is what detects an edit."""
     directory = checkpoint_folder(directory)
-    meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-    weights = (directory / WEIGHTS_FILE).read_bytes()
+    meta_text, weights = read_files(directory)
+    meta = json.loads(meta_text.decode("utf-8"))
+    if "format_version" not in meta:
+        if not any(field in meta for field in FORMAT_2_ONLY):
+            raise ValueError(
+                f"{directory} is a format-1 checkpoint, which has no checksum; load it and save it again "
+                f"to write format {FORMAT_VERSION}."
+            )
+        meta["format_version"] = FORMAT_VERSION  # removed with the checksum: the fields say format 2
     meta["sha256"] = checksum(weights, meta["peft_config"])
     config = (json.dumps(meta, indent=2) + "\n").encode()
     return write_files(directory, {WEIGHTS_FILE: weights, CONFIG_FILE: config})
@@ -357,7 +471,9 @@ def read_weights(directory: Path, meta: dict[str, Any], data: bytes) -> dict[str
     if not matches_checksum(meta, data):
         raise ValueError(
             f"{path} or the peft_config in {CONFIG_FILE} differs from what was saved (the SHA-256 "
-            f"recorded at saving does not match); the checkpoint is damaged or was edited. Save it again."
+            f"recorded at saving does not match); the checkpoint is damaged or was edited. Save it again; if "
+            f"you edited it on purpose and trust it, adapterlib.checkpoint.add_checksum({str(directory)!r}) "
+            f"records its new SHA-256."
         )
     try:
         tensors = load_safetensors(data)
@@ -392,18 +508,62 @@ def refuse_meta(model: nn.Module, advice: str) -> None:
         )
 
 
-def base_fingerprints(model: PeftModel | nn.Module) -> dict[str, str | None]:
-    """The base weights' fingerprints as a checkpoint records them: rounded to bfloat16 directly,
-    and through float16 first, so that a model cast to float16 matches its float32 original."""
-    if isinstance(model, PeftModel):
-        return {
-            "base_model_fingerprint": model.base_model_fingerprint,
-            "base_model_fingerprint_float16": model.base_model_fingerprint_float16,
-        }
+SAMPLES_PER_TENSOR = 4
+
+
+def base_samples(model: nn.Module) -> str | None:
+    """A few evenly spaced values of each embedding table and Transformer layer parameter (those
+    :func:`base_fingerprint` reads), as float32 bytes in base64; None on the ``meta`` device."""
+    if any(p.is_meta for p in model.parameters()):
+        return None
+    tables = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
+    layers = [
+        p
+        for layer in find_layers(model)
+        for name, p in layer.named_parameters()
+        if "adapters" not in name.split(".")
+    ]
+    picked = []
+    for parameter in tables + layers:
+        values = parameter.detach().flatten()
+        count = min(SAMPLES_PER_TENSOR, values.numel())
+        index = torch.arange(count, device=values.device) * (values.numel() - 1) // max(count - 1, 1)
+        picked.append(values[index].float().cpu())
+    return base64.b64encode(torch.cat(picked).numpy().astype("<f4").tobytes()).decode()
+
+
+def base_record(model: nn.Module) -> dict[str, str | None]:
+    """What a checkpoint records of the base weights: two fingerprints (rounded to bfloat16 directly,
+    and through float16 first, so that a float16 or bfloat16 copy matches its float32 original), the
+    dtype, and a few values, which tell a float16 copy from a bfloat16 copy of the same weights."""
     return {
         "base_model_fingerprint": base_fingerprint(model),
         "base_model_fingerprint_float16": base_fingerprint(model, through=torch.float16),
+        "base_model_dtype": str(next(find_layers(model)[0].parameters()).dtype).removeprefix("torch."),
+        "base_model_samples": base_samples(model),
     }
+
+
+def base_fingerprints(model: PeftModel | nn.Module) -> dict[str, str | None]:
+    """The record of the base weights as they were before any adapter was added."""
+    return model.base_model_record if isinstance(model, PeftModel) else base_record(model)
+
+
+def same_weights_in_another_dtype(recorded: dict[str, Any], ours: dict[str, str | None]) -> bool:
+    r"""Whether the recorded values and ours are the same weights rounded to two half-precision dtypes.
+
+    float16 keeps 11 significant bits and bfloat16 8, so a weight :math:`w` cast to each lands
+    within :math:`2^{-9}|w|` and :math:`2^{-12}|w|` of it: the two copies differ by less than
+    :math:`2^{-7}` of the value. Other weights, even a brief fine-tune, differ by far more."""
+    if recorded.get("base_model_dtype") in (None, ours["base_model_dtype"]):
+        return False
+    if not isinstance(recorded.get("base_model_samples"), str) or ours["base_model_samples"] is None:
+        return False
+    saved, values = (
+        torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.float32)
+        for text in (recorded["base_model_samples"], ours["base_model_samples"])
+    )
+    return saved.shape == values.shape and torch.allclose(saved, values, rtol=2**-7, atol=1e-6)
 
 
 def check_base(
@@ -431,8 +591,13 @@ def check_base(
             if expected.get(k) != actual.get(k)
         )
         raise ValueError(f"adapter in {directory} was trained on a base model of another shape ({differ}).")
-    recorded = {k: meta.get(k) for k in fingerprints if meta.get(k) is not None}
-    if recorded and not any(fingerprints[k] == v for k, v in recorded.items()):
+    hashes = ("base_model_fingerprint", "base_model_fingerprint_float16")
+    recorded = {k: meta.get(k) for k in hashes if meta.get(k) is not None}
+    if (
+        recorded
+        and not any(fingerprints[k] == v for k, v in recorded.items())
+        and not same_weights_in_another_dtype(meta, fingerprints)
+    ):
         recorded, fingerprint = recorded["base_model_fingerprint"], fingerprints["base_model_fingerprint"]
         name = meta.get("base_model_name") or "an unnamed model"
         warnings.warn(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from torch import nn
 
 from .config import PeftConfig, TaskType
 from .counting import print_trainable_parameters
-from .inject import base_fingerprint, find_layers, insert_head, is_adapted, layer_paths, relative_to_layer
+from .inject import find_layers, insert_head, is_adapted, layer_paths, relative_to_layer
 from .methods import method_of, methods
 from .sites import AdapterSite, MergeableSite, check_adapter_name, remove_adapter_modules, shared_module
 
@@ -60,8 +61,10 @@ class PeftModel(nn.Module):
         self.active_adapter: str | None = None
         self.disabled = False
         # Taken before any adapter exists or is merged: what checkpoints record and check.
-        self.base_model_fingerprint = base_fingerprint(model)
-        self.base_model_fingerprint_float16 = base_fingerprint(model, through=torch.float16)
+        from .checkpoint import base_record  # imported here: checkpoint imports this module
+
+        self.base_model_record = base_record(model)
+        self.config_at_creation: dict[str, dict] = {}  # what save_pretrained checks the live config against
         self.add_adapter(adapter_name, config, weights=weights)
 
     # ------------------------------------------------------------ adding and removing adapters
@@ -83,6 +86,7 @@ class PeftModel(nn.Module):
             if config.task_type == TaskType.SEQ_CLS:
                 insert_head(self.base_model, adapter_name)
             self.peft_config[adapter_name] = config
+            self.config_at_creation[adapter_name] = config.to_dict()
             self.train(self.base_model.training)  # new modules follow the base model's train/eval mode
             self.set_adapter(adapter_name)
             if weights is not None:
@@ -90,6 +94,7 @@ class PeftModel(nn.Module):
         except BaseException:
             remove_adapter_modules(self.base_model, adapter_name)
             self.peft_config.pop(adapter_name, None)
+            self.config_at_creation.pop(adapter_name, None)
             self.active_adapter = previous
             for site in self.sites(AdapterSite):
                 site.active_adapter = previous
@@ -144,6 +149,7 @@ class PeftModel(nn.Module):
         self._refuse_while_merged("deleting an adapter")
         remove_adapter_modules(self.base_model, adapter_name)
         del self.peft_config[adapter_name]
+        del self.config_at_creation[adapter_name]
         if self.active_adapter == adapter_name:
             remaining = next(iter(self.peft_config), None)
             if remaining is None:
@@ -249,7 +255,14 @@ class PeftModel(nn.Module):
             site.merge()
 
     def unmerge_adapter(self) -> None:
-        for site in self.sites(MergeableSite):
+        """Take the merged adapter's update out of the weights again; warns when nothing is merged."""
+        sites = self.sites(MergeableSite)
+        if not any(site.merged_adapter for site in sites):
+            warnings.warn(
+                "unmerge_adapter(): no adapter is merged, so nothing changed.", UserWarning, stacklevel=2
+            )
+            return
+        for site in sites:
             site.unmerge()
 
     def merge_and_unload(self) -> nn.Module:
@@ -274,6 +287,7 @@ class PeftModel(nn.Module):
         if keep is not None:
             remove_adapter_modules(self.base_model, keep, keep_head=True)
         self.peft_config.clear()
+        self.config_at_creation.clear()
         self.active_adapter = None
         return self.base_model
 
@@ -314,8 +328,9 @@ class PeftModel(nn.Module):
     ) -> None:
         """Save adapters only, as peft does: ``default`` into ``save_directory``, any other into
         ``save_directory/<name>``."""
-        from .checkpoint import adapter_files, write_files
+        from .checkpoint import adapter_files, save_folder, write_files
 
+        save_directory = save_folder(save_directory)
         if isinstance(selected_adapters, str):
             raise TypeError(f"selected_adapters is a list of names, e.g. [{selected_adapters!r}].")
         names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
@@ -332,7 +347,7 @@ class PeftModel(nn.Module):
             name: adapter_files(self, name, base_model_name) for name in names
         }  # every check before any write
         for name, contents in files.items():
-            write_files(Path(save_directory) if name == "default" else Path(save_directory) / name, contents)
+            write_files(save_directory if name == "default" else save_directory / name, contents)
 
     @classmethod
     def from_pretrained(

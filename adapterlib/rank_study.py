@@ -24,9 +24,14 @@ It writes five small JSON files to ``--out``, no weights; notebook 8 reads them 
   the fine-tuning starts; a mistake stops the command at once with one line saying what to fix.
 * Relative paths (``--out``, ``--runs``, ``--data-dir``, ``--model``) are resolved against the
   directory the command is started in.
-* ``--out`` is a new (or empty) folder. Replacing earlier results, such as the committed ones in
-  ``results/rank`` that notebook 8 shows, takes ``--overwrite``. The files are written into a hidden
-  folder beside ``--out`` that replaces it at the end, so a run that fails leaves earlier results whole.
+* ``--out`` is a new (or empty) folder, or one that holds only the study's five files (:data:`RESULT_FILES`):
+  replacing earlier results, such as the committed ones in ``results/rank`` that notebook 8 shows, takes
+  ``--overwrite``, and only those five files are replaced. A folder with anything else in it, or one
+  that is, holds or lies in the data folder or holds the ``--runs`` file, is refused. The files are
+  written into a hidden folder beside ``--out`` and moved into it at the end, so a run that fails or is
+  stopped (Ctrl-C, SIGTERM) leaves earlier results whole; the next run removes a hidden folder that a
+  killed run left behind.
+* Every rank must fit the model: at most its hidden size, the largest rank of its matrices.
 * ``--runs results/runs.jsonl`` (the default) supplies the comparison grid's LoRA runs: a record is
   reused when its recipe (r, seed, learning rate, epochs, batch, training examples, ...), its full
   PEFT config, its precision and the fingerprints of model and data all equal this run's. A run
@@ -48,6 +53,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, replace
@@ -73,6 +79,7 @@ LORA_RANKS = (1, 2, 4, 8, 16, 32, 64)
 SEEDS = (0, 1, 2)
 SIMILARITY_RANKS = (8, 64)  # Hu et al.'s pair
 FULL = "full"  # the rank of the untruncated update in the result files
+RESULT_FILES = ("spectra.json", "truncation.json", "lora.json", "similarity.json", "study.json")
 
 
 def rounded(values, digits: int = 5):
@@ -315,7 +322,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         required=True,
-        help="a new or empty folder for the five result files",
+        help="a new or empty folder for the five result files, or one holding only them (with --overwrite)",
     )
     parser.add_argument(
         "--overwrite",
@@ -412,33 +419,117 @@ def check(args: argparse.Namespace) -> None:
     check_sources(args.model, args.data_dir)
     check_data(args.data_dir, max(args.train_size, args.lora_train_size))
     model_name = resolve_model_name(args.model)
-    model_config(model_name)
+    check_ranks(args, model_config(model_name).hidden_size)
     check_tokenizer(model_name)
+    runs = Path(args.runs)
+    if runs.is_dir():
+        raise UsageError(f"--runs {runs} is a folder; name the run log file, e.g. results/runs.jsonl.")
     try:
-        read_runs(Path(args.runs))  # a damaged line is named now, not after the fine-tuning
+        read_runs(runs)  # a damaged line is named now, not after the fine-tuning
     except ValueError as error:
         raise UsageError(f"--runs: {error}") from None
+    except OSError as error:
+        raise UsageError(
+            f"--runs {runs} cannot be read ({error.strerror}); name a readable run log."
+        ) from None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; name a folder for the results.")
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-        raise UsageError(
-            f"--out {out} holds earlier results; name a new folder, or add --overwrite to replace them."
-        )
+    check_out_contents(out, args.overwrite)
+    check_out_apart(
+        out, {"--data-dir": args.data_dir or os.environ.get("ADAPTERLIB_SST2_DIR"), "--runs": runs}
+    )
     check_out_location(out, out)
 
 
+def check_ranks(args: argparse.Namespace, hidden_size: int) -> None:
+    """Every rank fits the model: a matrix of the study is at most ``hidden_size`` wide, so that is
+    its largest rank, and LoRA refuses a larger r."""
+    from .cli.checks import UsageError
+
+    for option, values in (("--ranks", args.ranks), ("--lora-ranks", args.lora_ranks)):
+        too_large = [r for r in values if r > hidden_size]
+        if too_large:
+            raise UsageError(
+                f"{option} {' '.join(map(str, too_large))}: more than the model's hidden size {hidden_size}, "
+                f"the largest rank of its matrices; name ranks up to {hidden_size} (full rank is always added)."
+            )
+
+
+def check_out_contents(out: Path, overwrite: bool) -> None:
+    """``--out`` holds nothing, or only the study's own files and ``--overwrite`` replaces them."""
+    from .cli.checks import UsageError
+
+    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    others = [name for name in present if name not in RESULT_FILES]
+    if others:
+        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+        raise UsageError(
+            f"--out {out} holds other files than the study's results ({shown}); the study writes only "
+            f"{', '.join(RESULT_FILES)}, so name a folder of its own, e.g. {out / 'rank'}."
+        )
+    if present and not overwrite:
+        raise UsageError(
+            f"--out {out} holds earlier results; name a new folder, or add --overwrite to replace them."
+        )
+
+
+def check_out_apart(out: Path, inputs: dict[str, str | Path | None]) -> None:
+    """``--out`` is not the data folder or the run log, does not hold them and is not inside them."""
+    from .cli.checks import UsageError
+
+    target = out.resolve()
+    for option, path in inputs.items():
+        if path is None:
+            continue
+        source = Path(path).resolve()
+        if target == source or source.is_relative_to(target) or target.is_relative_to(source):
+            raise UsageError(
+                f"--out {out} is, holds or lies in {option} {path}; put the results in a folder of their own."
+            )
+
+
 def replace_folder(written: Path, out: Path) -> None:
-    """Put the finished ``written`` folder where ``out`` is, removing the old ``out`` after."""
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
+    """Move the study's files from the finished ``written`` folder into ``out`` (the whole folder
+    when ``out`` is not there); an earlier result file this run did not write is removed, and
+    anything else in ``out`` is left alone."""
     if not out.exists():
         written.rename(out)
         return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    out.rename(old)
-    written.rename(out)
-    shutil.rmtree(old)
+    for name in RESULT_FILES:
+        if (written / name).exists():
+            os.replace(written / name, out / name)
+        elif (out / name).exists():
+            (out / name).unlink()
+    shutil.rmtree(written)
+
+
+def partial_folder(out: Path) -> Path:
+    """The hidden folder beside ``out`` that this process writes the results into."""
+    return out.with_name(f".{out.name}.partial-{os.getpid()}")
+
+
+def remove_stale_partial_folders(out: Path) -> None:
+    """Remove the hidden folders of earlier runs that were killed (their process is gone)."""
+    for folder in out.parent.glob(f".{out.name}.partial-*"):
+        pid = folder.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 checks the process exists and sends nothing
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but belongs to another user (or this system cannot tell)
+        return True
+    return True
+
+
+def stop_on_sigterm(signum, frame) -> None:
+    """SIGTERM (``kill``, a job scheduler's stop) ends the study as Ctrl-C does, so it cleans up."""
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -452,14 +543,18 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    written = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    remove_stale_partial_folders(out)
+    written = partial_folder(out)
     written.mkdir()  # with the user's umask
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         study(args, argv, written)
         replace_folder(written, out)
     except BaseException:
         shutil.rmtree(written, ignore_errors=True)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.json')))} to {out}", flush=True)
 
 

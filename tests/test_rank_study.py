@@ -4,6 +4,7 @@ tiny random BERT, the whole command on a tiny setting, and the committed result 
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, replace
@@ -463,6 +464,10 @@ def damaged_runs(tmp_path: Path) -> str:
     return str(tmp_path / "runs.jsonl")
 
 
+def data_in(tmp_path: Path) -> str:
+    return write_tiny_sst2(tmp_path / "d")
+
+
 def missing_dev(tmp_path: Path) -> str:
     write_tiny_sst2(tmp_path / "no-dev")
     (tmp_path / "no-dev" / "dev.tsv").unlink()
@@ -484,10 +489,18 @@ def missing_dev(tmp_path: Path) -> str:
         (lambda tmp: ["--similarity-ranks", "1", "4"], "both among --lora-ranks"),
         (lambda tmp: ["--seeds", "1"], "--seeds must include 0"),
         (lambda tmp: ["--out", str(tmp / "results")], "holds earlier results; .* --overwrite"),
+        (lambda tmp: ["--lora-ranks", "1", "2", "5000"], "--lora-ranks 5000: more than the model's hidden size 32"),
+        (lambda tmp: ["--ranks", "0", "100000"], "--ranks 100000: more than the model's hidden size 32"),
+        (lambda tmp: ["--runs", str(tmp)], "--runs .* is a folder; name the run log file"),
+        (lambda tmp: ["--out", str(tmp), "--overwrite"], "holds other files than the study's results \\(results\\)"),
+        (lambda tmp: ["--data-dir", data_in(tmp), "--out", str(tmp / "d" / "rank")], "lies in --data-dir"),
+        (lambda tmp: ["--data-dir", data_in(tmp), "--out", str(tmp / "d"), "--overwrite"], "holds other files"),
     ],
     ids=[
         "no data", "no dev.tsv", "damaged runs", "no model", "negative rank", "LoRA rank 0", "negative size",
         "size over the data", "repeated rank", "similarity rank", "no seed 0", "earlier results",
+        "LoRA rank over the width", "rank over the width", "runs is a folder", "out holds other files",
+        "out in the data", "out is the data",
     ],
 )  # fmt: skip
 def test_every_mistake_stops_the_study_before_it_trains(
@@ -502,8 +515,10 @@ def test_every_mistake_stops_the_study_before_it_trains(
     assert stopped.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.search(message, error), error
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "d" / "rank").exists()
     assert folder_bytes(results) == {"spectra.json": b"{}\n"}
+    if (tmp_path / "d").exists():
+        assert sorted(folder_bytes(tmp_path / "d")) == ["dev.tsv", "train.tsv"]
 
 
 def test_a_failing_study_leaves_earlier_results_whole(tiny_inputs, tmp_path, monkeypatch):
@@ -527,7 +542,8 @@ def test_a_finished_study_replaces_the_folder_whole(tiny_inputs, tmp_path, monke
     out = tmp_path / "results"
     if existing:
         out.mkdir()
-        (out / "old.json").write_text("{}\n")
+        (out / "spectra.json").write_text("old\n")
+        (out / "lora.json").write_text("old\n")  # not written by this run: removed
 
     def writes(args, argv, folder):
         (folder / "spectra.json").write_text("new\n")
@@ -541,3 +557,34 @@ def test_a_finished_study_replaces_the_folder_whole(tiny_inputs, tmp_path, monke
     assert folder_bytes(out) == {"spectra.json": b"new\n"}
     assert out.stat().st_mode & 0o777 == 0o755
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+def test_only_the_study_s_own_files_are_replaced(tmp_path):
+    out, written = tmp_path / "results", tmp_path / ".results.partial-1"
+    for folder in (out, written):
+        folder.mkdir()
+    (out / "spectra.json").write_text("old\n")
+    (out / "notes.txt").write_text("mine\n")  # added while the study ran
+    (written / "spectra.json").write_text("new\n")
+    rank_study.replace_folder(written, out)
+    assert folder_bytes(out) == {"spectra.json": b"new\n", "notes.txt": b"mine\n"}
+    assert not written.exists()
+
+
+def test_sigterm_and_killed_runs_leave_no_partial_folder(tiny_inputs, tmp_path, monkeypatch):
+    out = tmp_path / "results"
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    stale = tmp_path / f".results.partial-{int(finished.stdout)}"  # its process has ended
+    live = tmp_path / f".results.partial-{os.getppid()}"
+    stale.mkdir(), live.mkdir()
+
+    def terminated(args, argv, folder):
+        (folder / "spectra.json").write_text("new\n")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(rank_study, "study", terminated)
+    with pytest.raises(SystemExit) as stopped:
+        rank_study.main(study_arguments(tiny_inputs, out))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
