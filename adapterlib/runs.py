@@ -173,9 +173,11 @@ def check_epochs(epochs: float, examples: int, batch_size: int) -> None:
     """Refuse a number of epochs shorter than one optimizer step."""
     per_epoch = steps_per_epoch(examples, batch_size)
     if epochs * per_epoch < 1 - 1e-9:
+        least = 1 / per_epoch
         raise ValueError(
-            f"{epochs:g} epochs is less than one step ({per_epoch} steps an epoch: {examples:,} examples "
-            f"at batch size {batch_size}); pass at least {1 / per_epoch:g} epochs."
+            f"{epochs:g} epochs is less than one step ({per_epoch} step{'s' * (per_epoch != 1)} an epoch: "
+            f"{examples:,} examples at batch size {batch_size}); pass at least {least:g} "
+            f"epoch{'s' * (least != 1)}."
         )
 
 

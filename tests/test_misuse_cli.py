@@ -303,6 +303,9 @@ def test_epochs_shorter_than_one_step_are_refused(data_dir, tmp_path, capsys):
         "--epochs: 0.01 epochs is less than one step (4 steps an epoch: 64 examples at batch size 16); "
         "pass at least 0.25 epochs" in line
     )
+    argv = [*argv[:4], "0.5", "--train-size", "16", "--data-dir", data_dir]
+    line = refused([*argv, "--out", tmp_path / "run"], capsys)
+    assert "(1 step an epoch: 16 examples at batch size 16); pass at least 1 epoch." in line
     assert not (tmp_path / "run").exists()
 
 
@@ -339,7 +342,7 @@ def test_the_claim_of_a_train_run_that_died_is_named(data_dir, tmp_path, capsys)
     out.mkdir()
     (out / train_command.CLAIM).write_text("999999999\n")  # no such process
     line = refused(["train", "--method", "head", "--data-dir", data_dir, "--out", out], capsys)
-    assert "(process 999999999) left when it stopped before finishing; remove" in line
+    assert "an `adapterlib train` (process 999999999) left when it stopped before finishing; remove" in line
 
 
 def test_a_run_that_would_not_fit_in_memory_is_refused_before_anything_is_allocated(
@@ -387,8 +390,46 @@ def test_a_finished_run_whose_final_move_fails_is_kept(data_dir, tmp_path, monke
     assert sorted(p.name for p in kept.iterdir()) == ["metrics.json", "model.safetensors"]
 
 
-def test_out_gets_the_permissions_of_the_users_umask(data_dir, tmp_path, monkeypatch):
+def test_a_finished_run_the_full_disk_keeps_elsewhere_releases_out(data_dir, tmp_path, monkeypatch, capsys):
+    """The disk beside --out fills during the save: the run is kept in the temporary folder, with
+    the umask's permissions, and --out is left as it was before, so the same command runs again."""
     monkeypatch.setattr(adapterlib.train, "train_run", finished_run)
+    out = tmp_path / "run"
+    write_run = train_command.write_run
+
+    def disk_full_beside_out(model, folder, record):
+        if folder.parent == out.parent:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_run(model, folder, record)
+
+    monkeypatch.setattr(train_command, "write_run", disk_full_beside_out)
+    argv = ["train", "--method", "head", "--data-dir", str(data_dir), "--out", str(out)]
+    before = os.umask(0o027)
+    try:
+        assert main(argv) == 1
+    finally:
+        os.umask(before)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "could not be written beside --out" in line and "No space left on device" in line
+    kept = Path(line.split("it is kept in ")[1].split(":")[0])
+    assert sorted(p.name for p in kept.iterdir()) == ["metrics.json", "model.safetensors"]
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o750
+    shutil.rmtree(kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no --out, no hidden folder
+
+    monkeypatch.setattr(train_command, "write_run", write_run)
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.safetensors"]
+
+
+def test_out_gets_the_permissions_of_the_users_umask(data_dir, tmp_path, monkeypatch):
+    claim_modes = []
+
+    def run_looking_at_the_claim(spec, *args, **kwargs):
+        claim_modes.append(stat.S_IMODE((tmp_path / "run" / train_command.CLAIM).stat().st_mode))
+        return finished_run(spec)
+
+    monkeypatch.setattr(adapterlib.train, "train_run", run_looking_at_the_claim)
     before = os.umask(0o027)
     try:
         assert (
@@ -398,6 +439,7 @@ def test_out_gets_the_permissions_of_the_users_umask(data_dir, tmp_path, monkeyp
     finally:
         os.umask(before)
     assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o750
+    assert claim_modes == [0o640]  # a file: readable and writable as the umask allows, not executable
 
 
 # ------------------------------------------------------------------ predict: the input

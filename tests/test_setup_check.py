@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapterlib import setup_check
+from adapterlib import cli, setup_check
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,3 +89,13 @@ def test_torch_outside_the_supported_range_fails(monkeypatch):
 def test_arguments_are_refused(capsys):
     assert setup_check.main(["--fix"]) == 2
     assert "takes no arguments" in capsys.readouterr().err
+    assert cli.main(["check-setup", "--fix"]) == 2
+    assert capsys.readouterr().err.startswith("adapterlib check-setup: error: unrecognized arguments: --fix")
+
+
+def test_check_setup_is_a_command_of_the_cli(capsys):
+    """Listed with the other commands, with its own usage, and running the checks."""
+    assert cli.main(["--help"]) == 0
+    assert "check-setup         check that this machine is ready" in capsys.readouterr().out
+    assert cli.main(["check-setup", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: adapterlib check-setup [-h]")

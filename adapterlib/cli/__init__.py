@@ -1,8 +1,10 @@
-"""``python -m adapterlib`` / ``adapterlib``: train, predict and count from the command line.
+"""``python -m adapterlib`` / ``adapterlib``: train, predict, compare and count from the command
+line, and check that this machine is ready for the notebooks.
 
     adapterlib train --method lora --r 8 --out runs/lora
     adapterlib predict --checkpoint runs/lora "a gripping, funny film" "a dull mess"
     adapterlib count --method adapter --r 16
+    adapterlib check-setup
     torchrun --nproc_per_node 2 -m adapterlib -- train --method lora --r 8 --out runs/lora
 
 The last line trains one model in two processes (``--`` keeps torchrun from reading ``--r`` as
@@ -32,6 +34,7 @@ from ..methods import methods, training_choices
 from ..modeling import DEFAULT_POOLING, DEFAULT_PRECISION, POOLINGS, PRECISIONS
 from ..quantize import QUANTIZATIONS
 from ..runs import model_fingerprint, ran_in, run_key
+from ..setup_check import main as check_setup
 from .checks import UsageError, method_flags, non_negative_int, option_fields, positive_float, positive_int
 from .compare_command import command_compare, grid_sizes
 from .predict_command import command_predict
@@ -165,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     count = commands.add_parser("count", help="trainable / total parameters without training")
     method_arguments(count)
     count.set_defaults(run=command_count)
+
+    setup = commands.add_parser(
+        "check-setup",
+        help="check that this machine is ready for the notebooks (about 30 s)",
+        description="Check Python, torch, the libraries, the SST-2 data, Jupyter and the packaged model, "
+        "one line each; exit code 1 if a required check failed.",
+    )
+    setup.set_defaults(run=lambda args: check_setup([]))
     return parser
 
 
@@ -188,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     args.command_line = " ".join(["adapterlib", *argv])
     try:
-        args.run(args)
+        code = args.run(args)  # None, or the exit code of a command that sets its own (check-setup)
     except UsageError as error:
         return report_error(prog, str(error))
     except RunKept as kept:  # not a mistake in the command: the run is safe elsewhere
@@ -197,4 +208,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; {INTERRUPTED.get(args.command, 'nothing was changed')}", file=sys.stderr)
         return 130
-    return 0
+    return code or 0

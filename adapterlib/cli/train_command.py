@@ -98,7 +98,7 @@ def check_out(out: Path) -> None:
             process = claimed.read_text().strip()
             if not process_runs(process):
                 raise UsageError(
-                    f"--out {out} holds only what a `adapterlib train` (process {process}) left when it "
+                    f"--out {out} holds only what an `adapterlib train` (process {process}) left when it "
                     f"stopped before finishing; remove {out} and train again."
                 )
             raise UsageError(
@@ -165,13 +165,13 @@ def resolve_run(args: argparse.Namespace) -> RunSpec:
 
 def claim(out: Path) -> bool:
     """Make ``out`` (if needed) and write the claim file of this process into it, so a second
-    ``train`` for it is refused while this one runs; True if ``out`` was made here. A claim left
-    by a process that no longer runs is taken over."""
+    ``train`` for it is refused while this one runs; True if ``out`` was made here. The claim file
+    gets the permissions the umask gives a new file."""
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     claim_file = out / CLAIM
     try:
-        handle = os.open(claim_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        handle = os.open(claim_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # less the umask
     except FileExistsError:
         raise UsageError(
             f"--out {out} is being written by another `adapterlib train`; choose another folder."
@@ -241,6 +241,7 @@ def save_trained(model, out: Path, record: dict) -> None:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        staging.chmod(0o777 & ~current_umask())
         raise RunKept(
             f"the run finished but could not be written beside --out {out} ({error.strerror}); "
             f"it is kept in {staging}: move it to where you want it."
@@ -264,20 +265,21 @@ def save_trained(model, out: Path, record: dict) -> None:
 def command_train(args: argparse.Namespace) -> None:
     spec = resolve_run(args)
     out = Path(args.out)
-    made = claim(out) if is_main_process() else False
+    claims = is_main_process()  # the main process claims, saves and releases --out
+    made = claim(out) if claims else False
     try:
         from ..compare import counted
         from ..train import changes_from_seed_recipe, train_run
 
         model, record = train_run(spec, progress=True, evaluate_each_epoch=args.evaluate_each_epoch)
-    except BaseException:
-        release(out, made)
-        raise
-    if not is_main_process():
-        return
-    record["changes_from_seed_recipe"] = changes_from_seed_recipe(spec.recipe)
-    record |= fingerprints(spec.model_name, spec.data_dir)
-    save_trained(model, out, record)
+        if not claims:
+            return
+        record["changes_from_seed_recipe"] = changes_from_seed_recipe(spec.recipe)
+        record |= fingerprints(spec.model_name, spec.data_dir)
+        save_trained(model, out, record)
+    finally:  # on every way out, a kept run's and an interrupted one's included
+        if claims:
+            release(out, made)
     print(
         f"{record['method']}: validation accuracy {100 * record['accuracy']:.2f}% after "
         f"{counted(record['epochs_trained'], 'epoch')}{rounded_up(record, spec.recipe.epochs)} | "
