@@ -224,6 +224,10 @@ def train_run(
         processing_class=tokenizer,
         callbacks=[] if progress else [CompactLog()],
     )
+    # The model's loss is the mean over this process's batch, whatever keyword arguments its forward
+    # takes; told otherwise (by a ``**kwargs`` in forward), the Trainer multiplies the loss, and so the
+    # gradients, by the number of processes, expecting a sum divided by the tokens of all of them.
+    trainer.model_accepts_loss_kwargs = False
     if not progress:
         trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
     started = time.perf_counter()
