@@ -124,7 +124,9 @@ def plot_comparison(rows: list[dict[str, Any]], ax=None):
     from .plot_style import DPI, FONT_SIZE, REFERENCE_STYLES, SIDEWAYS, family_order, style
 
     drawn_methods = [m for m in method_names() if any(row["method"] == m for row in rows)]
-    panels = comparison_panels(family_order(drawn_methods))
+    panels = comparison_panels(family_order(drawn_methods)) or {
+        "reference runs": ()
+    }  # baselines alone: one panel
     columns = 2 if len(panels) > 1 else 1
     lines = math.ceil(len(panels) / columns)
     size = (9, 3.4 * lines + 1.9)
@@ -194,7 +196,8 @@ def plot_comparison(rows: list[dict[str, Any]], ax=None):
     for unused in axes[len(panels) :]:
         unused.remove()
     axes[0].set_xscale("log")
-    axes[0].set_xlim(min(every_x) / 1.4, max(every_x) * 1.4)  # room for the size labels at both ends
+    if every_x:  # room for the size labels at both ends
+        axes[0].set_xlim(min(every_x) / 1.4, max(every_x) * 1.4)
     axes[0].xaxis.set_major_locator(FixedLocator([m * 10**e for e in range(2, 9) for m in (1, 2, 5)]))
     axes[0].xaxis.set_major_formatter(FuncFormatter(thousands))
     axes[0].xaxis.set_minor_locator(NullLocator())
