@@ -11,6 +11,9 @@ Every call that can fail checks first and changes nothing when it fails: a new a
 inserted completely or not at all, and the model keeps its active adapter and trainable parts.
 For ``TaskType.SEQ_CLS`` the returned :class:`PeftModelForSequenceClassification` has an
 explicit ``forward`` signature, which is what the Hugging Face ``Trainer`` inspects.
+
+:func:`save_adapter` and :func:`load_adapter` live here, beside the class they save and build; the
+files, records and checks they use are in :mod:`adapterlib.checkpoint_files`.
 """
 
 from __future__ import annotations
@@ -24,10 +27,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checkpoint_files import (
+    adapter_files,
+    base_record,
+    check_base,
+    checkpoint_folder,
+    keys_from_format_1,
+    read_checkpoint,
+    refuse_meta,
+    save_folder,
+    write_files,
+)
 from .config import PeftConfig, TaskType
 from .counting import print_trainable_parameters
 from .inject import find_layers, insert_head, is_adapted, layer_paths, relative_to_layer
-from .methods import method_of, methods
+from .methods import config_from_dict, method_of, methods
 from .sites import AdapterSite, MergeableSite, check_adapter_name, remove_adapter_modules, shared_module
 
 # Names a peft user may reach for that transformers' models answer with their own PEFT integration.
@@ -61,8 +75,6 @@ class PeftModel(nn.Module):
         self.active_adapter: str | None = None
         self.disabled = False
         # Taken before any adapter exists or is merged: what checkpoints record and check.
-        from .checkpoint import base_record  # imported here: checkpoint imports this module
-
         self.base_model_record = base_record(model)
         self.config_at_creation: dict[str, dict] = {}  # what save_pretrained checks the live config against
         self.add_adapter(adapter_name, config, weights=weights)
@@ -328,8 +340,6 @@ class PeftModel(nn.Module):
     ) -> None:
         """Save adapters only, as peft does: ``default`` into ``save_directory``, any other into
         ``save_directory/<name>``."""
-        from .checkpoint import adapter_files, save_folder, write_files
-
         save_directory = save_folder(save_directory)
         if isinstance(selected_adapters, str):
             raise TypeError(f"selected_adapters is a list of names, e.g. [{selected_adapters!r}].")
@@ -354,8 +364,6 @@ class PeftModel(nn.Module):
         cls, model: nn.Module, model_id: str | Path, adapter_name: str = "default", is_trainable: bool = False
     ) -> PeftModel:
         """Put a saved adapter onto a fresh base model; frozen for inference unless ``is_trainable``."""
-        from .checkpoint import load_adapter
-
         peft_model = load_adapter(model, model_id, adapter_name)
         if not is_trainable:
             peft_model.requires_grad_(False)
@@ -365,8 +373,6 @@ class PeftModel(nn.Module):
         """Add a saved adapter under ``adapter_name``. The active adapter stays active, as in peft;
         with ``is_trainable`` the loaded adapter becomes the active, trainable one (only the active
         adapter trains here)."""
-        from .checkpoint import load_adapter
-
         self._refuse_while_disabled("loading an adapter")
         previous = self.active_adapter
         inference_mode = not any(p.requires_grad for p in self.parameters())  # as from_pretrained leaves it
@@ -454,3 +460,60 @@ def wrap_model(
     is_classifier = getattr(config, "task_type", None) == TaskType.SEQ_CLS
     wrapper = PeftModelForSequenceClassification if is_classifier else PeftModel
     return wrapper(model, config, adapter_name, weights)
+
+
+# ------------------------------------------------------------ adapter-only checkpoints
+
+
+def save_adapter(
+    model: PeftModel,
+    directory: str | Path,
+    adapter_name: str | None = None,
+    base_model_name: str | None = None,
+) -> Path:
+    """Write one adapter (default: the active one) of ``model`` into ``directory``.
+
+    Everything is computed and checked before a file is written; each file is replaced whole.
+    """
+    folder = save_folder(directory)
+    if not isinstance(model, PeftModel):
+        raise TypeError(
+            f"save_adapter needs the PeftModel returned by get_peft_model, got {type(model).__name__}."
+        )
+    return write_files(folder, adapter_files(model, adapter_name, base_model_name))
+
+
+def base_fingerprints(model: PeftModel | nn.Module) -> dict[str, str | None]:
+    """The record of the base weights as they were before any adapter was added."""
+    return model.base_model_record if isinstance(model, PeftModel) else base_record(model)
+
+
+def load_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "default") -> PeftModel:
+    """Put a saved adapter onto ``model``, a fresh base model or a PeftModel to add it to, and
+    make it the active adapter.
+
+    The files, the base model's shape and the tensors are checked before anything changes; on
+    any error the model is left as it was.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"the first argument is the base model (a torch nn.Module such as BertForSequenceClassification), "
+            f"got {type(model).__name__}."
+        )
+    base = model.base_model if isinstance(model, PeftModel) else model
+    refuse_meta(base, "load the weights first, e.g. with from_pretrained(name) and no device_map")
+    directory = checkpoint_folder(directory)
+    meta, tensors = read_checkpoint(directory)
+    config = config_from_dict(meta["peft_config"])
+    check_base(
+        meta, base, base_fingerprints(model), directory, with_head=config.task_type == TaskType.SEQ_CLS
+    )
+    if meta.get("format_version", 1) == 1:
+        tensors = keys_from_format_1(tensors, base)
+    try:
+        if isinstance(model, PeftModel):
+            model.add_adapter(adapter_name, config, weights=tensors)
+            return model
+        return wrap_model(model, config, adapter_name, weights=tensors)
+    except ValueError as error:
+        raise ValueError(f"{directory}: {error}") from None

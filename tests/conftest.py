@@ -120,12 +120,33 @@ def tiny_data_dir(tmp_path_factory) -> str:
 # Tests that train a model through the Trainer, start a subprocess, a notebook or a browser:
 # `python -m pytest -m "not slow" tests/` leaves them out (the fast loop, MAINTAINERS.md). Tests
 # in the files the list does not name carry @pytest.mark.slow themselves.
-SLOW_MODULES = {"test_readme", "test_browser", "test_browser_rank", "test_distributed", "test_benchmarks"}
+SLOW_MODULES = {
+    "test_readme",
+    "test_browser",
+    "test_browser_rank",
+    "test_distributed",
+    "test_benchmarks",
+    "test_setup_check",  # python -m adapterlib check-setup in subprocesses
+    "test_lint",  # runs ruff
+}
 SLOW_TESTS = {
     "test_train_bitfit_on_the_command_line",
     "test_train_parallel_then_predict_through_the_command_line",
     "test_training_and_evaluation_run_in_the_recorded_precision",
+    "test_tutorial_config_and_trainer_train_only_the_adapter",  # the Trainer
     "test_the_help_names_defaults_paths_reuse_precision_and_a_smoke_run",  # starts python -m adapterlib.rank_study
+    "test_the_whole_study_on_a_tiny_model",  # the same, training
+    "test_the_figures_and_the_explorer_read_a_run_with_one_seed",
+    "test_sigterm_and_killed_runs_leave_no_partial_folder",
+    "test_the_package_works_without_bitsandbytes",  # a fresh interpreter
+    "test_concurrent_writers_never_show_a_reader_a_mixed_pair",  # forked processes
+    "test_a_method_registered_late_keeps_the_whole_contract",  # the whole registry contract, twice
+    # the course: nbgrader in subprocesses (the `graded` fixture)
+    "test_the_release_is_the_self_study_stub_without_solutions",
+    "test_nbgrader_commands_run",
+    "test_scores_and_status",
+    "test_points_per_exercise",
+    "test_status_names_deleted_and_renamed_cells",
 }
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from adapterlib import LoraConfig, TaskType, checkpoint, get_peft_model, load_adapter, save_adapter
+from adapterlib import LoraConfig, TaskType, checkpoint_files, get_peft_model, load_adapter, save_adapter
 from adapterlib.checkpoint import CONFIG_FILE, STAGING, WEIGHTS_FILE, read_checkpoint
 from conftest import perturbed, tiny_classifier
 
@@ -68,10 +68,10 @@ def interrupt_at(monkeypatch, step: int) -> list[str]:
     """Make the ``step``-th file-system step of the next save raise; return the steps taken."""
     taken: list[str] = []
     originals = {
-        "write_synced": checkpoint.write_synced,
-        "sync_directory": checkpoint.sync_directory,
+        "write_synced": checkpoint_files.write_synced,
+        "sync_directory": checkpoint_files.sync_directory,
         "replace": os.replace,
-        "rmtree": checkpoint.shutil.rmtree,
+        "rmtree": checkpoint_files.shutil.rmtree,
     }
 
     def counting(name):
@@ -83,10 +83,10 @@ def interrupt_at(monkeypatch, step: int) -> list[str]:
 
         return step_function
 
-    monkeypatch.setattr(checkpoint, "write_synced", counting("write_synced"))
-    monkeypatch.setattr(checkpoint, "sync_directory", counting("sync_directory"))
-    monkeypatch.setattr(checkpoint.os, "replace", counting("replace"))
-    monkeypatch.setattr(checkpoint.shutil, "rmtree", counting("rmtree"))
+    monkeypatch.setattr(checkpoint_files, "write_synced", counting("write_synced"))
+    monkeypatch.setattr(checkpoint_files, "sync_directory", counting("sync_directory"))
+    monkeypatch.setattr(checkpoint_files.os, "replace", counting("replace"))
+    monkeypatch.setattr(checkpoint_files.shutil, "rmtree", counting("rmtree"))
     return taken
 
 
@@ -110,7 +110,7 @@ def test_an_interrupt_at_any_step_leaves_the_old_or_the_new_checkpoint(tmp_path,
         (folder / "metrics.json").write_text("{}\n")
         interrupt_at(monkeypatch, step)
         if killed:
-            monkeypatch.setattr(checkpoint, "finish_interrupted_save", lambda directory: None)
+            monkeypatch.setattr(checkpoint_files, "finish_interrupted_save", lambda directory: None)
         with pytest.raises(Interrupted):
             save_adapter(new, folder)
         monkeypatch.undo()
@@ -138,7 +138,7 @@ def test_a_format_2_config_without_its_checksum_is_refused(tmp_path, batch):
         load_adapter(base, tmp_path)
     assert folder_bytes(tmp_path) == before
     assert torch.equal(logits(base, batch), logits(tiny_classifier(), batch))
-    checkpoint.add_checksum(tmp_path)  # the way out offered for files one trusts
+    checkpoint_files.add_checksum(tmp_path)  # the way out offered for files one trusts
     assert load_adapter(tiny_classifier(), tmp_path).active_config.alpha == meta["peft_config"]["alpha"]
 
 
@@ -162,7 +162,7 @@ def test_saving_with_no_adapter_left_is_a_clear_error(tmp_path, remove):
 
 def write_loop(folder, files, rounds: int) -> None:
     for _ in range(rounds):
-        checkpoint.write_files(folder, files)
+        checkpoint_files.write_files(folder, files)
 
 
 def read_loop(folder, tags: dict[float, str], seconds: float, counts) -> None:
@@ -188,8 +188,8 @@ def test_concurrent_writers_never_show_a_reader_a_mixed_pair(tmp_path):
             for p in peft_model.parameters():
                 if p.requires_grad:
                     p.fill_(value)
-        pairs[tag] = checkpoint.adapter_files(peft_model, base_model_name=tag)
-    checkpoint.write_files(tmp_path, pairs["one"])
+        pairs[tag] = checkpoint_files.adapter_files(peft_model, base_model_name=tag)
+    checkpoint_files.write_files(tmp_path, pairs["one"])
     context = multiprocessing.get_context("fork")
     counts = context.Manager().dict(reads=0, mixed=0, errors=0, stop=False)
     reader = context.Process(target=read_loop, args=(tmp_path, {1.0: "one", 2.0: "two"}, 60.0, counts))

@@ -9,7 +9,15 @@ import warnings
 import pytest
 import torch
 
-from adapterlib import LoraConfig, PeftModel, TaskType, checkpoint, get_peft_model, load_adapter, save_adapter
+from adapterlib import (
+    LoraConfig,
+    PeftModel,
+    TaskType,
+    checkpoint_files,
+    get_peft_model,
+    load_adapter,
+    save_adapter,
+)
 from adapterlib.checkpoint import (
     COMMIT_RECORD,
     CONFIG_FILE,
@@ -83,7 +91,7 @@ def test_a_read_only_folder_with_a_committed_interrupted_save_reads_the_new_pair
         (tmp_path / STAGING / name).write_bytes(data)
     (tmp_path / STAGING / COMMIT_RECORD).write_text("{}")
     os.replace(tmp_path / STAGING / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)  # killed between the renames
-    monkeypatch.setattr(checkpoint.os, "access", lambda path, mode: False)  # as for a read-only folder
+    monkeypatch.setattr(checkpoint_files.os, "access", lambda path, mode: False)  # as for a read-only folder
     loaded = load_adapter(tiny_classifier(), tmp_path)
     assert torch.equal(loaded(**batch).logits, new(**batch).logits)
     assert (tmp_path / STAGING).is_dir()  # nothing was written
@@ -116,7 +124,7 @@ def test_a_failed_save_names_the_folder_and_removes_the_folder_it_created(
     def failing(path, data):
         raise OSError(code, os.strerror(code), str(path))
 
-    monkeypatch.setattr(checkpoint, "write_synced", failing)
+    monkeypatch.setattr(checkpoint_files, "write_synced", failing)
     with pytest.raises(
         OSError, match=f"could not save the adapter into {tmp_path / 'new' / 'run'}.*{advice}"
     ):

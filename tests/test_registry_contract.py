@@ -164,11 +164,16 @@ def run_check(check, method: Method, example: int, batch, tmp_path) -> None:
         check(method, config, batch)
 
 
-CASES = [(method.name, i) for method in methods() for i in range(len(method.examples))]
+# Each method's first example runs in the fast loop; its other examples (other code paths) are slow.
+CASES = [
+    pytest.param(method.name, i, id=f"{method.name}-{i}", marks=[pytest.mark.slow] if i else [])
+    for method in methods()
+    for i in range(len(method.examples))
+]
 
 
 @pytest.mark.parametrize("check", CONTRACT, ids=lambda c: c.__name__)
-@pytest.mark.parametrize("name, example", CASES, ids=[f"{n}-{i}" for n, i in CASES])
+@pytest.mark.parametrize("name, example", CASES)
 def test_every_registered_method_keeps_the_contract(name, example, check, batch, tmp_path):
     run_check(check, get_method(name), example, batch, tmp_path)
 
