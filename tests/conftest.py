@@ -5,12 +5,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, BertModel
+from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedConfig
 
 WORDS = ["good", "great", "fine", "warm", "funny", "bad", "dull", "poor", "weak", "cold"]
 
 
-def tiny_config(attn_implementation: str = "eager", **overrides) -> BertConfig:
+def tiny_config(
+    attn_implementation: str = "eager", config_class: type[PreTrainedConfig] = BertConfig, **overrides
+) -> PreTrainedConfig:
+    """A 2-layer, 32-wide config with a 100-word vocabulary (BERT's, or ``config_class``'s for another
+    encoder of the same shape)."""
     values = dict(
         vocab_size=100,
         hidden_size=32,
@@ -22,7 +26,7 @@ def tiny_config(attn_implementation: str = "eager", **overrides) -> BertConfig:
         attn_implementation=attn_implementation,
     )
     values.update(overrides)
-    return BertConfig(**values)
+    return config_class(**values)
 
 
 def tiny_classifier(
@@ -103,6 +107,29 @@ def write_tiny_sst2(folder: Path, train: int = 64, dev: int = 16) -> str:
     (folder / "train.tsv").write_text(rows(train, 0))
     (folder / "dev.tsv").write_text(rows(dev, 1_000))
     return str(folder)
+
+
+def tiny_train_argv(
+    method: str, model_dir: str, data_dir: str, out, *options: str, train_size: int = 0
+) -> list[str]:
+    """The command line of one epoch of ``train`` on a tiny model and data folder (``train_size`` 0:
+    every row); ``options`` go after ``--method``, e.g. ``"--r", "4"``."""
+    return [
+        "train",
+        "--method",
+        method,
+        *options,
+        "--model",
+        model_dir,
+        "--data-dir",
+        data_dir,
+        "--train-size",
+        str(train_size),
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.fixture(scope="session")

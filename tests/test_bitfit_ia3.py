@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_cli import write_tiny_model, write_tiny_sst2
 from transformers import BertConfig
 
 from adapterlib import LoraConfig, PeftModel, PrefixTuningConfig, TaskType, count_parameters, get_peft_model
@@ -17,7 +16,7 @@ from adapterlib.methods.bitfit import BIAS_TERMS, BitFitConfig, BitFitSite
 from adapterlib.methods.ia3 import IA3Config, IA3Linear
 from adapterlib.sites import AdapterSite
 from adapterlib.toy import TransformerLayer
-from conftest import assert_unchanged, snapshot, tiny_classifier, tiny_config, tiny_encoder
+from conftest import assert_unchanged, snapshot, tiny_classifier, tiny_config, tiny_encoder, tiny_train_argv
 from conftest import perturbed as move
 
 peft = pytest.importorskip("peft", reason="peft is the reference implementation; install requirements.txt")
@@ -338,30 +337,9 @@ def test_count_ia3_and_bitfit_on_the_packaged_model(capsys):
     assert "--r does not apply to --method ia3" in capsys.readouterr().err
 
 
-def test_train_bitfit_on_the_command_line(tmp_path, capsys):
-    model_dir = write_tiny_model(tmp_path / "model")
-    data_dir = write_tiny_sst2(tmp_path / "data")
+def test_train_bitfit_on_the_command_line(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "bitfit",
-                "--model",
-                model_dir,
-                "--epochs",
-                "1",
-                "--train-size",
-                "0",
-                "--data-dir",
-                data_dir,
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_train_argv("bitfit", tiny_model_dir, tiny_data_dir, out)) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("bitfit: validation accuracy")
     metrics = json.loads((out / "metrics.json").read_text())
     assert (

@@ -372,16 +372,7 @@ def test_save_pretrained_writes_every_adapter_or_none(tmp_path):
 
 def test_roberta_adapters_save_and_load(tmp_path, batch):
     """RoBERTa's head is a dense layer and a projection, not a single Linear."""
-    config = RobertaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=70,
-        num_labels=2,
-        attn_implementation="eager",
-    )
+    config = tiny_config(config_class=RobertaConfig, max_position_embeddings=70)  # positions start at 2
     torch.manual_seed(0)
     peft_model = perturbed(get_peft_model(RobertaForSequenceClassification(config).eval(), CONFIGS["lora"]()))
     save_adapter(peft_model, tmp_path)

@@ -3,7 +3,6 @@ start at the base, closed-form counts, merging, checkpoints, the command line, r
 
 import pytest
 import torch
-from test_cli import write_tiny_model, write_tiny_sst2
 
 from adapterlib import AdapterConfig, LoraConfig, PeftModel, TaskType, count_parameters, get_peft_model
 from adapterlib.cli import main
@@ -12,7 +11,7 @@ from adapterlib.methods import get_method
 from adapterlib.methods.dora import DoraConfig, DoraUpdate, row_norms
 from adapterlib.methods.lora import LoraLinear
 from adapterlib.methods.parallel import ParallelAdapterConfig, ParallelAdapterSite
-from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier
+from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier, tiny_train_argv
 
 peft = pytest.importorskip("peft", reason="peft is the reference implementation; install requirements.txt")
 
@@ -335,38 +334,14 @@ def test_count_refuses_what_does_not_fit(argv, message, capsys):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_train_parallel_then_predict_through_the_command_line(tmp_path, capsys):
+def test_train_parallel_then_predict_through_the_command_line(
+    tiny_model_dir, tiny_data_dir, tmp_path, capsys
+):
     import json
 
-    model, data, out = (
-        write_tiny_model(tmp_path / "model"),
-        write_tiny_sst2(tmp_path / "data"),
-        tmp_path / "run",
-    )
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "parallel",
-                "--r",
-                "4",
-                "--model",
-                model,
-                "--epochs",
-                "1",
-                "--train-size",
-                "32",
-                "--data-dir",
-                data,
-                "--out",
-                str(out),
-                "--precision",
-                "fp32",
-            ]
-        )
-        == 0
-    )
+    out = tmp_path / "run"
+    options = "--r", "4", "--precision", "fp32"
+    assert main(tiny_train_argv("parallel", tiny_model_dir, tiny_data_dir, out, *options, train_size=32)) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("parallel: validation accuracy")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trainable_parameters"] == 2 * (2 * 32 * 4 + 32 + 4) + 32 * 2 + 2
