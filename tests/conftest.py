@@ -1,6 +1,8 @@
 """Tiny random BERT models: every test runs offline on a CPU in well under a second each; and, for
 the command-line tests, one tiny BERT saved to a folder and one tiny SST-2 folder per session."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,15 @@ def assert_unchanged(model: torch.nn.Module, before) -> None:
     assert values.keys() == before[1].keys()
     assert all(torch.equal(values[k], before[1][k]) for k in values)
     assert trainable == before[2]
+
+
+@contextmanager
+def refused_unchanged(model: torch.nn.Module, error: type[Exception], match: str) -> Iterator[None]:
+    """The block must raise ``error`` with a message matching ``match`` and leave ``model`` as it was."""
+    before = snapshot(model)
+    with pytest.raises(error, match=match):
+        yield
+    assert_unchanged(model, before)
 
 
 def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
@@ -145,7 +156,7 @@ def tiny_data_dir(tmp_path_factory) -> str:
 
 
 # Tests that train a model through the Trainer, start a subprocess, a notebook or a browser:
-# `python -m pytest -m "not slow" tests/` leaves them out (the fast loop, MAINTAINERS.md). Tests
+# `python -m pytest -m "not slow"` leaves them out (the fast loop, MAINTAINERS.md). Tests
 # in the files the list does not name carry @pytest.mark.slow themselves.
 SLOW_MODULES = {
     "test_readme",
@@ -155,6 +166,7 @@ SLOW_MODULES = {
     "test_benchmarks",
     "test_setup_check",  # python -m adapterlib check-setup in subprocesses
     "test_lint",  # runs ruff
+    "test_ci_browser_skips",  # pytest inside pytest, three times
 }
 SLOW_TESTS = {
     "test_train_bitfit_on_the_command_line",
@@ -168,6 +180,11 @@ SLOW_TESTS = {
     "test_the_package_works_without_bitsandbytes",  # a fresh interpreter
     "test_concurrent_writers_never_show_a_reader_a_mixed_pair",  # forked processes
     "test_a_method_registered_late_keeps_the_whole_contract",  # the whole registry contract, twice
+    "test_the_build_writes_slides_and_a_handout_and_leaves_the_notebooks",  # nbconvert's slides
+    "test_nf4_on_real_minilm_weights_equals_bitsandbytes",  # loads the real MiniLM
+    "test_bits_per_weight_with_double_quantization_on_minilm",  # quantizes the real MiniLM
+    "test_a_shown_run_whose_default_changed_stays_until_it_is_retrained",  # compare runs, a chart each
+    "test_a_smaller_grid_keeps_every_run_in_the_table",  # compare runs, a chart each
     # the course: nbgrader in subprocesses (the `graded` fixture)
     "test_the_release_is_the_self_study_stub_without_solutions",
     "test_nbgrader_commands_run",

@@ -631,10 +631,16 @@ def truncate(path: Path) -> None:
 def test_damaged_checkpoint(source, damage, message, checkpoints, tmp_path, capsys):
     folder = Path(shutil.copytree(checkpoints[source], tmp_path / "checkpoint"))
     damage(folder)
+    line = predict_refuses(folder, capsys)
+    assert message in line and ("train again into a new folder" in line or "use one of" in line)
+
+
+def predict_refuses(folder: Path, capsys) -> str:
+    """``predict`` from ``folder`` refuses in one line and leaves the folder as it was; the line."""
     before = contents(folder)
     line = refused(["predict", "--checkpoint", folder, "a fine film"], capsys)
-    assert message in line and ("train again into a new folder" in line or "use one of" in line)
     assert contents(folder) == before
+    return line
 
 
 def rewrite_metrics(folder: Path, change) -> None:
@@ -690,10 +696,8 @@ def rewrite_metrics(folder: Path, change) -> None:
 def test_files_that_disagree_are_refused(source, disagree, message, checkpoints, tmp_path, capsys):
     folder = Path(shutil.copytree(checkpoints[source], tmp_path / "checkpoint"))
     disagree(folder, checkpoints)
-    before = contents(folder)
-    line = refused(["predict", "--checkpoint", folder, "a fine film"], capsys)
+    line = predict_refuses(folder, capsys)
     assert message in line and "come from different runs" in line
-    assert contents(folder) == before
 
 
 def test_intact_checkpoints_predict(checkpoints, capsys):
