@@ -10,8 +10,9 @@ A checkpoint is a directory with two files, named as in peft:
   two fingerprints of its weights (rounded to bfloat16 directly and through float16 first, so that
   a float32 original and its half-precision copy match one of them), their dtype and a few of their
   values (which tell a float16 and a bfloat16 copy of the same weights from other weights), when
-  given a portable name of the base model (never a path), and a SHA-256 of the weights file and
-  the method's config together;
+  given a portable name of the base model (never a path), a SHA-256 of the weights file and
+  the method's config together, and for an adapter with its own head the head's number of classes
+  and their names (``head``: loading gives the adapter a head of that size on any base);
 * ``adapter_model.safetensors``: only the adapter's tensors (and its copy of the task head),
   named relative to the layer and site they belong to (:meth:`PeftModel.adapter_state_dict`),
   so the names do not depend on what else is installed in the model.

@@ -17,7 +17,7 @@ problem is reported in one line that names the file and the line.
 A training run reads a task from one folder (:func:`task_folder`): the task's own folder where
 one is named (``--data-dir ../shared/data/senteval/trec``), else its place under the data root.
 SST-2 keeps GLUE's reader (:mod:`adapterlib.data`): ``$ADAPTERLIB_SST2_DIR`` names its folder,
-and with no folder at all it comes from the Hugging Face hub. :func:`task_rows`,
+and with none it comes from the Hugging Face hub. :func:`task_rows`,
 :func:`data_print` and :func:`read_task_data` give a run the sizes, the fingerprint and the
 examples of the folder it reads.
 """
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .data import DATA_DIR_VARIABLE, HEADER, HUB_DATASET, data_rows, fingerprint, load_sst2, read_lines
+from .data import HEADER, HUB_DATASET, data_rows, fingerprint, load_sst2, read_lines, resolve_data_dir
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -239,8 +239,9 @@ def load_task(task: Task | str, data_root: str | os.PathLike | None = None) -> D
 def task_folder(task: Task, data_dir: str | os.PathLike | None = None) -> Path | None:
     """The folder a run reads ``task`` from, made absolute: ``data_dir``, the task's own folder
     (``../shared/data/senteval/trec`` for TREC); else a folder task's own folder; else for SST-2
-    ``$ADAPTERLIB_SST2_DIR``; else the task's place under ``$ADAPTERLIB_DATA_ROOT``. None: SST-2 from
-    the Hugging Face hub. A FileNotFoundError for another task with no folder to read."""
+    ``$ADAPTERLIB_SST2_DIR`` (as :mod:`adapterlib.data` reads it) or None, the Hugging Face hub;
+    else the task's place under ``$ADAPTERLIB_DATA_ROOT``. A FileNotFoundError for another task
+    with no folder to read."""
     if Path(task.folder).is_absolute():
         if data_dir and Path(data_dir).expanduser().absolute() != Path(task.folder):
             raise ValueError(
@@ -250,12 +251,10 @@ def task_folder(task: Task, data_dir: str | os.PathLike | None = None) -> Path |
         return Path(task.folder)
     if data_dir:
         return Path(data_dir).expanduser().absolute()
-    if task == SST2 and os.environ.get(DATA_DIR_VARIABLE):
-        return Path(os.environ[DATA_DIR_VARIABLE]).expanduser().absolute()
+    if task == SST2:
+        return resolve_data_dir()
     if os.environ.get(DATA_ROOT_VARIABLE):
         return task.path()
-    if task == SST2:
-        return None
     raise FileNotFoundError(
         f"no data for task {task.name}: pass --data-dir PATH (data_dir=), the task's own folder (e.g. "
         f"../shared/data/{task.folder}), or set ${DATA_ROOT_VARIABLE} to the folder that holds {task.folder}."

@@ -75,8 +75,8 @@ TASK_HELP = (
 )
 DATA_DIR_HELP = (
     "the task's own folder, e.g. ../shared/data/sst2 for sst2 or ../shared/data/senteval/trec for trec "
-    "(default: $ADAPTERLIB_SST2_DIR for sst2, else the task's place under $ADAPTERLIB_DATA_ROOT, the folder "
-    "holding sst2/ and senteval/; else sst2 comes from the hub); leave it out when --task names a folder"
+    "(default: for sst2 $ADAPTERLIB_SST2_DIR, else the hub; for another task its place under "
+    "$ADAPTERLIB_DATA_ROOT, the folder holding sst2/ and senteval/); leave it out when --task names a folder"
 )
 
 
