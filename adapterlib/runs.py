@@ -40,6 +40,7 @@ from .quantize import QUANTIZATIONS
 from .tasks import DEFAULT_TASK, SST2, Task, data_print, get_task, task_folder, task_rows
 
 FINGERPRINTS = ("data_fingerprint", "model_fingerprint")
+TUNING_SLICE = range(2_000, 3_000)  # rows of the shuffled training split that tune recipes
 
 
 @dataclass
@@ -143,6 +144,11 @@ class RunSpec:
         task = get_task(task) if isinstance(task, str) else task
         folder = task_folder(task, data_dir)
         rows = task_rows(task, folder)["train"] if train_rows is None else train_rows
+        if evaluate_on == "tuning" and rows < TUNING_SLICE.stop:
+            raise ValueError(
+                f"the tuning slice is rows {TUNING_SLICE.start:,}-{TUNING_SLICE.stop - 1:,} of the shuffled "
+                f"training split, and task {task.name} has {rows:,}; evaluate on 'validation' instead."
+            )
         if recipe.train_size is not None and recipe.train_size > rows:
             raise ValueError(
                 f"train size {recipe.train_size:,} is more than the {rows:,} rows of the training split; "

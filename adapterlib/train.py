@@ -51,7 +51,7 @@ from .counting import count_parameters
 from .methods import ByName, get_baseline, get_entry
 from .modeling import DEFAULT_POOLING, load_classifier, load_tokenizer, process_count, training_device
 from .peft_model import get_peft_model
-from .runs import Recipe, RunSpec
+from .runs import TUNING_SLICE, Recipe, RunSpec
 from .tasks import DEFAULT_TASK, SST2, Task, get_task, read_task_data, task_folder
 
 __all__ = [
@@ -73,7 +73,6 @@ __all__ = [
 # registry (methods and baselines), read at each lookup.
 DEFAULT_LEARNING_RATES = ByName("learning_rate")
 SHUFFLE_SEED = 42
-TUNING_SLICE = range(2_000, 3_000)
 MAX_LENGTH = 128
 
 

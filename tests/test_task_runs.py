@@ -127,6 +127,12 @@ def test_a_run_spec_holds_the_task_and_its_folder(tiny_root, monkeypatch):
     assert prints["data_fingerprint"] != fingerprints("unused-hub-name", None, "sst2")["data_fingerprint"]
 
 
+def test_a_task_too_small_for_the_tuning_slice_is_refused(tmp_path):
+    folder = write_task(tmp_path / "small", 2)
+    with pytest.raises(ValueError, match=r"the tuning slice is rows 2,000-2,999 .* task small has 36"):
+        RunSpec.resolve(Recipe("lora", train_size=None), evaluate_on="tuning", task=str(folder))
+
+
 def test_a_table_never_mixes_tasks():
     record = {
         "method": "head",
