@@ -1,4 +1,5 @@
-"""Settings for the whole test run: the SST-2 folder, and caches kept out of the home folder.
+"""Settings for the whole test run: the SST-2 folder, the other tasks' data, and caches kept out
+of the home folder.
 
 ``--data-dir=PATH`` names the GLUE-format SST-2 folder (``train.tsv``, ``dev.tsv``); with ``=``, because
 pytest takes a bare path argument for a folder of tests (and looks for its configuration there). A relative path
@@ -7,12 +8,18 @@ is resolved against the directory pytest was started in, then handed on as an ab
 command-line tests find the same folder. Without the option, an existing ``$ADAPTERLIB_SST2_DIR``
 is used the same way; without either, the tests that need SST-2 read it from the hub.
 
+The other tasks (TREC, SUBJ, CR) are found beside SST-2: when the SST-2 folder's parent holds
+``senteval/`` (as ``../shared/data`` does), that parent becomes ``$ADAPTERLIB_DATA_ROOT``, the
+folder holding ``sst2/`` and ``senteval/``; an ``$ADAPTERLIB_DATA_ROOT`` set before the run wins.
+Tests marked ``task_data`` need it, and skip where it is missing.
+
 Everything a run writes besides temporary folders goes under ``test-artifacts/`` (git-ignored):
 the junit report, and the datasets, matplotlib, IPython and Jupyter caches that would otherwise
 land in the home folder.
 
 Under CI (``$CI`` is ``true``) a skipped browser test (``tests/test_browser*.py``, which skip where
-Chromium or Playwright is missing) is reported as a failure: CI must prove the explorers work.
+Chromium or Playwright is missing) is reported as a failure: CI must prove the explorers work. So
+is a skipped ``task_data`` test: CI must prove the tasks read.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from pathlib import Path
 import pytest
 
 DATA_DIR_VARIABLE = "ADAPTERLIB_SST2_DIR"
+DATA_ROOT_VARIABLE = "ADAPTERLIB_DATA_ROOT"
+TASK_DATA = "task_data"  # the marker of tests that read the shared tasks' data
 CACHES = {
     "HF_DATASETS_CACHE": "datasets",
     "MPLCONFIGDIR": "matplotlib",
@@ -41,7 +50,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help=(
             "GLUE-format SST-2 folder (train.tsv, dev.tsv); relative to where pytest starts. Default: "
-            f"${DATA_DIR_VARIABLE}, else the hub."
+            f"${DATA_DIR_VARIABLE}, else the hub. Its parent, if it holds senteval/, is the data root of "
+            "the other tasks."
         ),
     )
 
@@ -57,6 +67,13 @@ def pytest_configure(config: pytest.Config) -> None:
                 "holding train.tsv and dev.tsv."
             )
         os.environ[DATA_DIR_VARIABLE] = str(folder)
+        if not os.environ.get(DATA_ROOT_VARIABLE) and (folder.parent / "senteval").is_dir():
+            os.environ[DATA_ROOT_VARIABLE] = str(folder.parent)
+    config.addinivalue_line(
+        "markers",
+        f"{TASK_DATA}: reads sst2/ and senteval/ under ${DATA_ROOT_VARIABLE} (skipped without them, "
+        "a failure under CI)",
+    )
 
     artifacts = Path(config.rootpath) / "test-artifacts"
     for variable, subfolder in CACHES.items():
@@ -65,11 +82,36 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ[variable] = str(artifacts / subfolder)
 
 
+def missing_task_data() -> str | None:
+    """Why the shared tasks' data cannot be read, or None when it can."""
+    root = os.environ.get(DATA_ROOT_VARIABLE)
+    if not root:
+        return (
+            f"no task data: run with --data-dir=../shared/data/sst2 (whose parent holds senteval/) or set "
+            f"${DATA_ROOT_VARIABLE}"
+        )
+    absent = [name for name in ("sst2", "senteval") if not (Path(root) / name).is_dir()]
+    return f"no task data: ${DATA_ROOT_VARIABLE} ({root}) has no {' or '.join(absent)}/" if absent else None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker(TASK_DATA) and (reason := missing_task_data()):
+        pytest.skip(reason)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
-    if report.skipped and os.environ.get("CI") == "true" and item.path.name.startswith("test_browser"):
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
-        report.outcome = "failed"
-        report.longrepr = f"a browser test may not be skipped in CI: {reason}"
+    if report.skipped and os.environ.get("CI") == "true":
+        kind = (
+            "a browser test"
+            if item.path.name.startswith("test_browser")
+            else "a test of the tasks' data"
+            if item.get_closest_marker(TASK_DATA)
+            else None
+        )
+        if kind:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+            report.outcome = "failed"
+            report.longrepr = f"{kind} may not be skipped in CI: {reason}"
     return report

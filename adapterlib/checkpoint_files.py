@@ -10,8 +10,9 @@ A checkpoint is a directory with two files, named as in peft:
   two fingerprints of its weights (rounded to bfloat16 directly and through float16 first, so that
   a float32 original and its half-precision copy match one of them), their dtype and a few of their
   values (which tell a float16 and a bfloat16 copy of the same weights from other weights), when
-  given a portable name of the base model (never a path), and a SHA-256 of the weights file and
-  the method's config together;
+  given a portable name of the base model (never a path), a SHA-256 of the weights file and
+  the method's config together, and for an adapter with its own head the head's number of classes
+  and their names (``head``: loading gives the adapter a head of that size on any base);
 * ``adapter_model.safetensors``: only the adapter's tensors (and its copy of the task head),
   named relative to the layer and site they belong to (:meth:`PeftModel.adapter_state_dict`),
   so the names do not depend on what else is installed in the model.
@@ -68,6 +69,7 @@ except ImportError:  # Windows: no advisory locks on folders, and a folder canno
     fcntl = None
 
 CONFIG_FILE = "adapter_config.json"
+HEAD_WEIGHT = "classifier.weight"  # the head's weight in an adapter's tensors: [classes, hidden]
 WEIGHTS_FILE = "adapter_model.safetensors"
 FORMAT_VERSION = 2
 STAGING = ".adapter-staging"
@@ -242,11 +244,47 @@ def adapter_files(
         "format_version": FORMAT_VERSION,
         "peft_config": peft_config,
         "base_model_shape": model_shape(model.base_model),
+        **head_record(model, name, tensors),
         **model.base_model_record,
         "base_model_name": base_model_name,
         "sha256": checksum(weights, peft_config),
     }
     return {WEIGHTS_FILE: weights, CONFIG_FILE: (json.dumps(meta, indent=2) + "\n").encode()}
+
+
+def head_record(model: PeftModel, name: str, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """``{"head": {"num_labels": C, "label_names": [...]}}`` for an adapter with its own head, else
+    ``{}``. The names: the adapter's own (``model.label_names``), else the base config's ``id2label``
+    when it names C classes, else ``"0"`` .. ``"C-1"``."""
+    if HEAD_WEIGHT not in tensors:
+        return {}
+    classes = tensors[HEAD_WEIGHT].shape[0]
+    names = model.label_names.get(name)
+    if names is None:
+        id2label = getattr(getattr(model.base_model, "config", None), "id2label", None) or {}
+        names = [id2label.get(c) for c in range(classes)] if len(id2label) == classes else []
+        names = (
+            names if all(isinstance(n, str) for n in names) and names else [str(c) for c in range(classes)]
+        )
+    return {"head": {"num_labels": classes, "label_names": list(names)}}
+
+
+def head_labels(
+    meta: dict[str, Any], tensors: dict[str, torch.Tensor], directory: Path
+) -> tuple[str, ...] | None:
+    """The class names a checkpoint records for its head (None for one saved without them), after
+    checking that they name each row of the saved head."""
+    head = meta.get("head")
+    if head is None or HEAD_WEIGHT not in tensors:
+        return None
+    names = head.get("label_names") if isinstance(head, dict) else None
+    classes = tensors[HEAD_WEIGHT].shape[0]
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names) and len(names) == classes):
+        raise ValueError(
+            f"{directory / CONFIG_FILE}: its head's label_names do not name the {classes} classes of the "
+            f"saved head ({names!r}); the checkpoint is damaged. Save the adapter again."
+        )
+    return tuple(names)
 
 
 def save_folder(directory: str | os.PathLike) -> Path:
@@ -563,9 +601,8 @@ def check_base(
             f"task_type SEQ_CLS) and {type(base).__name__} has none; load it onto a model with a head, e.g. "
             f"BertForSequenceClassification.from_pretrained(name, num_labels={expected['num_labels']})."
         )
-    if not with_head:
-        expected.pop("num_labels", None)
-        actual.pop("num_labels", None)
+    expected.pop("num_labels", None)  # the adapter brings its own head, of its own size
+    actual.pop("num_labels", None)
     if expected != actual:
         differ = ", ".join(
             f"{k}: saved {expected.get(k)} vs model {actual.get(k)}"

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .methods import ByName, get_method, method_names
+from .runs import task_of
+from .tasks import DEFAULT_TASK
 from .train import DEFAULT_POOLING, Recipe
 
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -41,8 +43,23 @@ def variant_name(record: dict[str, Any]) -> str:
     return f"{name} {size.symbol}={options[size.field]}"
 
 
+def one_task(records: Iterable[dict[str, Any]]) -> str:
+    """The task every record was trained on; a ValueError for records of several tasks, whose
+    accuracies are not comparable in one table."""
+    tasks = sorted({task_of(record) for record in records})
+    if len(tasks) > 1:
+        raise ValueError(
+            f"the records come from {len(tasks)} tasks ({', '.join(tasks)}); a table compares one task: "
+            f"summarize the records of each task apart."
+        )
+    return tasks[0] if tasks else DEFAULT_TASK
+
+
 def summarize(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per variant: mean accuracy over seeds, spread, intervals, parameters, time."""
+    """One row per variant: mean accuracy over seeds, spread, intervals, parameters, time. The
+    records must come from one task (:func:`one_task`)."""
+    records = list(records)
+    one_task(records)
     groups: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         groups.setdefault(variant_name(record), []).append(record)
@@ -285,7 +302,9 @@ def write_results(records: list[dict[str, Any]], out: Path, command: str) -> lis
         )
         + "\n"
     )
-    (out / "results.md").write_text(f"Command: `{command}`\n\n" + markdown_table(rows))
+    (out / "results.md").write_text(
+        f"Command: `{command}`\n\nTask: {one_task(records)}\n\n" + markdown_table(rows)
+    )
     figure = plot_comparison(rows)
     figure.savefig(out / "comparison.png")
     plt.close(figure)

@@ -218,7 +218,22 @@ def place_like(module: nn.Module, reference: nn.Module) -> nn.Module:
     return module if parameter is None else module.to(device=parameter.device, dtype=parameter.dtype)
 
 
-def insert_head(model: nn.Module, name: str) -> None:
-    """Give adapter ``name`` its own trainable copy of ``model.classifier``."""
+def insert_head(model: nn.Module, name: str, num_classes: int | None = None) -> None:
+    """Give adapter ``name`` its own trainable copy of ``model.classifier``; with ``num_classes``
+    other than the copy's, a fresh head of that many outputs instead (:func:`fresh_head`)."""
     site = wrap(model, "classifier", HeadSite)
-    site.add(name, copy.deepcopy(site.base_layer))
+    head = copy.deepcopy(site.base_layer)
+    if num_classes is not None and isinstance(head, nn.Linear) and head.out_features != num_classes:
+        head = fresh_head(
+            head, num_classes, getattr(getattr(model, "config", None), "initializer_range", 0.02)
+        )
+    site.add(name, head)
+
+
+def fresh_head(like: nn.Linear, num_classes: int, std: float = 0.02) -> nn.Linear:
+    """A ``Linear`` from ``like``'s input width to ``num_classes`` outputs, on its device and dtype,
+    initialised as BERT initialises its classifier: weights of standard deviation ``std``, bias 0."""
+    head = nn.Linear(like.in_features, num_classes).to(device=like.weight.device, dtype=like.weight.dtype)
+    nn.init.normal_(head.weight, std=std)
+    nn.init.zeros_(head.bias)
+    return head.train(like.training).requires_grad_(like.weight.requires_grad)

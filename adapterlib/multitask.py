@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TaskType
+from .inject import fresh_head
 from .methods.adapter import BottleneckSite
 from .methods.bitfit import BitFitSite
 from .methods.ia3 import IA3Linear
@@ -118,9 +119,12 @@ class Route:
             self.rows = previous
 
 
-def set_head(model: PeftModel, adapter_name: str, num_classes: int) -> None:
+def set_head(
+    model: PeftModel, adapter_name: str, num_classes: int, label_names: Sequence[str] | None = None
+) -> None:
     """Give adapter ``adapter_name`` a fresh head of ``num_classes`` outputs (TREC's 6 on a base
-    made with 2), initialised as BERT initialises its classifier and trainable when the adapter is.
+    made with 2), initialised as BERT initialises its classifier and trainable when the adapter is;
+    ``label_names`` name its classes (kept in ``model.label_names`` and saved with the adapter).
 
     The model's own ``config.num_labels`` stays the base head's: compute the loss of such a head
     from the logits (``F.cross_entropy(logits, labels)``), never by passing ``labels`` to the model.
@@ -128,6 +132,8 @@ def set_head(model: PeftModel, adapter_name: str, num_classes: int) -> None:
     model._check_known(adapter_name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    if label_names is not None and (isinstance(label_names, str) or len(label_names) != num_classes):
+        raise ValueError(f"label_names must name each of the {num_classes} classes, got {label_names!r}.")
     head_site = getattr(model.base_model, "classifier", None)
     if not isinstance(head_site, HeadSite) or adapter_name not in head_site.adapters:
         raise ValueError(
@@ -138,11 +144,12 @@ def set_head(model: PeftModel, adapter_name: str, num_classes: int) -> None:
         raise TypeError(
             f"set_head replaces a Linear head; adapter {adapter_name!r} has a {type(old).__name__}."
         )
-    head = nn.Linear(old.in_features, num_classes).to(device=old.weight.device, dtype=old.weight.dtype)
-    nn.init.normal_(head.weight, std=getattr(model.base_model.config, "initializer_range", 0.02))
-    nn.init.zeros_(head.bias)
-    head.train(old.training).requires_grad_(old.weight.requires_grad)
-    head_site.adapters[adapter_name] = head
+    std = getattr(model.base_model.config, "initializer_range", 0.02)
+    head_site.adapters[adapter_name] = fresh_head(old, num_classes, std)
+    if label_names is None:
+        model.label_names.pop(adapter_name, None)
+    else:
+        model.label_names[adapter_name] = tuple(label_names)
 
 
 def check_route(model: PeftModel, adapter_names: Sequence[str]) -> None:

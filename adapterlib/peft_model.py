@@ -28,10 +28,12 @@ import torch
 from torch import nn
 
 from .checkpoint_files import (
+    HEAD_WEIGHT,
     adapter_files,
     base_record,
     check_base,
     checkpoint_folder,
+    head_labels,
     keys_from_format_1,
     read_checkpoint,
     refuse_meta,
@@ -77,6 +79,7 @@ class PeftModel(nn.Module):
         # Taken before any adapter exists or is merged: what checkpoints record and check.
         self.base_model_record = base_record(model)
         self.config_at_creation: dict[str, dict] = {}  # what save_pretrained checks the live config against
+        self.label_names: dict[str, tuple[str, ...]] = {}  # an adapter's class names, where known
         self.add_adapter(adapter_name, config, weights=weights)
 
     # ------------------------------------------------------------ adding and removing adapters
@@ -87,7 +90,9 @@ class PeftModel(nn.Module):
         """Insert a new adapter, make it the active one and the only trainable part.
 
         ``weights``: tensors to start from, keyed as :meth:`adapter_state_dict` keys them (how
-        :func:`adapterlib.load_adapter` restores a checkpoint). On any error the model is left as it was.
+        :func:`adapterlib.load_adapter` restores a checkpoint); the adapter's head takes the number
+        of classes of the head in them (a TREC head of 6 on a base made with 2). On any error the
+        model is left as it was.
         """
         config = copy.deepcopy(config)  # the model keeps its own: a config changed later changes nothing here
         method, layers = self._check_new_adapter(adapter_name, config)
@@ -96,7 +101,10 @@ class PeftModel(nn.Module):
         try:
             method.insert(self.base_model, layers, config, adapter_name)
             if config.task_type == TaskType.SEQ_CLS:
-                insert_head(self.base_model, adapter_name)
+                saved_head = (weights or {}).get(HEAD_WEIGHT)
+                insert_head(
+                    self.base_model, adapter_name, None if saved_head is None else saved_head.shape[0]
+                )
             self.peft_config[adapter_name] = config
             self.config_at_creation[adapter_name] = config.to_dict()
             self.train(self.base_model.training)  # new modules follow the base model's train/eval mode
@@ -107,6 +115,7 @@ class PeftModel(nn.Module):
             remove_adapter_modules(self.base_model, adapter_name)
             self.peft_config.pop(adapter_name, None)
             self.config_at_creation.pop(adapter_name, None)
+            self.label_names.pop(adapter_name, None)
             self.active_adapter = previous
             for site in self.sites(AdapterSite):
                 site.active_adapter = previous
@@ -162,6 +171,7 @@ class PeftModel(nn.Module):
         remove_adapter_modules(self.base_model, adapter_name)
         del self.peft_config[adapter_name]
         del self.config_at_creation[adapter_name]
+        self.label_names.pop(adapter_name, None)
         if self.active_adapter == adapter_name:
             remaining = next(iter(self.peft_config), None)
             if remaining is None:
@@ -300,6 +310,7 @@ class PeftModel(nn.Module):
             remove_adapter_modules(self.base_model, keep, keep_head=True)
         self.peft_config.clear()
         self.config_at_creation.clear()
+        self.label_names.clear()
         self.active_adapter = None
         return self.base_model
 
@@ -490,7 +501,8 @@ def base_fingerprints(model: PeftModel | nn.Module) -> dict[str, str | None]:
 
 def load_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "default") -> PeftModel:
     """Put a saved adapter onto ``model``, a fresh base model or a PeftModel to add it to, and
-    make it the active adapter.
+    make it the active adapter. Its head keeps the number of classes it was trained with, whatever
+    the base model's head has, and its class names go to ``label_names[adapter_name]``.
 
     The files, the base model's shape and the tensors are checked before anything changes; on
     any error the model is left as it was.
@@ -510,10 +522,14 @@ def load_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "d
     )
     if meta.get("format_version", 1) == 1:
         tensors = keys_from_format_1(tensors, base)
+    labels = head_labels(meta, tensors, directory)
     try:
         if isinstance(model, PeftModel):
             model.add_adapter(adapter_name, config, weights=tensors)
-            return model
-        return wrap_model(model, config, adapter_name, weights=tensors)
+        else:
+            model = wrap_model(model, config, adapter_name, weights=tensors)
     except ValueError as error:
         raise ValueError(f"{directory}: {error}") from None
+    if labels is not None:
+        model.label_names[adapter_name] = labels
+    return model

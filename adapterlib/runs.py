@@ -4,8 +4,8 @@ study resume from.
 
 :class:`Recipe` is what a user chooses (method, sizes, learning rate, epochs, ...). A
 :class:`RunSpec` is a recipe with everything it depends on resolved and checked once, on this
-machine: the model's name (the packaged model, an absolute folder, or a hub name), the data folder,
-the precision, the PEFT config and how many steps training takes. Training
+machine: the model's name (the packaged model, an absolute folder, or a hub name), the task and
+the folder its data is read from, the precision, the PEFT config and how many steps training takes. Training
 (:func:`adapterlib.train.train_run`) takes a spec as it is and resolves nothing again.
 
 A run is identified by :func:`run_key`: its recipe, the precision it ran in, its PEFT config with
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PeftConfig
-from .data import data_fingerprint, data_rows, fingerprint, resolve_data_dir
+from .data import fingerprint
 from .methods import get_entry, training_choices
 from .modeling import (
     DEFAULT_POOLING,
@@ -37,8 +37,10 @@ from .modeling import (
     weight_files,
 )
 from .quantize import QUANTIZATIONS
+from .tasks import DEFAULT_TASK, SST2, Task, data_print, get_task, task_folder, task_rows
 
 FINGERPRINTS = ("data_fingerprint", "model_fingerprint")
+TUNING_SLICE = range(2_000, 3_000)  # rows of the shuffled training split that tune recipes
 
 
 @dataclass
@@ -109,11 +111,12 @@ class RunSpec:
 
     recipe: Recipe
     model_name: str  # resolved: the packaged name, an absolute folder or a hub name
-    data_dir: Path | None  # resolved: an absolute folder, or None for the hub
+    data_dir: Path | None  # resolved: the task's absolute folder, or None for SST-2 from the hub
     precision: str  # resolved on this machine: fp32, bf16 or fp16
     peft_config: PeftConfig | None  # None for a baseline
     train_examples: int  # the rows that train
     evaluate_on: str = "validation"  # or "tuning": the tuning slice of the training split
+    task: Task = SST2  # what is learned: its classes size the head
 
     @classmethod
     def resolve(
@@ -124,9 +127,12 @@ class RunSpec:
         evaluate_on: str = "validation",
         device: str | None = None,
         train_rows: int | None = None,
+        task: Task | str = DEFAULT_TASK,
     ) -> RunSpec:
-        """Resolve and check ``recipe``'s inputs: a ValueError for what cannot train. ``train_rows``:
-        the rows of the training split, when the data were checked already (else they are read)."""
+        """Resolve and check ``recipe``'s inputs: a ValueError for what cannot train. ``task``: a
+        task's name or folder (:func:`adapterlib.tasks.get_task`), read from ``data_dir``, its own
+        folder (:func:`adapterlib.tasks.task_folder`). ``train_rows``: the rows of the training
+        split, when the data were checked already (else they are read)."""
         if evaluate_on not in ("validation", "tuning"):
             raise ValueError("evaluate_on must be 'validation' or 'tuning'.")
         processes = process_count()
@@ -135,8 +141,14 @@ class RunSpec:
                 f"batch size {recipe.batch_size} does not split evenly over {processes} processes; "
                 f"choose a multiple of {processes}."
             )
-        folder = resolve_data_dir(data_dir)
-        rows = data_rows(folder)["train"] if train_rows is None else train_rows
+        task = get_task(task) if isinstance(task, str) else task
+        folder = task_folder(task, data_dir)
+        rows = task_rows(task, folder)["train"] if train_rows is None else train_rows
+        if evaluate_on == "tuning" and rows < TUNING_SLICE.stop:
+            raise ValueError(
+                f"the tuning slice is rows {TUNING_SLICE.start:,}-{TUNING_SLICE.stop - 1:,} of the shuffled "
+                f"training split, and task {task.name} has {rows:,}; evaluate on 'validation' instead."
+            )
         if recipe.train_size is not None and recipe.train_size > rows:
             raise ValueError(
                 f"train size {recipe.train_size:,} is more than the {rows:,} rows of the training split; "
@@ -152,6 +164,7 @@ class RunSpec:
             peft_config=recipe.peft_config(),
             train_examples=examples,
             evaluate_on=evaluate_on,
+            task=task,
         )
 
     @property
@@ -190,12 +203,22 @@ def model_fingerprint(name: str) -> str:
     return fingerprint(location / "config.json", *weight_files(location))
 
 
-def fingerprints(model_name: str, data_dir: str | Path | None) -> dict[str, str]:
-    """``{"data_fingerprint": ..., "model_fingerprint": ...}`` of a run's inputs."""
+def fingerprints(
+    model_name: str, data_dir: str | Path | None, task: Task | str = DEFAULT_TASK
+) -> dict[str, str]:
+    """``{"data_fingerprint": ..., "model_fingerprint": ...}`` of a run's inputs: the fingerprint of
+    the files ``task`` reads from ``data_dir`` (its own folder, as :func:`adapterlib.tasks.task_folder`
+    resolves it) and the model's."""
+    task = get_task(task) if isinstance(task, str) else task
     return {
-        "data_fingerprint": data_fingerprint(data_dir),
+        "data_fingerprint": data_print(task, task_folder(task, data_dir)),
         "model_fingerprint": model_fingerprint(model_name),
     }
+
+
+def task_of(record: dict) -> str:
+    """The task a result record was trained on; records from before tasks are SST-2's."""
+    return record.get("task", DEFAULT_TASK)
 
 
 def ran_in(record: dict) -> str:
@@ -278,4 +301,5 @@ __all__ = [
     "run_key",
     "steps_per_epoch",
     "steps_trained",
+    "task_of",
 ]

@@ -13,17 +13,25 @@ the folder that holds ``sst2/`` and ``senteval/`` (an argument, else ``$ADAPTERL
 Any other folder in this layout is a task too (:func:`folder_task`); its number of classes is
 read from its training labels. Every file is checked row by row before it is used, and a
 problem is reported in one line that names the file and the line.
+
+A training run reads a task from one folder (:func:`task_folder`): the task's own folder where
+one is named (``--data-dir ../shared/data/senteval/trec``), else its place under the data root.
+SST-2 keeps GLUE's reader (:mod:`adapterlib.data`): ``$ADAPTERLIB_SST2_DIR`` names its folder,
+and with none it comes from the Hugging Face hub. :func:`task_rows`,
+:func:`data_print` and :func:`read_task_data` give a run the sizes, the fingerprint and the
+examples of the folder it reads.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .data import HEADER, fingerprint, read_lines
+from .data import HEADER, HUB_DATASET, data_rows, fingerprint, load_sst2, read_lines, resolve_data_dir
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -65,6 +73,10 @@ TASKS: dict[str, Task] = {
         Task("cr", "senteval/cr", ("negative", "positive"), "test.tsv"),
     )
 }
+
+
+SST2 = TASKS["sst2"]
+DEFAULT_TASK = "sst2"
 
 
 @dataclass(frozen=True)
@@ -222,3 +234,54 @@ def load_task(task: Task | str, data_root: str | os.PathLike | None = None) -> D
             for name, split in (("train", splits["train"]), ("validation", splits["evaluation"]))
         }
     )
+
+
+def task_folder(task: Task, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The folder a run reads ``task`` from, made absolute: ``data_dir``, the task's own folder
+    (``../shared/data/senteval/trec`` for TREC); else a folder task's own folder; else for SST-2
+    ``$ADAPTERLIB_SST2_DIR`` (as :mod:`adapterlib.data` reads it) or None, the Hugging Face hub;
+    else the task's place under ``$ADAPTERLIB_DATA_ROOT``. A FileNotFoundError for another task
+    with no folder to read."""
+    if Path(task.folder).is_absolute():
+        if data_dir and Path(data_dir).expanduser().absolute() != Path(task.folder):
+            raise ValueError(
+                f"the task is the folder {task.folder}, so there is no other folder to read: leave "
+                f"--data-dir (data_dir=) out."
+            )
+        return Path(task.folder)
+    if data_dir:
+        return Path(data_dir).expanduser().absolute()
+    if task == SST2:
+        return resolve_data_dir()
+    if os.environ.get(DATA_ROOT_VARIABLE):
+        return task.path()
+    raise FileNotFoundError(
+        f"no data for task {task.name}: pass --data-dir PATH (data_dir=), the task's own folder (e.g. "
+        f"../shared/data/{task.folder}), or set ${DATA_ROOT_VARIABLE} to the folder that holds {task.folder}."
+    )
+
+
+def at(task: Task, folder: Path) -> Task:
+    """``task`` read from ``folder``."""
+    return dataclasses.replace(task, folder=str(folder))
+
+
+def task_rows(task: Task, folder: Path | None) -> dict[str, int]:
+    """Rows of ``task``'s training and evaluation files in ``folder`` (``train``, ``validation``),
+    every row checked; SST-2 by GLUE's reader (the hub's sizes for None)."""
+    if task == SST2:
+        return data_rows(folder)
+    splits = read_task(at(task, folder))
+    return {"train": len(splits["train"]), "validation": len(splits["evaluation"])}
+
+
+def data_print(task: Task, folder: Path | None) -> str:
+    """The fingerprint of the data a run of ``task`` reads from ``folder``: its training and
+    evaluation files (:func:`task_fingerprint`), or SST-2's name on the hub for None."""
+    return fingerprint(*HUB_DATASET) if folder is None else task_fingerprint(at(task, folder))
+
+
+def read_task_data(task: Task, folder: Path | None) -> DatasetDict:
+    """``task`` from ``folder`` as :func:`load_task` gives it; SST-2 by GLUE's reader (from the
+    hub for None)."""
+    return load_sst2(folder) if task == SST2 else load_task(at(task, folder))

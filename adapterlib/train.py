@@ -1,4 +1,4 @@
-"""Fine-tune and evaluate one method on SST-2 with the Hugging Face ``Trainer``.
+"""Fine-tune and evaluate one method on a task (SST-2 by default) with the Hugging Face ``Trainer``.
 
 :func:`train_run` trains one :class:`~adapterlib.runs.RunSpec`, a recipe whose inputs (model,
 data folder, precision, PEFT config, steps) were resolved and checked once; the command line
@@ -11,6 +11,10 @@ The seed recipe: the train split shuffled with seed 42, its first 2,000 examples
 batch 16, AdamW with linear decay, gradient clipping 1.0, the full 872-example validation
 split. Examples 2,000-2,999 of the same shuffle form the *tuning slice*, used instead of the
 validation split while choosing hyper-parameters (``evaluate_on="tuning"``).
+
+Another task (:mod:`adapterlib.tasks`: TREC, SUBJ, CR or any folder of TSVs) is trained the same
+way: its evaluation file (``dev.tsv``, else ``test.tsv``) stands where SST-2's validation split
+does, the tuning slice comes from its training file, and the head has one output per class.
 
 Hardware. A CUDA GPU when there is one, else the CPU (Apple's ``mps`` in a single process).
 Launched by ``torchrun --nproc_per_node N``, the N processes train one model together
@@ -44,11 +48,11 @@ from torch import nn
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from .counting import count_parameters
-from .data import load_sst2
 from .methods import ByName, get_baseline, get_entry
 from .modeling import DEFAULT_POOLING, load_classifier, load_tokenizer, process_count, training_device
 from .peft_model import get_peft_model
-from .runs import Recipe, RunSpec
+from .runs import TUNING_SLICE, Recipe, RunSpec
+from .tasks import DEFAULT_TASK, SST2, Task, get_task, read_task_data, task_folder
 
 __all__ = [
     "DEFAULT_LEARNING_RATES",
@@ -69,7 +73,6 @@ __all__ = [
 # registry (methods and baselines), read at each lookup.
 DEFAULT_LEARNING_RATES = ByName("learning_rate")
 SHUFFLE_SEED = 42
-TUNING_SLICE = range(2_000, 3_000)
 MAX_LENGTH = 128
 
 
@@ -95,23 +98,34 @@ def changes_from_seed_recipe(recipe: Recipe) -> dict[str, Any]:
     return changes
 
 
-def prepare_model(recipe: Recipe, model_name: str | None) -> nn.Module:
-    """The base classifier with the recipe's method applied and the right parts trainable."""
+def prepare_model(recipe: Recipe, model_name: str | None, task: Task = SST2) -> nn.Module:
+    """The base classifier with the recipe's method applied and the right parts trainable; its
+    head has one output per class of ``task``, named in its config's ``id2label``."""
     model = load_classifier(
-        model_name, num_labels=2, pooling=recipe.pooling, quantization=recipe.base_quantization
+        model_name, num_labels=task.num_classes, pooling=recipe.pooling, quantization=recipe.base_quantization
     )
+    model.config.id2label = dict(enumerate(task.label_names))
+    model.config.label2id = {name: c for c, name in enumerate(task.label_names)}
     peft_config = recipe.peft_config()
     if peft_config is not None:
         return get_peft_model(model, peft_config)
     return get_baseline(recipe.method).freeze(model)
 
 
-def tokenized_splits(tokenizer, data_dir: str | Path | None, train_size: int | None, evaluate_on: str):
-    """Training examples and evaluation examples, tokenised without padding."""
-    sst2 = load_sst2(data_dir)
-    shuffled = sst2["train"].shuffle(seed=SHUFFLE_SEED)
+def tokenized_splits(
+    tokenizer,
+    data_dir: str | Path | None,
+    train_size: int | None,
+    evaluate_on: str,
+    task: Task | str = DEFAULT_TASK,
+):
+    """Training examples and evaluation examples of ``task`` (read from ``data_dir``, its own
+    folder), tokenised without padding."""
+    task = get_task(task) if isinstance(task, str) else task
+    splits = read_task_data(task, task_folder(task, data_dir))
+    shuffled = splits["train"].shuffle(seed=SHUFFLE_SEED)
     train = shuffled.select(range(train_size)) if train_size else shuffled
-    evaluation = shuffled.select(TUNING_SLICE) if evaluate_on == "tuning" else sst2["validation"]
+    evaluation = shuffled.select(TUNING_SLICE) if evaluate_on == "tuning" else splits["validation"]
 
     def tokenize(batch):
         return tokenizer(batch["sentence"], truncation=True, max_length=MAX_LENGTH)
@@ -156,10 +170,12 @@ def train_and_evaluate(
     evaluate_on: str = "validation",
     progress: bool = True,
     evaluate_each_epoch: bool = False,
+    task: Task | str = DEFAULT_TASK,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train ``recipe`` and return ``(model, result record)``: :func:`train_run` on the
-    :class:`RunSpec` that ``recipe``, ``model_name`` and ``data_dir`` resolve to."""
-    spec = RunSpec.resolve(recipe, model_name, data_dir, evaluate_on, device=training_device())
+    """Train ``recipe`` on ``task`` and return ``(model, result record)``: :func:`train_run` on the
+    :class:`RunSpec` that ``recipe``, ``model_name``, ``data_dir`` (the task's own folder) and
+    ``task`` resolve to."""
+    spec = RunSpec.resolve(recipe, model_name, data_dir, evaluate_on, device=training_device(), task=task)
     return train_run(spec, output_dir, progress, evaluate_each_epoch)
 
 
@@ -184,8 +200,10 @@ def train_run(
     recipe, processes, precision = spec.recipe, process_count(), spec.precision
     set_seed(recipe.seed)
     tokenizer = load_tokenizer(spec.model_name)
-    train, evaluation = tokenized_splits(tokenizer, spec.data_dir, recipe.train_size, spec.evaluate_on)
-    model = prepare_model(recipe, spec.model_name)
+    train, evaluation = tokenized_splits(
+        tokenizer, spec.data_dir, recipe.train_size, spec.evaluate_on, spec.task
+    )
+    model = prepare_model(recipe, spec.model_name, spec.task)
     device = training_device()
     args = TrainingArguments(
         output_dir=output_dir,
@@ -245,6 +263,8 @@ def train_run(
         "recipe": asdict(recipe),
         "peft_config": None if spec.peft_config is None else spec.peft_config.to_dict(),
         "model": spec.model_name,
+        "task": spec.task.name,
+        "label_names": list(spec.task.label_names),
         "data_dir": None if spec.data_dir is None else str(spec.data_dir),
         "trainable_parameters": trainable,
         "total_parameters": total,

@@ -1,6 +1,7 @@
 """Tiny random BERT models: every test runs offline on a CPU in well under a second each; and, for
 the command-line tests, one tiny BERT saved to a folder and one tiny SST-2 folder per session."""
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,6 +148,13 @@ def tiny_train_argv(
 def tiny_model_dir(tmp_path_factory) -> str:
     """One tiny BERT folder for every command-line test of the session (read-only for them)."""
     return write_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture
+def data_root() -> Path:
+    """The folder holding ``sst2/`` and ``senteval/``; a test using it is marked ``task_data``, which
+    skips it where the folder is missing (and fails it under CI: the top-level conftest)."""
+    return Path(os.environ["ADAPTERLIB_DATA_ROOT"])
 
 
 @pytest.fixture(scope="session")

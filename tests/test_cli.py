@@ -253,7 +253,7 @@ def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(
 ):
     trained = []
 
-    def fake_train_and_evaluate(recipe, model_name, data_dir, progress):
+    def fake_train_and_evaluate(recipe, model_name, data_dir, progress, task="sst2"):
         trained.append(recipe.method)
         return None, fake_record(recipe)
 
@@ -326,7 +326,7 @@ def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_chan
     )
     asked = []
 
-    def fake_train_and_evaluate(recipe, model_name, data_dir, progress):
+    def fake_train_and_evaluate(recipe, model_name, data_dir, progress, task="sst2"):
         asked.append(json.dumps([recipe.method, recipe.method_options, recipe.seed]))
         return None, fake_record(recipe)
 

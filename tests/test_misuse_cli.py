@@ -729,7 +729,7 @@ def fake_training(monkeypatch) -> list[Recipe]:
     """Training replaced by a record made at once; the list of recipes it was asked for."""
     trained = []
 
-    def fake(recipe, model_name, data_dir, progress):
+    def fake(recipe, model_name, data_dir, progress, task="sst2"):
         trained.append(recipe)
         return None, fake_record(recipe)
 

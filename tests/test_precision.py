@@ -59,8 +59,8 @@ def test_training_and_evaluation_run_in_the_recorded_precision(
     seen, models = [], []
     original = adapterlib.train.prepare_model
 
-    def prepare_and_watch(recipe, model_name):
-        model = original(recipe, model_name)
+    def prepare_and_watch(*args):
+        model = original(*args)
         first_linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
         first_linear.register_forward_hook(
             lambda module, inputs, output: seen.append((module.training, output.dtype))

@@ -3,7 +3,8 @@
 A fenced block is tagged by the HTML comment on the line above it:
 ``<!-- ci: install -->`` and ``<!-- ci: test -->`` are what ``.ci/run`` must consist of;
 ``<!-- example -->`` is run here, in a temporary folder laid out like the course machines
-(the project in ``work/``, the SST-2 folder at ``../shared/data/sst2``);
+(the project in ``work/``, the SST-2 folder at ``../shared/data/sst2``, the other tasks at
+``../shared/data/senteval``);
 ``<!-- example: skip (reason) -->`` is skipped with that reason (a server, or hours of training).
 """
 
@@ -55,13 +56,18 @@ def test_readme_example_runs_as_written(tag, language, code, tmp_path):
     assert tag == "example", f"unknown tag {tag!r}"
     work = tmp_path / "work"
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "ADAPTERLIB_SST2_DIR"}
+    env = {k: v for k, v in os.environ.items() if k not in ("ADAPTERLIB_SST2_DIR", "ADAPTERLIB_DATA_ROOT")}
+    (tmp_path / "shared" / "data").mkdir(parents=True)
     if "../shared/data/sst2" in code:
         data = os.environ.get("ADAPTERLIB_SST2_DIR")
         if not data:
             pytest.skip("needs the SST-2 folder: run pytest with --data-dir")
-        (tmp_path / "shared" / "data").mkdir(parents=True)
         (tmp_path / "shared" / "data" / "sst2").symlink_to(data)
+    if "../shared/data/senteval" in code:
+        root = os.environ.get("ADAPTERLIB_DATA_ROOT")
+        if not root:
+            pytest.skip("needs the tasks' folder: run pytest with --data-dir=../shared/data/sst2")
+        (tmp_path / "shared" / "data" / "senteval").symlink_to(Path(root) / "senteval")
     runner = ["bash", "-euo", "pipefail", "-c", code] if language == "bash" else [sys.executable, "-c", code]
     result = subprocess.run(runner, cwd=work, env=env, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, (

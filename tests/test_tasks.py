@@ -1,6 +1,5 @@
 """Tasks as data: the four known tasks on the shared copies, folders of any task, and the errors."""
 
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -8,23 +7,6 @@ import pytest
 
 from adapterlib import data
 from adapterlib.tasks import TASKS, folder_task, get_task, load_task, read_task, task_fingerprint
-
-
-def shared_data_root() -> Path | None:
-    """The folder holding sst2/ and senteval/: $ADAPTERLIB_DATA_ROOT, else the parent of the SST-2
-    folder the test run was given (--data-dir), when it holds senteval/ too."""
-    if os.environ.get("ADAPTERLIB_DATA_ROOT"):
-        return Path(os.environ["ADAPTERLIB_DATA_ROOT"])
-    sst2 = os.environ.get("ADAPTERLIB_SST2_DIR")
-    if sst2 and (Path(sst2).parent / "senteval").is_dir():
-        return Path(sst2).parent
-    return None
-
-
-ROOT = shared_data_root()
-needs_shared = pytest.mark.skipif(
-    ROOT is None, reason="run with --data-dir=../shared/data/sst2 (or set ADAPTERLIB_DATA_ROOT)"
-)
 
 # Sizes and class balances from the data folders' READMEs.
 README = {
@@ -35,11 +17,11 @@ README = {
 }
 
 
-@needs_shared
+@pytest.mark.task_data
 @pytest.mark.parametrize("name", list(README))
-def test_known_tasks_have_the_readme_sizes(name):
+def test_known_tasks_have_the_readme_sizes(name, data_root):
     train, evaluation, classes = README[name]
-    splits = read_task(name, ROOT)
+    splits = read_task(name, data_root)
     assert (len(splits["train"]), len(splits["evaluation"]), get_task(name).num_classes) == (
         train,
         evaluation,
@@ -48,32 +30,34 @@ def test_known_tasks_have_the_readme_sizes(name):
     assert set(splits["train"].labels) == set(range(classes))
 
 
-@needs_shared
-def test_class_balance_of_the_evaluation_files():
-    counts = {name: Counter(read_task(name, ROOT)["evaluation"].labels) for name in ("sst2", "trec", "cr")}
+@pytest.mark.task_data
+def test_class_balance_of_the_evaluation_files(data_root):
+    counts = {
+        name: Counter(read_task(name, data_root)["evaluation"].labels) for name in ("sst2", "trec", "cr")
+    }
     assert [counts["trec"][c] for c in range(6)] == [138, 94, 9, 65, 81, 113]
     assert counts["sst2"][1] == 444
     assert round(counts["cr"][1] / 376, 2) == 0.63
 
 
-@needs_shared
-def test_evaluation_file_is_dev_where_there_is_one_else_test():
+@pytest.mark.task_data
+def test_evaluation_file_is_dev_where_there_is_one_else_test(data_root):
     assert [TASKS[n].evaluation_file for n in ("sst2", "trec", "subj", "cr")] == ["dev.tsv"] + [
         "test.tsv"
     ] * 3
     for task in TASKS.values():
-        assert folder_task(task.path(ROOT)).evaluation_file == task.evaluation_file
+        assert folder_task(task.path(data_root)).evaluation_file == task.evaluation_file
 
 
-@needs_shared
-def test_sst2_fingerprint_is_the_one_data_py_gives():
-    assert task_fingerprint("sst2", ROOT) == data.data_fingerprint(ROOT / "sst2")
-    assert len({task_fingerprint(name, ROOT) for name in TASKS}) == 4
+@pytest.mark.task_data
+def test_sst2_fingerprint_is_the_one_data_py_gives(data_root):
+    assert task_fingerprint("sst2", data_root) == data.data_fingerprint(data_root / "sst2")
+    assert len({task_fingerprint(name, data_root) for name in TASKS}) == 4
 
 
-@needs_shared
-def test_load_task_is_shaped_like_load_sst2():
-    trec = load_task("trec", ROOT)
+@pytest.mark.task_data
+def test_load_task_is_shaped_like_load_sst2(data_root):
+    trec = load_task("trec", data_root)
     assert trec["train"].column_names == ["sentence", "label", "idx"]
     assert trec["validation"].features["label"].names == ["DESC", "ENTY", "ABBR", "HUM", "LOC", "NUM"]
     assert len(trec["validation"]) == 500

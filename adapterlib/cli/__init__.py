@@ -3,6 +3,7 @@ line, and check that this machine is ready for the notebooks.
 
     adapterlib train --method lora --r 8 --out runs/lora
     adapterlib predict --checkpoint runs/lora "a gripping, funny film" "a dull mess"
+    adapterlib train --task trec --data-dir ../shared/data/senteval/trec --method lora --out runs/trec
     adapterlib count --method adapter --r 16
     adapterlib check-setup
     torchrun --nproc_per_node 2 -m adapterlib -- train --method lora --r 8 --out runs/lora
@@ -35,6 +36,7 @@ from ..modeling import DEFAULT_POOLING, DEFAULT_PRECISION, POOLINGS, PRECISIONS
 from ..quantize import QUANTIZATIONS
 from ..runs import model_fingerprint, ran_in, run_key
 from ..setup_check import main as check_setup
+from ..tasks import DEFAULT_TASK, TASKS
 from .checks import UsageError, method_flags, non_negative_int, option_fields, positive_float, positive_int
 from .compare_command import command_compare, grid_sizes
 from .predict_command import command_predict
@@ -67,8 +69,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(report_error(self.prog, f"{message}; `{self.prog} --help` lists {listed}."))
 
 
+TASK_HELP = (
+    f"what to learn: {', '.join(TASKS)}, or a path to a folder holding train.tsv and dev.tsv (or "
+    "test.tsv), each with a header sentence<TAB>label and labels 0..C-1 (C classes, read from the data)"
+)
+DATA_DIR_HELP = (
+    "the task's own folder, e.g. ../shared/data/sst2 for sst2 or ../shared/data/senteval/trec for trec "
+    "(default: for sst2 $ADAPTERLIB_SST2_DIR, else the hub; for another task its place under "
+    "$ADAPTERLIB_DATA_ROOT, the folder holding sst2/ and senteval/); leave it out when --task names a folder"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="adapterlib", description="Parameter-efficient fine-tuning of BERT on SST-2.")
+    parser = Parser(
+        prog="adapterlib",
+        description="Parameter-efficient fine-tuning of BERT on sentence classification (SST-2, TREC, SUBJ, "
+        "CR or your own TSV folder).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def method_arguments(sub: argparse.ArgumentParser) -> None:
@@ -105,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
             "bf16: bfloat16 autocast, float32 weights; fp32: float32 throughout",
         )
 
+    def task_arguments(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--task", default=DEFAULT_TASK, help=f"{TASK_HELP} (default: {DEFAULT_TASK})")
+        sub.add_argument("--data-dir", help=DATA_DIR_HELP)
+
     train = commands.add_parser("train", help="train and evaluate one method, save the checkpoint")
     method_arguments(train)
     train.add_argument("--lr", type=positive_float, help="learning rate (default: the method's recipe)")
@@ -124,9 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="store the frozen base in 4-bit NF4 (QLoRA) or int8 (adapterlib.quantize); default: none",
     )
-    train.add_argument(
-        "--data-dir", help="GLUE-format SST-2 folder (default: $ADAPTERLIB_SST2_DIR, else the hub)"
-    )
+    task_arguments(train)
     train.add_argument("--out", required=True, help="new directory for the checkpoint and metrics.json")
     train.set_defaults(run=command_train)
 
@@ -137,7 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--file",
         help="UTF-8 text: a TSV whose header (any case) names a sentence column and perhaps a label "
         "column; else sentence<TAB>label lines if any line has a tab; else one sentence a line "
-        "(labels: 0/1 or negative/positive)",
+        "(labels: class numbers 0..C-1 or the task's label names)",
+    )
+    predict.add_argument(
+        "--task",
+        help=f"the task the sentences belong to, whose label names are printed: {', '.join(TASKS)} or a "
+        "folder (default: the task the checkpoint was trained on); its number of classes must be the "
+        "checkpoint head's",
     )
     predict.set_defaults(run=command_predict)
 
@@ -147,9 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train every method at several sizes and seeds, then write results.json, results.md and "
         "comparison.png into --out. Finished runs are kept in --out/runs.jsonl with fingerprints of the "
         "data and the model, and reused when the same command (or a smaller grid) runs again. The table "
-        "shows every finished run of this data, model, train size, epochs and precision, whichever "
+        "shows every finished run of this task, data, model, train size, epochs and precision, whichever "
         "--methods and --seeds are named (a run shown before stays until it is retrained); a folder "
-        "holding results of other settings is refused.",
+        "holding results of another task or other settings is refused (one table holds one task).",
     )
     compare.add_argument("--methods", nargs="+", default=list(grid_sizes()))
     compare.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
@@ -159,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--epochs", type=positive_float, default=3.0)
     precision_argument(compare)
     compare.add_argument("--model")
-    compare.add_argument("--data-dir")
+    task_arguments(compare)
     compare.add_argument(
         "--out", required=True, help="the results folder: new, or one `compare` wrote (it resumes)"
     )
@@ -167,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     count = commands.add_parser("count", help="trainable / total parameters without training")
     method_arguments(count)
+    count.add_argument(
+        "--task", default=DEFAULT_TASK, help=f"sizes the head: {TASK_HELP} (default: {DEFAULT_TASK})"
+    )
     count.set_defaults(run=command_count)
 
     setup = commands.add_parser(

@@ -1,10 +1,10 @@
 """The checks the commands make before anything slow, each refusing a mistake with a :class:`UsageError`.
 
 The numbers, as argparse parses them (:func:`positive_int` and the like); the method's flags and
-options; the ``--out`` location; whether the Hugging Face hub is needed and does not answer; every
-row of the data folder; the model's config and tokenizer; and the method applied to the model built
-on the ``meta`` device (:func:`check_method`). Also :func:`read_json`, for the JSON files the
-commands read back.
+options; the ``--out`` location; the task (:func:`check_task`); whether the Hugging Face hub is
+needed and does not answer; every row of the task's data folder; the model's config and
+tokenizer; and the method applied to the model built on the ``meta`` device (:func:`check_method`).
+Also :func:`read_json`, for the JSON files the commands read back.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..data import DATA_DIR_VARIABLE, data_rows, hub_reachable, hub_switched_off, resolve_data_dir
+from ..data import DATA_DIR_VARIABLE, hub_reachable, hub_switched_off
 from ..inject import find_layers
 from ..methods import Method, get_method, method_names, methods
 from ..modeling import (
@@ -31,6 +31,7 @@ from ..modeling import (
     weight_files,
 )
 from ..peft_model import get_peft_model
+from ..tasks import SST2, Task, get_task, task_folder, task_rows
 
 if TYPE_CHECKING:
     from torch import nn
@@ -118,12 +119,29 @@ def method_config(method: str, options: dict) -> PeftConfig | None:
         raise UsageError(str(error)) from None
 
 
+def check_task(name: str) -> Task:
+    """The task ``--task`` names (a known task or a folder), or a UsageError saying why not."""
+    try:
+        return get_task(name)
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--task {name}: {error}") from None
+
+
+def data_folder(task: Task, data_dir: str | None) -> Path | None:
+    """The folder the task's data is read from (None: SST-2 from the hub), or a UsageError."""
+    try:
+        return task_folder(task, data_dir)
+    except (OSError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
 def check_sources(
     model: str | None,
     data_dir: str | None,
     uses_data: bool = True,
     source: str = "--model",
     advice: str = PACKAGED_ADVICE,
+    task: Task = SST2,
 ) -> None:
     """Refuse at once what would need the Hugging Face hub when the hub does not answer: no data
     folder (SST-2 would come from the hub), or a ``--model`` that is neither packaged nor a folder.
@@ -131,7 +149,7 @@ def check_sources(
     With ``$HF_HUB_OFFLINE`` set a hub model name is let through: transformers looks for it in
     its local cache and says at once when it is not there (:func:`model_config`).
     """
-    data_from_hub = uses_data and resolve_data_dir(data_dir) is None
+    data_from_hub = uses_data and data_folder(task, data_dir) is None
     model_name = resolve_model_name(model)
     model_from_hub = needs_hub(model_name) and not hub_switched_off()
     if not (data_from_hub or model_from_hub) or hub_reachable():
@@ -149,11 +167,12 @@ def check_sources(
     raise UsageError(f"{source} {model_name} is not a local folder and the Hugging Face hub {hub}; {advice}.")
 
 
-def check_data(data_dir: str | None, train_size: int) -> dict[str, int]:
-    """Every row of the data folder (the hub's splits are known), and ``--train-size`` against it;
-    returns the rows per split."""
+def check_data(data_dir: str | None, train_size: int, task: Task = SST2) -> dict[str, int]:
+    """Every row of the task's data folder (the hub's SST-2 splits are known), and ``--train-size``
+    against it; returns the rows per split."""
+    folder = data_folder(task, data_dir)
     try:
-        rows = data_rows(data_dir)
+        rows = task_rows(task, folder)
     except (OSError, ValueError) as error:
         raise UsageError(str(error)) from None
     if train_size > rows["train"]:
@@ -227,27 +246,29 @@ def check_tokenizer(name: str, source: str = "--model") -> None:
         ) from None
 
 
-def classifier_skeleton(config: PretrainedConfig, pooling: str) -> nn.Module:
-    """The 2-class classifier :func:`load_classifier` builds, on the ``meta`` device: every
-    module and shape, no weights, no memory, built in milliseconds."""
+def classifier_skeleton(config: PretrainedConfig, pooling: str, num_labels: int = 2) -> nn.Module:
+    """The classifier of ``num_labels`` classes :func:`load_classifier` builds, on the ``meta``
+    device: every module and shape, no weights, no memory, built in milliseconds."""
     import torch
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     config = copy.deepcopy(config)
-    config.num_labels = 2
+    config.num_labels = num_labels
     with torch.device("meta"):
         if pooling == "cls":
             return AutoModelForSequenceClassification.from_config(config)
-        return MeanPoolingClassifier(AutoModel.from_config(config, add_pooling_layer=False), num_labels=2)
+        return MeanPoolingClassifier(AutoModel.from_config(config, add_pooling_layer=False), num_labels)
 
 
-def check_method(name: str, config: PretrainedConfig, method: str, options: dict, pooling: str) -> nn.Module:
+def check_method(
+    name: str, config: PretrainedConfig, method: str, options: dict, pooling: str, num_labels: int = 2
+) -> nn.Module:
     """Apply the method to the model's skeleton as training will, so that what does not fit (an
     ``r`` wider than the hidden size, a LoRA target naming no layer, a model outside the BERT
     family) is refused with the package's own reason. Returns the skeleton."""
     peft_config = method_config(method, options)
     try:
-        model = classifier_skeleton(config, pooling)
+        model = classifier_skeleton(config, pooling, num_labels)
     except (TypeError, ValueError) as error:
         raise UsageError(
             f"--model {name} ({config.model_type}) cannot be built as a classifier with --pooling {pooling} "

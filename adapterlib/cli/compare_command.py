@@ -16,19 +16,21 @@ from pathlib import Path
 
 from ..methods import entries
 from ..modeling import is_main_process, needs_hub, resolve_model_name, resolve_precision
-from ..runs import FINGERPRINTS, fingerprints, is_run_record, ran_in, read_runs, record_key, run_key
+from ..runs import FINGERPRINTS, fingerprints, is_run_record, ran_in, read_runs, record_key, run_key, task_of
 from .checks import (
     UsageError,
     check_data,
     check_method,
     check_out_location,
     check_sources,
+    check_task,
     check_tokenizer,
     model_config,
     read_json,
 )
 
 SETTING_NAMES = {
+    "task": "--task",
     "train_size": "--train-size",
     "epochs": "--epochs",
     "precision": "precision",
@@ -59,9 +61,10 @@ def without_fingerprints(record: dict) -> str:
 
 
 def other_settings(record: dict, settings: dict) -> list[str]:
-    """How ``record`` was made differently from ``settings`` (train size, epochs, precision, data,
-    model); a fingerprint a record lacks is not compared."""
+    """How ``record`` was made differently from ``settings`` (task, train size, epochs, precision,
+    data, model); a fingerprint a record lacks is not compared."""
     made = {
+        "task": task_of(record),
         "train_size": record["recipe"].get("train_size"),
         "epochs": record["recipe"].get("epochs"),
         "precision": ran_in(record),
@@ -115,9 +118,10 @@ def shown_runs(out: Path, done: list[dict], settings: dict) -> list[dict]:
 def command_compare(args: argparse.Namespace) -> None:
     """Run the grid (resumable: finished runs are kept in runs.jsonl), then write the results.
 
-    One ``--out`` folder holds one experiment: one data set, one model, one train size, number of
-    epochs and precision. ``results.json``, ``results.md`` and ``comparison.png`` show every
-    finished run of it in ``runs.jsonl`` that this command would reuse, had it named the run's
+    One ``--out`` folder holds one experiment: one task and its data, one model, one train size,
+    number of epochs and precision, so a table never mixes tasks. ``results.json``, ``results.md``
+    and ``comparison.png`` show every finished run of it in ``runs.jsonl`` that this command would
+    reuse, had it named the run's
     method, options and seed, whichever ``--methods`` and ``--seeds`` it names; a run shown
     before stays until a run of the same method, options and seed replaces it (after a default
     changed). So a smaller grid never drops a run from the table. A run made on other data,
@@ -146,17 +150,19 @@ def command_compare(args: argparse.Namespace) -> None:
             f"choose a new folder."
         )
     check_out_location(out, out / "results.json")
-    check_data(args.data_dir, args.train_size)
+    task = check_task(args.task)
+    check_data(args.data_dir, args.train_size, task)
     model_name = resolve_model_name(args.model)
     if not needs_hub(model_name):
         model_config(model_name)  # a folder is fingerprinted by its files: check they are there
-    prints = fingerprints(model_name, args.data_dir)
+    prints = fingerprints(model_name, args.data_dir, task)
     log, results_file = out / "runs.jsonl", out / "results.json"
     try:
         done = read_runs(log)
     except ValueError as error:
         raise UsageError(str(error)) from None
     settings = {
+        "task": task.name,
         "train_size": args.train_size or None,
         "epochs": args.epochs,
         "precision": precision,
@@ -197,17 +203,19 @@ def command_compare(args: argparse.Namespace) -> None:
         for options in sizes[method]
     ]
     if any(key(dataclasses.replace(r, seed=seed)) not in finished for r in recipes for seed in args.seeds):
-        check_sources(args.model, args.data_dir)
+        check_sources(args.model, args.data_dir, task=task)
         config = model_config(model_name)
         for recipe in recipes:
-            check_method(model_name, config, recipe.method, recipe.method_options, recipe.pooling)
+            check_method(
+                model_name, config, recipe.method, recipe.method_options, recipe.pooling, task.num_classes
+            )
         check_tokenizer(model_name)
     trained = []
 
     def train(recipe: Recipe) -> dict:
         if key(recipe) in finished:
             return finished[key(recipe)]
-        _, record = train_and_evaluate(recipe, args.model, args.data_dir, progress=False)
+        _, record = train_and_evaluate(recipe, args.model, args.data_dir, progress=False, task=task)
         record |= prints
         finished[key(recipe)] = record  # a seed or method named twice trains once
         if is_main_process():

@@ -4,6 +4,12 @@ Before any weight is loaded, the folder is checked against its ``metrics.json``:
 method writes and no others, readable, of the shapes the base model needs, for a base model and
 tokenizer that can be loaded (:func:`read_checkpoint`). A folder that fails is refused with what
 is wrong, in one line.
+
+The classes: a checkpoint's head has as many outputs as its task has classes, and the checkpoint
+names them (an adapter in its ``adapter_config.json``, a baseline in ``metrics.json``; a
+checkpoint from before tasks is SST-2's). ``--task`` may name another task of the same number of
+classes (an SST-2 adapter on CR), whose label names are then printed; one of another number of
+classes is refused.
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ from typing import TYPE_CHECKING
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
-from ..checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_adapter
-from ..data import LABEL_NAMES, read_lines
+from ..checkpoint import CONFIG_FILE, HEAD_WEIGHT, WEIGHTS_FILE, load_adapter
+from ..data import read_lines
 from ..methods import get_baseline
 from ..modeling import POOLINGS, load_classifier, load_tokenizer
+from ..tasks import SST2
 from .checks import (
     UsageError,
     check_sources,
+    check_task,
     check_tokenizer,
     classifier_skeleton,
     method_config,
@@ -34,7 +42,6 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedTokenizerBase
 
-LABEL_VALUES = {"0": 0, "1": 1, "negative": 0, "positive": 1}
 RETRAIN = "train again into a new folder."
 DAMAGED = f"the checkpoint is damaged; {RETRAIN}"
 MIXED = f"the files come from different runs; {RETRAIN}"
@@ -115,6 +122,22 @@ def check_checkpoint_files(directory: Path, record: dict) -> None:
         tensor_shapes(directory / WEIGHTS_FILE)
 
 
+def checkpoint_labels(directory: Path, record: dict) -> tuple[str, ...]:
+    """The names of the classes of a checked checkpoint's head, one per output: an adapter's from
+    its ``adapter_config.json``, a baseline's from ``metrics.json``; SST-2's for a checkpoint
+    written before tasks."""
+    names = record.get("label_names")
+    if get_baseline(record["method"]) is None:
+        adapter = read_json(directory / CONFIG_FILE, DAMAGED)
+        head = adapter.get("head") if isinstance(adapter.get("head"), dict) else {}
+        names = head.get("label_names", names)
+    if names is None:
+        return SST2.label_names
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise UsageError(f"{directory}: the label names it records are not a list of names; {DAMAGED}")
+    return tuple(names)
+
+
 def read_checkpoint(directory: Path) -> dict:
     """The ``metrics.json`` of a ``train`` output folder, after checking that the folder's files
     agree with it: the weights its method saves (and no others), readable, of the right shapes,
@@ -148,18 +171,44 @@ def read_checkpoint(directory: Path) -> dict:
         record["model"], None, uses_data=False, source=base, advice=advice
     )  # no hub: one line, at once
     config = model_config(record["model"], base, advice)
+    classes = len(checkpoint_labels(directory, record))
     if get_baseline(record["method"]) is not None:
-        skeleton = classifier_skeleton(config, recipe["pooling"])
+        skeleton = classifier_skeleton(config, recipe["pooling"], classes)
         check_trained_tensors(directory / TRAINED_TENSORS, record["method"], recipe["pooling"], skeleton)
+    else:
+        saved = tensor_shapes(directory / WEIGHTS_FILE).get(HEAD_WEIGHT)
+        if saved is not None and saved[0] != classes:
+            raise UsageError(
+                f"{directory}: its head has {saved[0]} classes, but the checkpoint names {classes}; {DAMAGED}"
+            )
     check_tokenizer(record["model"], base)
     return record
 
 
-def load_checkpoint(directory: Path) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """Rebuild the trained model from a ``train`` output directory (checked by :func:`read_checkpoint`)."""
-    record = read_checkpoint(directory)
-    base = load_classifier(record["model"], pooling=record["recipe"]["pooling"])
-    if get_baseline(record["method"]) is not None:
+def label_names_for(directory: Path, record: dict, task_name: str | None) -> tuple[str, ...]:
+    """The class names predictions are printed with: ``--task``'s, which must have as many classes
+    as the checkpoint's head, else the checkpoint's own."""
+    names = checkpoint_labels(directory, record)
+    if task_name is None:
+        return names
+    task = check_task(task_name)
+    if task.num_classes != len(names):
+        trained = record.get("task", SST2.name)
+        raise UsageError(
+            f"--checkpoint {directory} has a head of {len(names)} classes (task {trained}: "
+            f"{', '.join(names)}), but --task {task_name} has {task.num_classes}; name a task of "
+            f"{len(names)} classes, or leave --task out to use the checkpoint's own."
+        )
+    return task.label_names
+
+
+def load_checkpoint(directory: Path, record: dict) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """Rebuild the trained model from a ``train`` output directory (checked by :func:`read_checkpoint`);
+    an adapter's head takes the size it was saved with (:func:`adapterlib.load_adapter`)."""
+    baseline = get_baseline(record["method"]) is not None
+    classes = len(checkpoint_labels(directory, record)) if baseline else 2  # an adapter brings its head
+    base = load_classifier(record["model"], num_labels=classes, pooling=record["recipe"]["pooling"])
+    if baseline:
         base.load_state_dict(load_file(directory / TRAINED_TENSORS), strict=False)
         model = base
     else:
@@ -173,12 +222,15 @@ def load_checkpoint(directory: Path) -> tuple[nn.Module, PreTrainedTokenizerBase
     return model.eval(), load_tokenizer(record["model"])
 
 
-def label_value(text: str, path: Path, line: int) -> int:
-    """0 or 1 from a label column: ``0``/``1`` or the label's name, in any case."""
-    value = LABEL_VALUES.get(text.strip().lower())
+def label_value(text: str, path: Path, line: int, names: tuple[str, ...]) -> int:
+    """The class of a label in ``--file``: its number ``0 .. C-1`` or its name in ``names``, in any case."""
+    values = {str(c): c for c in range(len(names))} | {name.lower(): c for c, name in enumerate(names)}
+    value = values.get(text.strip().lower())
     if value is None:
+        *choices, last = dict.fromkeys([*map(str, range(len(names))), *names])
+        allowed = f"{', '.join(choices)} or {last}" if choices else last
         raise UsageError(
-            f"--file {path}, line {line}: label {text!r} is not 0, 1, negative or positive (a line with a "
+            f"--file {path}, line {line}: label {text!r} is not {allowed} (a line with a "
             f"tab is sentence<TAB>label; a header must name a sentence column)."
         )
     return value
@@ -194,17 +246,20 @@ def header_columns(line: str) -> list[str] | None:
     return names if any(c in names for c in SENTENCE_COLUMNS) else None
 
 
-def read_rows(path: Path, lines: list[str]) -> tuple[list[str], list[int] | None]:
+Labels = list[tuple[str, int]]  # each label as written in --file, with its line number
+
+
+def read_rows(path: Path, lines: list[str]) -> tuple[list[str], Labels | None]:
     """Sentences and labels from the lines of ``--file``, by this rule:
 
     1. a first line that names a ``sentence`` (or ``content``) column, in any case, is a header:
        every row then has the header's number of tab-separated fields, the sentence is in that
        column and the label in a ``label`` column if there is one;
-    2. else, if any line holds a tab, every line is ``sentence<TAB>label`` (no header), the label
-       0, 1, negative or positive;
+    2. else, if any line holds a tab, every line is ``sentence<TAB>label`` (no header);
     3. else every line is one sentence.
 
-    Blank lines are skipped.
+    Blank lines are skipped. A label is a class number or name (:func:`label_value`, once the
+    checkpoint's classes are known).
     """
     header = header_columns(lines[0]) if lines else None
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
@@ -220,7 +275,7 @@ def read_rows(path: Path, lines: list[str]) -> tuple[list[str], list[int] | None
                 )
             texts.append(fields[header.index(column)])
             if labels is not None:
-                labels.append(label_value(fields[header.index("label")], path, number))
+                labels.append((fields[header.index("label")], number))
         return texts, labels
     if not any("\t" in line for _, line in numbered):
         return [line for _, line in numbered], None
@@ -233,11 +288,11 @@ def read_rows(path: Path, lines: list[str]) -> tuple[list[str], list[int] | None
                 f"sentence<TAB>label rows (under a header naming a sentence column, or none)."
             )
         texts.append(text)
-        labels.append(label_value(label, path, number))
+        labels.append((label, number))
     return texts, labels
 
 
-def read_inputs(args: argparse.Namespace) -> tuple[list[str], list[int] | None]:
+def read_inputs(args: argparse.Namespace) -> tuple[list[str], Labels | None]:
     """Sentences from the command line or a file (UTF-8, a byte-order mark allowed), read by the
     rule of :func:`read_rows`."""
     if args.file and args.text:
@@ -266,8 +321,12 @@ def read_inputs(args: argparse.Namespace) -> tuple[list[str], list[int] | None]:
 def command_predict(args: argparse.Namespace) -> None:
     import torch
 
-    texts, labels = read_inputs(args)
-    model, tokenizer = load_checkpoint(Path(args.checkpoint))
+    texts, written = read_inputs(args)
+    directory = Path(args.checkpoint)
+    record = read_checkpoint(directory)
+    names = label_names_for(directory, record, args.task)
+    labels = None if written is None else [label_value(t, Path(args.file), n, names) for t, n in written]
+    model, tokenizer = load_checkpoint(directory, record)
     predictions = []
     with torch.no_grad():
         for start in range(0, len(texts), 64):
@@ -276,7 +335,7 @@ def command_predict(args: argparse.Namespace) -> None:
             )
             predictions += model(**batch).logits.argmax(-1).tolist()
     for prediction in predictions:
-        print(LABEL_NAMES[prediction])
+        print(names[prediction])
     if labels is not None:
         correct = sum(p == y for p, y in zip(predictions, labels))
         print(f"accuracy: {100 * correct / len(labels):.2f}% ({correct}/{len(labels)})")

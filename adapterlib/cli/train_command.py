@@ -1,7 +1,7 @@
 """The ``train`` and ``count`` commands, and how a finished run is saved.
 
 ``train`` resolves and checks everything it was given once, into one :class:`RunSpec`
-(:func:`resolve_run`): the method's options, the output folder, the data, the model (its skeleton
+(:func:`resolve_run`): the method's options, the output folder, the task and its data, the model (its skeleton
 built on the ``meta`` device with the method applied), the number of steps, and the memory the run
 will need at its peak against the memory this process may use. Then it claims ``--out`` (a second
 ``train`` into the same folder is refused from then on), imports the training modules (the
@@ -27,6 +27,7 @@ from ..methods import get_baseline, get_method
 from ..modeling import is_main_process, memory_limit, process_count, resolve_model_name, training_device
 from ..peft_model import PeftModel
 from ..runs import Recipe, RunSpec, fingerprints
+from ..tasks import SST2
 from .checks import (
     UsageError,
     check_data,
@@ -34,6 +35,7 @@ from .checks import (
     check_method_flags,
     check_out_location,
     check_sources,
+    check_task,
     check_tokenizer,
     method_config,
     method_options,
@@ -50,9 +52,12 @@ class RunKept(Exception):
     """A finished run could not be moved to ``--out``; the message says where it is."""
 
 
-def closed_form_counts(config, method: str, options: dict, pooling: str, skeleton) -> tuple[int, int]:
-    """``(trainable, total)`` parameters of the classifier a ``train`` run builds: in closed form
-    for a PEFT method, from the ``meta`` skeleton's shapes for a baseline (what it trains)."""
+def closed_form_counts(
+    config, method: str, options: dict, pooling: str, skeleton, num_labels: int = 2
+) -> tuple[int, int]:
+    """``(trainable, total)`` parameters of the classifier of ``num_labels`` classes a ``train`` run
+    builds: in closed form for a PEFT method, from the ``meta`` skeleton's shapes for a baseline
+    (what it trains)."""
     with_pooler = pooling == "cls"
     baseline = get_baseline(method)
     if baseline is not None:
@@ -60,9 +65,9 @@ def closed_form_counts(config, method: str, options: dict, pooling: str, skeleto
         return sum(p.numel() for n, p in shapes.items() if baseline.trains(n)), sum(
             p.numel() for p in shapes.values()
         )
-    base = bert_parameter_count(config, num_labels=2, pooler=with_pooler)
+    base = bert_parameter_count(config, num_labels=num_labels, pooler=with_pooler)
     inserted = method_parameter_count(config, method_config(method, options)) + head_parameter_count(
-        config, 2
+        config, num_labels
     )
     return inserted, base + inserted
 
@@ -72,7 +77,7 @@ def check_memory(spec: RunSpec, config, skeleton) -> int:
     more than this process may use, before anything is allocated; the parameters it trains."""
     recipe = spec.recipe
     trainable, total = closed_form_counts(
-        config, recipe.method, recipe.method_options, recipe.pooling, skeleton
+        config, recipe.method, recipe.method_options, recipe.pooling, skeleton, spec.task.num_classes
     )
     added_keys = 0 if spec.peft_config is None else get_method(recipe.method).added_keys(spec.peft_config)
     needed = peak_memory(
@@ -149,16 +154,17 @@ def resolve_run(args: argparse.Namespace) -> RunSpec:
             f"--batch-size: batch size {args.batch_size} does not split evenly over {process_count()} "
             f"processes; choose a multiple of {process_count()}."
         )
-    check_sources(args.model, args.data_dir)
-    rows = check_data(args.data_dir, args.train_size)
+    task = check_task(args.task)
+    check_sources(args.model, args.data_dir, task=task)
+    rows = check_data(args.data_dir, args.train_size, task)
     try:
         spec = RunSpec.resolve(
-            recipe, args.model, args.data_dir, device=training_device(), train_rows=rows["train"]
+            recipe, args.model, args.data_dir, device=training_device(), train_rows=rows["train"], task=task
         )
     except ValueError as error:
         raise UsageError(f"--epochs: {error}" if "epoch" in str(error) else str(error)) from None
     config = model_config(spec.model_name)
-    skeleton = check_method(spec.model_name, config, args.method, options, args.pooling)
+    skeleton = check_method(spec.model_name, config, args.method, options, args.pooling, task.num_classes)
     trainable = check_memory(spec, config, skeleton)
     check_free_space(Path(args.out), trainable)
     check_tokenizer(spec.model_name)
@@ -277,13 +283,16 @@ def command_train(args: argparse.Namespace) -> None:
         if not claims:
             return
         record["changes_from_seed_recipe"] = changes_from_seed_recipe(spec.recipe)
-        record |= fingerprints(spec.model_name, spec.data_dir)
+        record |= fingerprints(spec.model_name, spec.data_dir, spec.task)
         save_trained(model, out, record)
     finally:  # on every way out, a kept run's and an interrupted one's included
         if claims:
             release(out, made)
+    task = spec.task
+    trained = record["method"] if task == SST2 else f"{record['method']} on {task.name}"
+    split = "validation" if task.evaluation_file == "dev.tsv" else "test"
     print(
-        f"{record['method']}: validation accuracy {100 * record['accuracy']:.2f}% after "
+        f"{trained}: {split} accuracy {100 * record['accuracy']:.2f}% after "
         f"{counted(record['epochs_trained'], 'epoch')}{rounded_up(record, spec.recipe.epochs)} | "
         f"trainable {record['trainable_parameters']:,} of {record['total_parameters']:,} "
         f"({100 * record['trainable_fraction']:.2f}%) | {record['train_seconds']:.0f} s in "
@@ -305,10 +314,11 @@ def command_count(args: argparse.Namespace) -> None:
     the model's skeleton on the ``meta`` device first, so what ``train`` refuses is refused here,
     and nothing real is built whatever the sizes."""
     check_method_flags(args)
+    classes = check_task(args.task).num_classes
     check_sources(args.model, None, uses_data=False)
     model_name = resolve_model_name(args.model)
     config = model_config(model_name)
     options = method_options(args)
-    skeleton = check_method(model_name, config, args.method, options, args.pooling)
-    trainable, total = closed_form_counts(config, args.method, options, args.pooling, skeleton)
+    skeleton = check_method(model_name, config, args.method, options, args.pooling, classes)
+    trainable, total = closed_form_counts(config, args.method, options, args.pooling, skeleton, classes)
     print(f"trainable {trainable:,} | total {total:,} | fraction {100 * trainable / total:.4f}%")
