@@ -41,6 +41,7 @@ from .contract import (
     Pristine,
     TimeLimit,
     code_objects,
+    grader_read_only,
     describe_error,
     learner_line,
     package_code_refused,
@@ -218,8 +219,9 @@ def _run(entry: Exercise, answer: Any, seconds: float) -> str:
     outcome: BaseException | None = None
     summary = ""
     refused: list[str] = []
+    attempts: list[str] = []
     try:
-        with time_limit(seconds):
+        with time_limit(seconds), grader_read_only() as attempts:
             with package_code_refused(entry.forbidden_code()) as refused:
                 try:
                     summary = entry.grade(answer)
@@ -230,13 +232,13 @@ def _run(entry: Exercise, answer: Any, seconds: float) -> str:
     finally:
         after = GlobalState.save()
         before.restore()
-    tampered = _PRISTINE.changes()
+    tampered = [*attempts, *_PRISTINE.changes()]
     _PRISTINE.put_back()
     if isinstance(outcome, (KeyboardInterrupt, SystemExit)):
         raise outcome
     if tampered:
         raise NotYet(
-            f"your code changed the grader ({', '.join(tampered[:3])}); answers are graded by what they "
+            f"your code changed the grader ({', '.join(dict.fromkeys(tampered[:3]))}); answers are graded by what they "
             "compute, so leave the checker modules alone."
         )
     if refused:

@@ -265,10 +265,14 @@ def package_code_refused(forbidden: dict[int, tuple[types.CodeType, str]]) -> It
 
     previous = sys.getprofile()
     sys.setprofile(watch)
+    stopped = False
     try:
         yield refused
+    except TimeLimit:
+        stopped = True  # the watchdog may have struck inside the hook, which then switches itself off
+        raise
     finally:
-        if sys.getprofile() is not watch and not refused:
+        if sys.getprofile() is not watch and not refused and not stopped:
             refused.append("sys.setprofile (your code switched off the grader's watch)")
         sys.setprofile(previous)
 
@@ -307,6 +311,35 @@ def _kept(value: Any) -> Any:
         return None
 
 
+class GuardedModule(types.ModuleType):
+    """A checker module whose attributes cannot be assigned or deleted while an answer is graded."""
+
+    read_only = False
+    attempts: list[str] = []
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if GuardedModule.read_only:
+            GuardedModule.attempts.append(f"{self.__name__.rsplit('.', 1)[-1]}.{name}")
+            raise AttributeError(f"{self.__name__} belongs to the grader and is read-only while it grades")
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if GuardedModule.read_only:
+            GuardedModule.attempts.append(f"{self.__name__.rsplit('.', 1)[-1]}.{name}")
+            raise AttributeError(f"{self.__name__} belongs to the grader and is read-only while it grades")
+        super().__delattr__(name)
+
+
+@contextmanager
+def grader_read_only() -> Iterator[list[str]]:
+    """While the block runs, assigning an attribute of a checker module raises; the list names the attempts."""
+    GuardedModule.read_only, GuardedModule.attempts = True, []
+    try:
+        yield GuardedModule.attempts
+    finally:
+        GuardedModule.read_only = False
+
+
 class Pristine:
     """Each checker module's attributes as they were at import, to put back and to compare with."""
 
@@ -318,6 +351,7 @@ class Pristine:
     def add(self, module: types.ModuleType, by_identity: Iterable[str] = ()) -> None:
         """Keep ``module``'s attributes; those in ``by_identity`` (registries, settings) may change
         contents through the package's own functions, so only their identity is kept."""
+        module.__class__ = GuardedModule
         self.modules[module.__name__] = (
             module,
             {
@@ -342,14 +376,15 @@ class Pristine:
 
     def put_back(self) -> None:
         for module, kept in self.modules.values():
-            for name in [n for n in vars(module) if not n.startswith("__") and n not in kept]:
-                delattr(module, name)
+            attributes = vars(module)  # written directly: the module may be read-only just now
+            for name in [n for n in attributes if not n.startswith("__") and n not in kept]:
+                del attributes[name]
             for name, (value, private) in kept.items():
                 if private is not None and not _same(value, private):
                     value = copy.deepcopy(private)  # contents changed in place: a fresh copy of the original
                     kept[name] = (value, private)
-                if getattr(module, name, None) is not value:
-                    setattr(module, name, value)
+                if attributes.get(name) is not value:
+                    attributes[name] = value
 
 
 # ---------------------------------------------------------------- helpers for the graders
