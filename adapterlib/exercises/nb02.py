@@ -63,7 +63,14 @@ def grade_freeze(freeze_all_but: Callable[[nn.Module, Callable[[str], bool]], in
         for i, parameter in enumerate(model.parameters()):
             parameter.requires_grad_(i % 2 == 0)
         expected = {name: bool(keep(name)) for name, _ in model.named_parameters()}
+        values = {name: p.detach().clone() for name, p in model.named_parameters()}
         returned = freeze_all_but(model, keep)
+        moved = [name for name, p in model.named_parameters() if not torch.equal(p.detach(), values[name])]
+        if moved:
+            raise NotYet(
+                f"keeping {description}, your function changed the values of `{moved[0]}`; freezing sets "
+                "requires_grad only and leaves the weights as they are."
+            )
         if isinstance(returned, bool) or not isinstance(returned, int):
             raise NotYet(
                 f"keeping {description}, your function returned {type(returned).__name__} {returned!r}; "
