@@ -225,6 +225,8 @@ def _run(entry: Exercise, answer: Any, seconds: float) -> str:
             with package_code_refused(entry.forbidden_code()) as refused:
                 try:
                     summary = entry.grade(answer)
+                except TimeLimit:
+                    raise  # through package_code_refused, which then knows why its watch may be off
                 except BaseException as error:  # judged below, after the state is back
                     outcome = error
     except TimeLimit as error:
@@ -236,6 +238,8 @@ def _run(entry: Exercise, answer: Any, seconds: float) -> str:
     _PRISTINE.put_back()
     if isinstance(outcome, (KeyboardInterrupt, SystemExit)):
         raise outcome
+    if isinstance(outcome, TimeLimit):
+        raise outcome  # stopped part-way: what it left behind says nothing about the answer
     if tampered:
         raise NotYet(
             f"your code changed the grader ({', '.join(dict.fromkeys(tampered[:3]))}); answers are graded by what they "
@@ -254,8 +258,6 @@ def _run(entry: Exercise, answer: Any, seconds: float) -> str:
         )
     if outcome is None:
         return summary
-    if isinstance(outcome, TimeLimit):
-        raise outcome
     if isinstance(outcome, NotYet):
         raise outcome
     if isinstance(outcome, (NotImplementedError, Unanswered)):
