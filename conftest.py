@@ -10,6 +10,9 @@ is used the same way; without either, the tests that need SST-2 read it from the
 Everything a run writes besides temporary folders goes under ``test-artifacts/`` (git-ignored):
 the junit report, and the datasets, matplotlib, IPython and Jupyter caches that would otherwise
 land in the home folder.
+
+Under CI (``$CI`` is ``true``) a skipped browser test (``tests/test_browser*.py``, which skip where
+Chromium or Playwright is missing) is reported as a failure: CI must prove the explorers work.
 """
 
 from __future__ import annotations
@@ -60,3 +63,13 @@ def pytest_configure(config: pytest.Config) -> None:
         if variable not in os.environ:
             (artifacts / subfolder).mkdir(parents=True, exist_ok=True)
             os.environ[variable] = str(artifacts / subfolder)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.skipped and os.environ.get("CI") == "true" and item.path.name.startswith("test_browser"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"a browser test may not be skipped in CI: {reason}"
+    return report

@@ -14,15 +14,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .methods import get_method, method_names, methods
+from .methods import ByName, get_method, method_names
 from .train import DEFAULT_POOLING, Recipe
 
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-METHOD_LABELS = {"head": "head only", "full": "full fine-tuning"} | {
-    method.name: method.label for method in methods()
-}
-MARKERS = {"head": "s", "full": "*"} | {method.name: method.marker for method in methods()}
-SIDEWAYS = 0.03  # log10 units between neighbouring methods in the comparison chart
+METHOD_LABELS = ByName("label")  # views of the registry, baselines first, read at each lookup
+MARKERS = ByName("marker")
 
 
 def counted(number: float, noun: str) -> str:
@@ -93,53 +90,139 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def thousands(count: float, _position=None) -> str:
+    """``20k``, ``1.5M``: a parameter count short enough for a tick label."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if count >= limit:
+            return f"{count / limit:.3g}{suffix}"
+    return f"{count:g}"
+
+
+def comparison_panels(methods_drawn: list[str]) -> dict[str, list[str]]:
+    """``{panel title: [method, ...]}``: the methods drawn, grouped by family (:data:`plot_style.FAMILIES`)."""
+    from .plot_style import family
+
+    panels: dict[str, list[str]] = {}
+    for method in methods_drawn:
+        panels.setdefault(family(method), []).append(method)
+    return panels
+
+
 def plot_comparison(rows: list[dict[str, Any]], ax=None):
-    """Validation accuracy against trainable parameters (log x), one marker per method, with both 95%
-    intervals: the spread between seeds (thick bars) and the validation set's sampling error (thin bars).
+    """Validation accuracy against trainable parameters (log x), one panel per family of methods, with
+    both 95% intervals: the spread between seeds (thick bars) and the validation set's sampling error
+    (thin bars with caps). Full fine-tuning and the head alone are horizontal reference lines in every
+    panel; each size (``r=16``) is written once under its points. Returns the figure.
 
-    PEFT methods of equal size (the adapter and the parallel adapter at the same r, LoRA and DoRA)
-    would hide each other, so each one's points are shifted sideways by a few percent of their x."""
+    Methods of one family at equal size (the adapter and the parallel adapter at the same r, LoRA and
+    DoRA) would hide each other, so each one's points are shifted sideways by a few percent of their x.
+    ``ax``, where given, is replaced by the panels in its figure (which is resized to fit them)."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+    from .plot_style import DPI, FONT_SIZE, REFERENCE_STYLES, SIDEWAYS, family_order, style
+
+    drawn_methods = [m for m in method_names() if any(row["method"] == m for row in rows)]
+    panels = comparison_panels(family_order(drawn_methods)) or {
+        "reference runs": ()
+    }  # baselines alone: one panel
+    columns = 2 if len(panels) > 1 else 1
+    lines = math.ceil(len(panels) / columns)
+    size = (9, 3.4 * lines + 1.9)
     if ax is None:
-        _, ax = plt.subplots(figsize=(9, 5))
-    drawn = [method for method in METHOD_LABELS if any(row["method"] == method for row in rows)]
-    peft = [method for method in drawn if method in method_names()]  # the baselines stand alone
-    for method in drawn:
-        points = [row for row in rows if row["method"] == method]
-        shift = 10 ** (SIDEWAYS * (peft.index(method) - (len(peft) - 1) / 2)) if method in peft else 1.0
-        x, y = [shift * p["trainable_parameters"] for p in points], [p["accuracy_mean"] for p in points]
-        seeds = ax.errorbar(
-            x,
-            y,
-            yerr=[p["ci95_seeds"] or 0 for p in points],
-            marker=MARKERS[method],
-            markersize=8,
-            elinewidth=4,
-            linestyle="-" if len(points) > 1 else "none",
-            label=METHOD_LABELS[method],
+        figure = plt.figure(figsize=size, dpi=DPI, layout="constrained")
+    else:
+        figure = ax.figure
+        figure.clear()
+        figure.set_size_inches(size)
+        figure.set_dpi(DPI)
+        figure.set_layout_engine("constrained")
+    axes = figure.subplots(lines, columns, sharex=True, sharey=True, squeeze=False).ravel()
+    every_x = []
+    references = {row["method"]: row for row in rows if row["method"] in REFERENCE_STYLES}
+    for panel, (title, members) in zip(axes, panels.items()):
+        for name, row in references.items():
+            panel.axhline(row["accuracy_mean"], color=style(name).color, linestyle=style(name).linestyle)
+        sizes: dict[str, list[tuple[float, float]]] = {}  # "r=16": (x, lowest bar end) of each point
+        for index, method in enumerate(members):
+            points = [row for row in rows if row["method"] == method]
+            shift = 10 ** (SIDEWAYS * (index - (len(members) - 1) / 2))
+            x, y = [shift * p["trainable_parameters"] for p in points], [p["accuracy_mean"] for p in points]
+            every_x += x
+            drawn = style(method)
+            panel.errorbar(
+                x,
+                y,
+                yerr=[p["ci95_seeds"] or 0 for p in points],
+                **drawn.line() | {"linestyle": drawn.linestyle if len(points) > 1 else "none"},
+                markersize=9,
+                linewidth=2,
+                elinewidth=5,
+                gid=f"seeds {method}",
+            )
+            panel.errorbar(
+                x,
+                y,
+                yerr=[p["ci95_sampling"] for p in points],
+                fmt="none",
+                elinewidth=1.2,
+                capsize=5,
+                color=drawn.color,
+                gid=f"sampling {method}",
+            )
+            for p, xp, yp in zip(points, x, y):
+                label = p["variant"].removeprefix(method).strip()  # "r=16": the legend names the method
+                if label:
+                    low = yp - max(p["ci95_sampling"], p["ci95_seeds"] or 0)
+                    sizes.setdefault(label, []).append((xp, low))
+        for label, ends in sizes.items():
+            panel.annotate(
+                label,
+                (math.prod(x for x, _ in ends) ** (1 / len(ends)), min(low for _, low in ends)),
+                xytext=(0, -4),
+                textcoords="offset points",
+                ha="center",
+                va="top",
+                fontsize=FONT_SIZE,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+                gid="size label",
+            )
+        panel.set_title(title, fontsize=FONT_SIZE)
+        if panel in axes[len(panels) - columns : len(panels)]:  # the lowest panel of each column
+            panel.set_xlabel("trainable parameters", fontsize=FONT_SIZE)
+        panel.grid(alpha=0.3)
+        panel.tick_params(labelsize=FONT_SIZE)
+    for unused in axes[len(panels) :]:
+        unused.remove()
+    axes[0].set_xscale("log")
+    if every_x:  # room for the size labels at both ends
+        axes[0].set_xlim(min(every_x) / 1.4, max(every_x) * 1.4)
+    axes[0].xaxis.set_major_locator(FixedLocator([m * 10**e for e in range(2, 9) for m in (1, 2, 5)]))
+    axes[0].xaxis.set_major_formatter(FuncFormatter(thousands))
+    axes[0].xaxis.set_minor_locator(NullLocator())
+    bottom, top = axes[0].get_ylim()
+    axes[0].set_ylim(bottom - 0.6, top)  # room for the size labels under the lowest bars
+    handles = [
+        Line2D([], [], markersize=9, linewidth=2, **style(m).line(), label=METHOD_LABELS[m])
+        for members in panels.values()
+        for m in members
+    ] + [
+        Line2D(
+            [],
+            [],
+            color=style(name).color,
+            linestyle=style(name).linestyle,
+            label=f"{METHOD_LABELS[name]} ({thousands(row['trainable_parameters'])} trainable)",
         )
-        colour = seeds.lines[0].get_color()
-        ax.errorbar(
-            x, y, yerr=[p["ci95_sampling"] for p in points], fmt="none", elinewidth=1, capsize=4, color=colour
-        )
-        for p, xp, yp in zip(points, x, y):
-            size = p["variant"].removeprefix(method).strip()  # "r=16": the legend names the method
-            if size:
-                ax.annotate(
-                    size, (xp, yp), textcoords="offset points", xytext=(5, 5), fontsize=7, color=colour
-                )
-    ax.set(
-        xscale="log",
-        xlabel="trainable parameters (log scale; methods shifted sideways to stay apart)",
-        ylabel="SST-2 validation accuracy (%)",
-        title="Accuracy vs trainable parameters (mean over seeds)\n"
-        "95% intervals: thick, over seeds; thin, sampling of the validation set",
+        for name, row in references.items()
+    ]
+    figure.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=FONT_SIZE, frameon=False)
+    figure.supylabel("SST-2 validation accuracy (%)", fontsize=FONT_SIZE)
+    figure.suptitle(
+        "95% intervals: thick bars over seeds, thin bars sampling of the validation set", fontsize=FONT_SIZE
     )
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
-    ax.figure.tight_layout()
-    return ax
+    return figure
 
 
 def learning_rate_curves(records: Iterable[dict[str, Any]]) -> dict[str, list[tuple[float, float]]]:
@@ -157,34 +240,32 @@ def learning_rate_curves(records: Iterable[dict[str, Any]]) -> dict[str, list[tu
 
 
 def plot_learning_rates(curves: dict[str, list[tuple[float, float]]], defaults: dict[str, float], ax=None):
-    """Tuning-slice accuracy against learning rate (log x), the default of each method circled."""
+    """Tuning-slice accuracy against learning rate (log x), the default of each method circled; the
+    legend sits under the axes, outside the data. Returns the axes."""
     import matplotlib.pyplot as plt
 
+    from .plot_style import DPI, FONT_SIZE, style
+
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4.5))
+        _, ax = plt.subplots(figsize=(9, 6.5), dpi=DPI, layout="constrained")
     for method, label in METHOD_LABELS.items():
         if method not in curves:
             continue
         rates, accuracies = zip(*curves[method])
-        (line,) = ax.plot(rates, accuracies, marker="o", label=label)
+        drawn = style(method)
+        ax.plot(rates, accuracies, **drawn.line(), markersize=9, linewidth=2, label=label)
         if defaults.get(method) in rates:
             chosen = rates.index(defaults[method])
             ax.plot(
-                rates[chosen],
-                accuracies[chosen],
-                marker="o",
-                markersize=14,
-                fillstyle="none",
-                color=line.get_color(),
+                rates[chosen], accuracies[chosen], "o", markersize=20, fillstyle="none", color=drawn.color
             )
-    ax.set(
-        xscale="log",
-        xlabel="learning rate (log scale)",
-        ylabel="tuning-slice accuracy (%)",
-        title="Learning-rate sensitivity (1 seed; circles: the defaults)",
-    )
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)", fontsize=FONT_SIZE)
+    ax.set_ylabel("tuning-slice accuracy (%)", fontsize=FONT_SIZE)
+    ax.set_title("Learning-rate sensitivity (1 seed; circles: the defaults)", fontsize=FONT_SIZE)
+    ax.tick_params(labelsize=FONT_SIZE)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=FONT_SIZE, frameon=False)
     return ax
 
 
@@ -205,9 +286,9 @@ def write_results(records: list[dict[str, Any]], out: Path, command: str) -> lis
         + "\n"
     )
     (out / "results.md").write_text(f"Command: `{command}`\n\n" + markdown_table(rows))
-    ax = plot_comparison(rows)
-    ax.figure.savefig(out / "comparison.png", dpi=120)
-    plt.close(ax.figure)
+    figure = plot_comparison(rows)
+    figure.savefig(out / "comparison.png")
+    plt.close(figure)
     return rows
 
 

@@ -17,7 +17,8 @@ Closed forms: each method's file states its own (for a model of width ``d`` with
 * parallel adapter: ``2dr + d + r`` per layer; DoRA: ``r (k + m) + m`` per targeted ``m x k`` Linear;
 
 and this module adds the rest of the model: classification head ``d * labels + labels``,
-pooler ``d^2 + d``, BERT's embeddings and layers.
+pooler ``d^2 + d``, BERT's embeddings and layers; and the memory a training run needs at its
+peak (:func:`peak_memory`), so that a size that cannot fit is refused before anything is allocated.
 """
 
 from __future__ import annotations
@@ -79,6 +80,32 @@ def bert_parameter_count(config, num_labels: int | None = None, pooler: bool = T
     return total + (head_parameter_count(config, num_labels) if num_labels else 0)
 
 
+FLOAT_BYTES = 4  # weights, gradients, optimizer state and activations in float32
+EVALUATION_BATCH = 64  # examples scored at once in evaluation and prediction
+
+
+def activation_floats(model_config, batch: int, length: int, added_keys: int = 0) -> int:
+    """Floats one layer keeps for the backward pass on a batch of ``batch`` sequences of ``length``
+    tokens, in closed form (about, on the high side): ``B T (12 d + 2 i)`` for the projections,
+    LayerNorms, dropout masks and the FFN; ``2 B (T + n) d`` for the keys and values with ``n``
+    added keys (a prefix); ``2 B h T (T + n)`` for the attention scores and their softmax."""
+    d, i, h = model_config.hidden_size, model_config.intermediate_size, model_config.num_attention_heads
+    keys = length + added_keys
+    return batch * length * (12 * d + 2 * i) + 2 * batch * keys * d + 2 * batch * h * length * keys
+
+
+def peak_memory(
+    model_config, parameters: int, trainable: int, batch: int, length: int, added_keys: int = 0
+) -> int:
+    """Bytes a float32 training run of this shape needs at its peak, in closed form: the weights
+    (``4 P``), the gradients and AdamW's two moments of the trained parameters (``12 P_t``), and the
+    larger of training's activations (every layer's, :func:`activation_floats`) and evaluation's
+    (one layer at a time, :data:`EVALUATION_BATCH` sequences)."""
+    training = model_config.num_hidden_layers * activation_floats(model_config, batch, length, added_keys)
+    evaluation = activation_floats(model_config, EVALUATION_BATCH, length, added_keys)
+    return FLOAT_BYTES * (parameters + 3 * trainable + max(training, evaluation))
+
+
 def expected_trainable_parameters(
     model_config, peft_config: PeftConfig, num_labels: int | None = None
 ) -> int:
@@ -91,10 +118,12 @@ __all__ = [
     "ParameterCount",
     "bert_layer_linears",
     "bert_parameter_count",
+    "activation_floats",
     "count_parameters",
     "expected_trainable_parameters",
     "head_parameter_count",
     "layer_parameter_count",
     "method_parameter_count",
+    "peak_memory",
     "print_trainable_parameters",
 ]

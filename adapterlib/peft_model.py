@@ -11,22 +11,37 @@ Every call that can fail checks first and changes nothing when it fails: a new a
 inserted completely or not at all, and the model keeps its active adapter and trainable parts.
 For ``TaskType.SEQ_CLS`` the returned :class:`PeftModelForSequenceClassification` has an
 explicit ``forward`` signature, which is what the Hugging Face ``Trainer`` inspects.
+
+:func:`save_adapter` and :func:`load_adapter` live here, beside the class they save and build; the
+files, records and checks they use are in :mod:`adapterlib.checkpoint_files`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .checkpoint_files import (
+    adapter_files,
+    base_record,
+    check_base,
+    checkpoint_folder,
+    keys_from_format_1,
+    read_checkpoint,
+    refuse_meta,
+    save_folder,
+    write_files,
+)
 from .config import PeftConfig, TaskType
 from .counting import print_trainable_parameters
-from .inject import base_fingerprint, find_layers, insert_head, is_adapted, layer_paths, relative_to_layer
-from .methods import method_of, methods
+from .inject import find_layers, insert_head, is_adapted, layer_paths, relative_to_layer
+from .methods import config_from_dict, method_of, methods
 from .sites import AdapterSite, MergeableSite, check_adapter_name, remove_adapter_modules, shared_module
 
 # Names a peft user may reach for that transformers' models answer with their own PEFT integration.
@@ -60,7 +75,8 @@ class PeftModel(nn.Module):
         self.active_adapter: str | None = None
         self.disabled = False
         # Taken before any adapter exists or is merged: what checkpoints record and check.
-        self.base_model_fingerprint = base_fingerprint(model)
+        self.base_model_record = base_record(model)
+        self.config_at_creation: dict[str, dict] = {}  # what save_pretrained checks the live config against
         self.add_adapter(adapter_name, config, weights=weights)
 
     # ------------------------------------------------------------ adding and removing adapters
@@ -82,6 +98,7 @@ class PeftModel(nn.Module):
             if config.task_type == TaskType.SEQ_CLS:
                 insert_head(self.base_model, adapter_name)
             self.peft_config[adapter_name] = config
+            self.config_at_creation[adapter_name] = config.to_dict()
             self.train(self.base_model.training)  # new modules follow the base model's train/eval mode
             self.set_adapter(adapter_name)
             if weights is not None:
@@ -89,6 +106,7 @@ class PeftModel(nn.Module):
         except BaseException:
             remove_adapter_modules(self.base_model, adapter_name)
             self.peft_config.pop(adapter_name, None)
+            self.config_at_creation.pop(adapter_name, None)
             self.active_adapter = previous
             for site in self.sites(AdapterSite):
                 site.active_adapter = previous
@@ -103,6 +121,7 @@ class PeftModel(nn.Module):
             raise ValueError(f"an adapter named {adapter_name!r} exists already; pick another name.")
         method = method_of(config)
         config.validate()
+        self._refuse_while_disabled("adding an adapter")
         self._refuse_while_merged("adding an adapter")
         layers = find_layers(self.base_model)
         if config.task_type == TaskType.SEQ_CLS and not isinstance(
@@ -138,9 +157,11 @@ class PeftModel(nn.Module):
         """Remove an adapter's modules; a site left empty gives way to its base module again.
         Deleting the active adapter activates the first one left (or none)."""
         self._check_known(adapter_name)
+        self._refuse_while_disabled("deleting an adapter")
         self._refuse_while_merged("deleting an adapter")
         remove_adapter_modules(self.base_model, adapter_name)
         del self.peft_config[adapter_name]
+        del self.config_at_creation[adapter_name]
         if self.active_adapter == adapter_name:
             remaining = next(iter(self.peft_config), None)
             if remaining is None:
@@ -154,6 +175,7 @@ class PeftModel(nn.Module):
     def set_adapter(self, adapter_name: str) -> None:
         """Activate ``adapter_name`` everywhere; freeze everything but its parameters."""
         self._check_known(adapter_name)
+        self._refuse_while_disabled("switching adapters")
         self._refuse_while_merged("switching adapters")
         self.active_adapter = adapter_name
         self.requires_grad_(False)
@@ -167,21 +189,32 @@ class PeftModel(nn.Module):
 
     @contextlib.contextmanager
     def disable_adapter(self) -> Iterator[None]:
-        """``with model.disable_adapter():`` computes the base model alone (its original head too)."""
+        """``with model.disable_adapter():`` computes the base model alone (its original head too).
+
+        Inside the block the adapters cannot change: adding, loading, deleting, switching,
+        merging and unloading are refused. Leaving a block restores what it found, so a block
+        nested in another leaves the adapters disabled until the outer block ends.
+        """
         self._refuse_while_merged("disabling adapters")
-        sites = self.sites(AdapterSite)
-        for site in sites:
+        found = [(site, site.active_adapter) for site in self.sites(AdapterSite)]
+        was_disabled = self.disabled
+        for site, _ in found:
             site.active_adapter = None
         self.disabled = True
         try:
             yield
         finally:
-            self.disabled = False
-            for site in sites:
-                site.active_adapter = self.active_adapter
+            self.disabled = was_disabled
+            for site, active in found:
+                site.active_adapter = active
 
     @property
     def active_config(self) -> PeftConfig:
+        if self.active_adapter is None:
+            raise ValueError(
+                "no adapter is active: this model has none left (merge_and_unload(), unload() or "
+                "delete_adapter() removed them); add or load one first."
+            )
         return self.peft_config[self.active_adapter]
 
     def sites(self, kind: type[nn.Module]) -> list[nn.Module]:
@@ -196,6 +229,12 @@ class PeftModel(nn.Module):
         if adapter_name not in self.peft_config:
             have = ", ".join(self.peft_config) or "none"
             raise ValueError(f"no adapter named {adapter_name!r}; this model has: {have}.")
+
+    def _refuse_while_disabled(self, action: str) -> None:
+        if self.disabled:
+            raise RuntimeError(
+                f"adapters are disabled by `with model.disable_adapter():`; leave the with-block before {action}."
+            )
 
     def _refuse_while_merged(self, action: str) -> None:
         merged = [site.merged_adapter for site in self.sites(MergeableSite) if site.merged_adapter]
@@ -228,7 +267,14 @@ class PeftModel(nn.Module):
             site.merge()
 
     def unmerge_adapter(self) -> None:
-        for site in self.sites(MergeableSite):
+        """Take the merged adapter's update out of the weights again; warns when nothing is merged."""
+        sites = self.sites(MergeableSite)
+        if not any(site.merged_adapter for site in sites):
+            warnings.warn(
+                "unmerge_adapter(): no adapter is merged, so nothing changed.", UserWarning, stacklevel=2
+            )
+            return
+        for site in sites:
             site.unmerge()
 
     def merge_and_unload(self) -> nn.Module:
@@ -243,6 +289,7 @@ class PeftModel(nn.Module):
 
     def unload(self) -> nn.Module:
         """The base model with every adapterlib module removed and nothing merged."""
+        self._refuse_while_disabled("unloading")
         self._refuse_while_merged("unloading")
         return self._unload(keep=None)
 
@@ -252,6 +299,7 @@ class PeftModel(nn.Module):
         if keep is not None:
             remove_adapter_modules(self.base_model, keep, keep_head=True)
         self.peft_config.clear()
+        self.config_at_creation.clear()
         self.active_adapter = None
         return self.base_model
 
@@ -292,26 +340,30 @@ class PeftModel(nn.Module):
     ) -> None:
         """Save adapters only, as peft does: ``default`` into ``save_directory``, any other into
         ``save_directory/<name>``."""
-        from .checkpoint import adapter_files, write_files
-
+        save_directory = save_folder(save_directory)
         if isinstance(selected_adapters, str):
             raise TypeError(f"selected_adapters is a list of names, e.g. [{selected_adapters!r}].")
         names = list(self.peft_config) if selected_adapters is None else list(selected_adapters)
+        if not names:
+            raise ValueError(
+                "no adapter to save: this model has no adapter left (merge_and_unload(), unload() or delete_adapter() "
+                "removed them)."
+                if not self.peft_config
+                else "selected_adapters is empty; name at least one adapter, e.g. ['default']."
+            )
         for name in names:
             self._check_known(name)
         files = {
             name: adapter_files(self, name, base_model_name) for name in names
         }  # every check before any write
         for name, contents in files.items():
-            write_files(Path(save_directory) if name == "default" else Path(save_directory) / name, contents)
+            write_files(save_directory if name == "default" else save_directory / name, contents)
 
     @classmethod
     def from_pretrained(
         cls, model: nn.Module, model_id: str | Path, adapter_name: str = "default", is_trainable: bool = False
     ) -> PeftModel:
         """Put a saved adapter onto a fresh base model; frozen for inference unless ``is_trainable``."""
-        from .checkpoint import load_adapter
-
         peft_model = load_adapter(model, model_id, adapter_name)
         if not is_trainable:
             peft_model.requires_grad_(False)
@@ -321,8 +373,7 @@ class PeftModel(nn.Module):
         """Add a saved adapter under ``adapter_name``. The active adapter stays active, as in peft;
         with ``is_trainable`` the loaded adapter becomes the active, trainable one (only the active
         adapter trains here)."""
-        from .checkpoint import load_adapter
-
+        self._refuse_while_disabled("loading an adapter")
         previous = self.active_adapter
         inference_mode = not any(p.requires_grad for p in self.parameters())  # as from_pretrained leaves it
         load_adapter(self, model_id, adapter_name)
@@ -409,3 +460,60 @@ def wrap_model(
     is_classifier = getattr(config, "task_type", None) == TaskType.SEQ_CLS
     wrapper = PeftModelForSequenceClassification if is_classifier else PeftModel
     return wrapper(model, config, adapter_name, weights)
+
+
+# ------------------------------------------------------------ adapter-only checkpoints
+
+
+def save_adapter(
+    model: PeftModel,
+    directory: str | Path,
+    adapter_name: str | None = None,
+    base_model_name: str | None = None,
+) -> Path:
+    """Write one adapter (default: the active one) of ``model`` into ``directory``.
+
+    Everything is computed and checked before a file is written; each file is replaced whole.
+    """
+    folder = save_folder(directory)
+    if not isinstance(model, PeftModel):
+        raise TypeError(
+            f"save_adapter needs the PeftModel returned by get_peft_model, got {type(model).__name__}."
+        )
+    return write_files(folder, adapter_files(model, adapter_name, base_model_name))
+
+
+def base_fingerprints(model: PeftModel | nn.Module) -> dict[str, str | None]:
+    """The record of the base weights as they were before any adapter was added."""
+    return model.base_model_record if isinstance(model, PeftModel) else base_record(model)
+
+
+def load_adapter(model: nn.Module, directory: str | Path, adapter_name: str = "default") -> PeftModel:
+    """Put a saved adapter onto ``model``, a fresh base model or a PeftModel to add it to, and
+    make it the active adapter.
+
+    The files, the base model's shape and the tensors are checked before anything changes; on
+    any error the model is left as it was.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"the first argument is the base model (a torch nn.Module such as BertForSequenceClassification), "
+            f"got {type(model).__name__}."
+        )
+    base = model.base_model if isinstance(model, PeftModel) else model
+    refuse_meta(base, "load the weights first, e.g. with from_pretrained(name) and no device_map")
+    directory = checkpoint_folder(directory)
+    meta, tensors = read_checkpoint(directory)
+    config = config_from_dict(meta["peft_config"])
+    check_base(
+        meta, base, base_fingerprints(model), directory, with_head=config.task_type == TaskType.SEQ_CLS
+    )
+    if meta.get("format_version", 1) == 1:
+        tensors = keys_from_format_1(tensors, base)
+    try:
+        if isinstance(model, PeftModel):
+            model.add_adapter(adapter_name, config, weights=tensors)
+            return model
+        return wrap_model(model, config, adapter_name, weights=tensors)
+    except ValueError as error:
+        raise ValueError(f"{directory}: {error}") from None

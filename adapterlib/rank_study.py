@@ -15,15 +15,23 @@ e. Hu et al.'s (2021, §7) subspace similarity between LoRA updates of two ranks
 Run from the repository (32 minutes for the committed results, on one core of a 2-core CPU with
 bf16 instructions that other jobs shared; mostly the epoch over the whole training set)::
 
-    python -m adapterlib.rank_study --data-dir ../shared/data/sst2 --out results/rank
+    python -m adapterlib.rank_study --data-dir ../shared/data/sst2 --out results/rank --overwrite
 
 It writes five small JSON files to ``--out``, no weights; notebook 8 reads them with
 ``RankResults.load(folder)`` (:mod:`adapterlib.rank_widget`). What to know before running it:
 
+* Every argument and input (the data folder, the model, the ``--runs`` file) is checked before
+  the fine-tuning starts; a mistake stops the command at once with one line saying what to fix.
 * Relative paths (``--out``, ``--runs``, ``--data-dir``, ``--model``) are resolved against the
   directory the command is started in.
-* ``--out results/rank`` overwrites the committed results that notebook 8 shows; write a trial run
-  to another folder.
+* ``--out`` is a new (or empty) folder, or one that holds only the study's five files (:data:`RESULT_FILES`):
+  replacing earlier results, such as the committed ones in ``results/rank`` that notebook 8 shows, takes
+  ``--overwrite``, and only those five files are replaced. A folder with anything else in it, or one
+  that is, holds or lies in the data folder or holds the ``--runs`` file, is refused. The files are
+  written into a hidden folder beside ``--out`` and moved into it at the end, so a run that fails or is
+  stopped (Ctrl-C, SIGTERM) leaves earlier results whole; the next run removes a hidden folder that a
+  killed run left behind.
+* Every rank must fit the model: at most its hidden size, the largest rank of its matrices.
 * ``--runs results/runs.jsonl`` (the default) supplies the comparison grid's LoRA runs: a record is
   reused when its recipe (r, seed, learning rate, epochs, batch, training examples, ...), its full
   PEFT config, its precision and the fingerprints of model and data all equal this run's. A run
@@ -42,7 +50,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, replace
@@ -68,6 +79,7 @@ LORA_RANKS = (1, 2, 4, 8, 16, 32, 64)
 SEEDS = (0, 1, 2)
 SIMILARITY_RANKS = (8, 64)  # Hu et al.'s pair
 FULL = "full"  # the rank of the untruncated update in the result files
+RESULT_FILES = ("spectra.json", "truncation.json", "lora.json", "similarity.json", "study.json")
 
 
 def rounded(values, digits: int = 5):
@@ -258,7 +270,7 @@ def lora_study(
 ) -> tuple[list, list, dict]:
     """Every LoRA rank and seed: a matching record of ``runs_log`` is reused; a run whose weights the
     similarities need (seed 0 at the similarity ranks, seed 1 at the larger) is trained in any case."""
-    from .cli.compare_command import read_runs, record_key
+    from .runs import read_runs, record_key
 
     logged = {record_key(r): r for r in read_runs(runs_log)}
     small, large = similarity_ranks
@@ -297,6 +309,8 @@ def write(out: Path, name: str, content: dict, compact: bool = False) -> None:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    from .cli.checks import non_negative_int, positive_int
+
     title, *_ = __doc__.split("\n\n")
     notes = __doc__[__doc__.index("Run from the repository") :]
     parser = argparse.ArgumentParser(
@@ -308,7 +322,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         required=True,
-        help="folder for the five result files (results/rank overwrites the committed ones)",
+        help="a new or empty folder for the five result files, or one holding only them (with --overwrite)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results in an existing --out (needed for results/rank, the committed ones)",
     )
     parser.add_argument(
         "--data-dir", help="local GLUE SST-2 folder (default: $ADAPTERLIB_SST2_DIR, else the hub)"
@@ -324,33 +343,34 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--train-size",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="full fine-tuning's training examples, 0 for all 67,349 (default: %(default)s)",
     )
     parser.add_argument(
         "--lora-train-size",
-        type=int,
+        type=non_negative_int,
         default=2_000,
-        help="LoRA's training examples; the comparison grid's recipe uses %(default)s (default: %(default)s)",
+        help="LoRA's training examples, 0 for all; the comparison grid's recipe uses %(default)s "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--ranks",
-        type=int,
+        type=non_negative_int,
         nargs="+",
         default=list(RANKS),
-        help="ranks the fine-tuning update is cut to; full rank is added (default: %(default)s)",
+        help="ranks the fine-tuning update is cut to, 0 for no update; full rank is added (default: %(default)s)",
     )
     parser.add_argument(
         "--lora-ranks",
-        type=int,
+        type=positive_int,
         nargs="+",
         default=list(LORA_RANKS),
         help="ranks LoRA is trained at (default: %(default)s)",
     )
     parser.add_argument(
         "--seeds",
-        type=int,
+        type=non_negative_int,
         nargs="+",
         default=list(SEEDS),
         help="LoRA's seeds; must include 0, and 1 for the seed-against-seed similarity "
@@ -358,7 +378,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--similarity-ranks",
-        type=int,
+        type=positive_int,
         nargs=2,
         default=list(SIMILARITY_RANKS),
         metavar=("SMALL", "LARGE"),
@@ -368,19 +388,184 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check(args: argparse.Namespace) -> None:
+    """Everything that can be known to fail before the fine-tuning: the arguments, the data folder,
+    the model, the ``--runs`` file and ``--out``. Raises UsageError."""
+    from .cli.checks import (
+        UsageError,
+        check_data,
+        check_out_location,
+        check_sources,
+        check_tokenizer,
+        model_config,
+    )
+    from .modeling import resolve_model_name
+    from .runs import read_runs
+
+    for option, values in (
+        ("--ranks", args.ranks),
+        ("--lora-ranks", args.lora_ranks),
+        ("--seeds", args.seeds),
+    ):
+        if len(set(values)) < len(values):
+            raise UsageError(f"{option} {' '.join(map(str, values))} names a value twice; name each once.")
+    small, large = args.similarity_ranks
+    if not small < large or not {small, large} <= set(args.lora_ranks):
+        raise UsageError(
+            f"--similarity-ranks {small} {large}: name a smaller and a larger rank, both among --lora-ranks."
+        )
+    if 0 not in args.seeds:
+        raise UsageError("--seeds must include 0: the similarities compare LoRA runs of seed 0.")
+    check_sources(args.model, args.data_dir)
+    check_data(args.data_dir, max(args.train_size, args.lora_train_size))
+    model_name = resolve_model_name(args.model)
+    check_ranks(args, model_config(model_name).hidden_size)
+    check_tokenizer(model_name)
+    runs = Path(args.runs)
+    if runs.is_dir():
+        raise UsageError(f"--runs {runs} is a folder; name the run log file, e.g. results/runs.jsonl.")
+    try:
+        read_runs(runs)  # a damaged line is named now, not after the fine-tuning
+    except ValueError as error:
+        raise UsageError(f"--runs: {error}") from None
+    except OSError as error:
+        raise UsageError(
+            f"--runs {runs} cannot be read ({error.strerror}); name a readable run log."
+        ) from None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; name a folder for the results.")
+    check_out_contents(out, args.overwrite)
+    check_out_apart(
+        out, {"--data-dir": args.data_dir or os.environ.get("ADAPTERLIB_SST2_DIR"), "--runs": runs}
+    )
+    check_out_location(out, out)
+
+
+def check_ranks(args: argparse.Namespace, hidden_size: int) -> None:
+    """Every rank fits the model: a matrix of the study is at most ``hidden_size`` wide, so that is
+    its largest rank, and LoRA refuses a larger r."""
+    from .cli.checks import UsageError
+
+    for option, values in (("--ranks", args.ranks), ("--lora-ranks", args.lora_ranks)):
+        too_large = [r for r in values if r > hidden_size]
+        if too_large:
+            raise UsageError(
+                f"{option} {' '.join(map(str, too_large))}: more than the model's hidden size {hidden_size}, "
+                f"the largest rank of its matrices; name ranks up to {hidden_size} (full rank is always added)."
+            )
+
+
+def check_out_contents(out: Path, overwrite: bool) -> None:
+    """``--out`` holds nothing, or only the study's own files and ``--overwrite`` replaces them."""
+    from .cli.checks import UsageError
+
+    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    others = [name for name in present if name not in RESULT_FILES]
+    if others:
+        shown = ", ".join(others[:3]) + (" ..." if len(others) > 3 else "")
+        raise UsageError(
+            f"--out {out} holds other files than the study's results ({shown}); the study writes only "
+            f"{', '.join(RESULT_FILES)}, so name a folder of its own, e.g. {out / 'rank'}."
+        )
+    if present and not overwrite:
+        raise UsageError(
+            f"--out {out} holds earlier results; name a new folder, or add --overwrite to replace them."
+        )
+
+
+def check_out_apart(out: Path, inputs: dict[str, str | Path | None]) -> None:
+    """``--out`` is not the data folder or the run log, does not hold them and is not inside them."""
+    from .cli.checks import UsageError
+
+    target = out.resolve()
+    for option, path in inputs.items():
+        if path is None:
+            continue
+        source = Path(path).resolve()
+        if target == source or source.is_relative_to(target) or target.is_relative_to(source):
+            raise UsageError(
+                f"--out {out} is, holds or lies in {option} {path}; put the results in a folder of their own."
+            )
+
+
+def replace_folder(written: Path, out: Path) -> None:
+    """Move the study's files from the finished ``written`` folder into ``out`` (the whole folder
+    when ``out`` is not there); an earlier result file this run did not write is removed, and
+    anything else in ``out`` is left alone."""
+    if not out.exists():
+        written.rename(out)
+        return
+    for name in RESULT_FILES:
+        if (written / name).exists():
+            os.replace(written / name, out / name)
+        elif (out / name).exists():
+            (out / name).unlink()
+    shutil.rmtree(written)
+
+
+def partial_folder(out: Path) -> Path:
+    """The hidden folder beside ``out`` that this process writes the results into."""
+    return out.with_name(f".{out.name}.partial-{os.getpid()}")
+
+
+def remove_stale_partial_folders(out: Path) -> None:
+    """Remove the hidden folders of earlier runs that were killed (their process is gone)."""
+    for folder in out.parent.glob(f".{out.name}.partial-*"):
+        pid = folder.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0 checks the process exists and sends nothing
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, but belongs to another user (or this system cannot tell)
+        return True
+    return True
+
+
+def stop_on_sigterm(signum, frame) -> None:
+    """SIGTERM (``kill``, a job scheduler's stop) ends the study as Ctrl-C does, so it cleans up."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> None:
-    from .cli.compare_command import run_key
-    from .cli.train_command import fingerprints
-    from .modeling import load_classifier, resolve_model_name, resolve_precision
-    from .train import Recipe, library_versions, train_and_evaluate
+    from .cli.checks import UsageError
 
     args = parse(argv)
-    if not set(args.similarity_ranks) <= set(args.lora_ranks) or 0 not in args.seeds:
-        raise SystemExit("--similarity-ranks must be among --lora-ranks, and --seeds must include 0.")
+    try:
+        check(args)
+    except UsageError as error:
+        print(f"python -m adapterlib.rank_study: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partial_folders(out)
+    written = partial_folder(out)
+    written.mkdir()  # with the user's umask
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        study(args, argv, written)
+        replace_folder(written, out)
+    except BaseException:
+        shutil.rmtree(written, ignore_errors=True)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.json')))} to {out}", flush=True)
+
+
+def study(args: argparse.Namespace, argv: list[str] | None, out: Path) -> None:
+    """Run every step of the study, writing its five files into ``out``."""
+    from .modeling import load_classifier, resolve_model_name, resolve_precision
+    from .runs import fingerprints, run_key
+    from .train import Recipe, library_versions, train_and_evaluate
+
     torch.set_num_threads(1)  # one core: another training job may use the other
     started = time.perf_counter()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     model_name = resolve_model_name(args.model)
     prints = fingerprints(model_name, args.data_dir)
 
@@ -468,11 +653,7 @@ def main(argv: list[str] | None = None) -> None:
             **prints,
         },
     )
-    print(
-        f"wrote {', '.join(sorted(p.name for p in out.glob('*.json')))} to {out} "
-        f"in {(time.perf_counter() - started) / 60:.1f} min",
-        flush=True,
-    )
+    print(f"the study took {(time.perf_counter() - started) / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":

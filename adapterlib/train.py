@@ -1,8 +1,11 @@
 """Fine-tune and evaluate one method on SST-2 with the Hugging Face ``Trainer``.
 
-:func:`train_and_evaluate` is the one call behind the command line, the comparison grid and
-the notebooks. It returns a result record with the method, its hyper-parameters, the
-parameter counts, validation accuracy, timings and the precision it ran in.
+:func:`train_run` trains one :class:`~adapterlib.runs.RunSpec`, a recipe whose inputs (model,
+data folder, precision, PEFT config, steps) were resolved and checked once; the command line
+builds the spec itself, and :func:`train_and_evaluate` (the comparison grid, the rank study, the
+notebooks) builds it from a recipe, a model name and a data folder. Both return the model and a
+result record with the method, its hyper-parameters, the parameter counts, validation accuracy,
+timings, the steps and epochs trained, and the precision it ran in.
 
 The seed recipe: the train split shuffled with seed 42, its first 2,000 examples, 3 epochs,
 batch 16, AdamW with linear decay, gradient clipping 1.0, the full 872-example validation
@@ -30,7 +33,8 @@ from __future__ import annotations
 import platform
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -39,37 +43,38 @@ import transformers
 from torch import nn
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from .config import PeftConfig
 from .counting import count_parameters
-from .data import load_sst2, resolve_data_dir
-from .methods import methods
-from .modeling import (
-    DEFAULT_POOLING,
-    DEFAULT_PRECISION,
-    PRECISIONS,
-    load_classifier,
-    load_tokenizer,
-    peft_config_for,
-    process_count,
-    resolve_model_name,
-    resolve_precision,
-    training_choices,
-    training_device,
-)
+from .data import load_sst2
+from .methods import ByName, get_baseline, get_entry
+from .modeling import DEFAULT_POOLING, load_classifier, load_tokenizer, process_count, training_device
 from .peft_model import get_peft_model
+from .runs import Recipe, RunSpec
+
+__all__ = [
+    "DEFAULT_LEARNING_RATES",
+    "DEFAULT_POOLING",
+    "MAX_LENGTH",
+    "SHUFFLE_SEED",
+    "CompactLog",
+    "Recipe",
+    "RunSpec",
+    "changes_from_seed_recipe",
+    "prepare_model",
+    "train_and_evaluate",
+    "train_run",
+]
 
 # Learning rate and pooling per method, chosen on the tuning slice (results/tuning.jsonl, README):
-# the best score, and between choices within 0.5 points the one already in place.
-DEFAULT_LEARNING_RATES = {method.name: method.learning_rate for method in methods()} | {
-    "full": 5e-5,
-    "head": 3e-3,
-}
+# the best score, and between choices within 0.5 points the one already in place. A view of the
+# registry (methods and baselines), read at each lookup.
+DEFAULT_LEARNING_RATES = ByName("learning_rate")
 SHUFFLE_SEED = 42
 TUNING_SLICE = range(2_000, 3_000)
 MAX_LENGTH = 128
 
 
-# The recipe the comparison started from: random batches, [CLS] pooling, these learning rates.
+# The recipe the comparison started from: random batches, [CLS] pooling, and each registry entry's
+# ``seed_learning_rate``.
 SEED_RECIPE = {
     "train_size": 2_000,
     "epochs": 3.0,
@@ -78,50 +83,12 @@ SEED_RECIPE = {
     "weight_decay": 0.0,
     "pooling": "cls",
 }
-SEED_LEARNING_RATES = {"adapter": 5e-4, "lora": 5e-4, "full": 5e-5, "head": 1e-3}
-
-
-@dataclass
-class Recipe:
-    """Everything that defines one training run."""
-
-    method: str
-    learning_rate: float | None = None  # None: the method's default
-    epochs: float = 3.0
-    batch_size: int = 16
-    warmup_ratio: float = 0.0
-    train_size: int | None = 2_000
-    seed: int = 0
-    pooling: str = DEFAULT_POOLING
-    weight_decay: float = 0.0
-    method_options: dict[str, Any] = field(default_factory=dict)
-    precision: str = DEFAULT_PRECISION  # "fp32", "bf16" or "auto" (see the module docstring)
-
-    def __post_init__(self) -> None:
-        if self.method not in training_choices():
-            raise ValueError(
-                f"method {self.method!r} is not known; use one of: {', '.join(training_choices())}."
-            )
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision {self.precision!r} is not known; use one of: {', '.join(PRECISIONS)}."
-            )
-        if self.learning_rate is None:
-            self.learning_rate = DEFAULT_LEARNING_RATES[self.method]
-
-    def peft_config(self) -> PeftConfig | None:
-        return peft_config_for(self.method, self.method_options)
-
-    def peft_config_dict(self) -> dict[str, Any] | None:
-        """The full PEFT config as saved in result records, defaults included; None for full and head."""
-        config = self.peft_config()
-        return None if config is None else config.to_dict()
 
 
 def changes_from_seed_recipe(recipe: Recipe) -> dict[str, Any]:
     """``{field: [seed value, this value]}`` for every way ``recipe`` departs from the seed recipe."""
     changes = {k: [v, getattr(recipe, k)] for k, v in SEED_RECIPE.items() if getattr(recipe, k) != v}
-    seed_rate = SEED_LEARNING_RATES.get(recipe.method)
+    seed_rate = get_entry(recipe.method).seed_learning_rate
     if seed_rate != recipe.learning_rate:
         changes["learning_rate"] = [seed_rate, recipe.learning_rate]
     changes["batch_order"] = ["random", "length-grouped"]
@@ -130,18 +97,16 @@ def changes_from_seed_recipe(recipe: Recipe) -> dict[str, Any]:
 
 def prepare_model(recipe: Recipe, model_name: str | None) -> nn.Module:
     """The base classifier with the recipe's method applied and the right parts trainable."""
-    model = load_classifier(model_name, num_labels=2, pooling=recipe.pooling)
+    model = load_classifier(
+        model_name, num_labels=2, pooling=recipe.pooling, quantization=recipe.base_quantization
+    )
     peft_config = recipe.peft_config()
     if peft_config is not None:
         return get_peft_model(model, peft_config)
-    if recipe.method == "head":
-        model.requires_grad_(False)
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad = name.startswith(("classifier.", "bert.pooler."))
-    return model
+    return get_baseline(recipe.method).freeze(model)
 
 
-def tokenized_splits(tokenizer, data_dir: str | None, train_size: int | None, evaluate_on: str):
+def tokenized_splits(tokenizer, data_dir: str | Path | None, train_size: int | None, evaluate_on: str):
     """Training examples and evaluation examples, tokenised without padding."""
     sst2 = load_sst2(data_dir)
     shuffled = sst2["train"].shuffle(seed=SHUFFLE_SEED)
@@ -192,34 +157,36 @@ def train_and_evaluate(
     progress: bool = True,
     evaluate_each_epoch: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train ``recipe`` and return ``(model, result record)``.
+    """Train ``recipe`` and return ``(model, result record)``: :func:`train_run` on the
+    :class:`RunSpec` that ``recipe``, ``model_name`` and ``data_dir`` resolve to."""
+    spec = RunSpec.resolve(recipe, model_name, data_dir, evaluate_on, device=training_device())
+    return train_run(spec, output_dir, progress, evaluate_each_epoch)
+
+
+def train_run(
+    spec: RunSpec,
+    output_dir: str | None = None,
+    progress: bool = True,
+    evaluate_each_epoch: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the run ``spec`` describes and return ``(model, result record)``.
 
     ``output_dir`` is the Trainer's working folder; by default a temporary folder, removed at the
     end whether training finishes or fails. ``progress=True`` shows the Trainer's progress bar;
     ``False`` prints a few compact lines. ``evaluate_each_epoch`` also scores the evaluation split
     after every epoch (the record's ``accuracy_per_epoch``); the training time excludes those
-    evaluations. Under ``torchrun`` every process returns the same model and record.
+    evaluations. Under ``torchrun`` every process returns the same model and record. The record's
+    ``epochs_trained`` is what the steps taken make (a run ends at a whole step).
     """
-    if evaluate_on not in ("validation", "tuning"):
-        raise ValueError("evaluate_on must be 'validation' or 'tuning'.")
-    processes = process_count()
-    if recipe.batch_size % processes:
-        raise ValueError(
-            f"batch size {recipe.batch_size} does not split evenly over {processes} processes; "
-            f"choose a multiple of {processes}."
-        )
     if output_dir is None:
         with tempfile.TemporaryDirectory(prefix="adapterlib-trainer-") as workdir:
-            return train_and_evaluate(
-                recipe, model_name, data_dir, workdir, evaluate_on, progress, evaluate_each_epoch
-            )
+            return train_run(spec, workdir, progress, evaluate_each_epoch)
+    recipe, processes, precision = spec.recipe, process_count(), spec.precision
     set_seed(recipe.seed)
-    tokenizer = load_tokenizer(model_name)
-    train, evaluation = tokenized_splits(tokenizer, data_dir, recipe.train_size, evaluate_on)
-    model = prepare_model(recipe, model_name)
+    tokenizer = load_tokenizer(spec.model_name)
+    train, evaluation = tokenized_splits(tokenizer, spec.data_dir, recipe.train_size, spec.evaluate_on)
+    model = prepare_model(recipe, spec.model_name)
     device = training_device()
-    precision = resolve_precision(recipe.precision, device)
-    steps_per_epoch = -(-len(train) // recipe.batch_size)
     args = TrainingArguments(
         output_dir=output_dir,
         per_device_train_batch_size=recipe.batch_size // processes,
@@ -234,7 +201,7 @@ def train_and_evaluate(
         eval_strategy="epoch" if evaluate_each_epoch else "no",
         save_strategy="no",
         logging_strategy="steps",
-        logging_steps=max(1, int(steps_per_epoch * recipe.epochs) // 4),
+        logging_steps=max(1, spec.steps // 4),
         report_to="none",
         seed=recipe.seed,
         disable_tqdm=not progress,
@@ -257,6 +224,10 @@ def train_and_evaluate(
         processing_class=tokenizer,
         callbacks=[] if progress else [CompactLog()],
     )
+    # The model's loss is the mean over this process's batch, whatever keyword arguments its forward
+    # takes; told otherwise (by a ``**kwargs`` in forward), the Trainer multiplies the loss, and so the
+    # gradients, by the number of processes, expecting a sum divided by the tokens of all of them.
+    trainer.model_accepts_loss_kwargs = False
     if not progress:
         trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
     started = time.perf_counter()
@@ -269,17 +240,16 @@ def train_and_evaluate(
     model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     trainable, total, fraction = count_parameters(model)
     steps = train_output.global_step
-    folder = resolve_data_dir(data_dir)
     record = {
         "method": recipe.method,
         "recipe": asdict(recipe),
-        "peft_config": recipe.peft_config_dict(),
-        "model": resolve_model_name(model_name),
-        "data_dir": None if folder is None else str(folder),
+        "peft_config": None if spec.peft_config is None else spec.peft_config.to_dict(),
+        "model": spec.model_name,
+        "data_dir": None if spec.data_dir is None else str(spec.data_dir),
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trainable_fraction": fraction,
-        "evaluated_on": evaluate_on,
+        "evaluated_on": spec.evaluate_on,
         "accuracy": accuracy,
         **(
             {"accuracy_per_epoch": [log["eval_accuracy"] for log in epoch_scores]}
@@ -288,9 +258,11 @@ def train_and_evaluate(
         ),
         "evaluation_examples": len(evaluation),
         "train_examples": len(train),
+        "steps": steps,
+        "epochs_trained": steps / spec.steps_in_epoch,
         "train_seconds": seconds,
         "seconds_per_step": seconds / steps,
-        "examples_per_second": len(train) * recipe.epochs / seconds,
+        "examples_per_second": len(train) * steps / spec.steps_in_epoch / seconds,
         "device": str(args.device),
         "processes": processes,
         "precision": precision,

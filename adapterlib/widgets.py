@@ -17,15 +17,19 @@ model and the choices match the run it comes from.
 
 from __future__ import annotations
 
+import io
 import json
+import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-from IPython.display import display
+import traitlets
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter
 from transformers import BertConfig
 
 from .compare import variant_name
@@ -36,14 +40,14 @@ from .counting import (
     layer_parameter_count,
     method_parameter_count,
 )
-from .methods import Method, get_method, method_names, methods
+from .methods import Method, baselines, get_baseline, get_method, method_names, methods
+from .plot_style import DPI, FONT_SIZE, SIDEWAYS, style
 from .toy import ToyConfig
 
 RESULTS = (
     Path(__file__).resolve().parents[1] / "results" / "results.json"
 )  # beside adapterlib/, wherever Python runs
 MEASURED_SHAPE = "MiniLM-L6 (packaged, d=384)"  # the model the comparison grid trains
-REFERENCES = {"full": "full fine-tuning", "head": "head only"}  # results/ rows that are no registered method
 
 
 def model_shapes() -> dict[str, object]:
@@ -154,14 +158,138 @@ def size_limit(method: Method, shape) -> int:
     return method.size.explorer_max or shape.hidden_size
 
 
-def choice_control(name: str, choices: tuple[str, ...], default) -> widgets.Widget:
-    """A multiple choice for a tuple-valued field (LoRA's targets), else toggle buttons."""
-    style = {"description_width": "initial"}
-    if isinstance(default, tuple):
-        return widgets.SelectMultiple(
-            options=choices, value=default, rows=len(choices), description=name, style=style
+def size_ladder(limit: int, trained: tuple[int, ...] = (), steps_per_octave: int = 8) -> list[int]:
+    """The sizes a slider offers: every whole number up to ``2 * steps_per_octave`` (one step at a time
+    where a step matters most), then evenly spaced on a log scale, ``steps_per_octave`` per doubling
+    (about 9% apart); ``limit`` and the trained sizes too."""
+    octaves = math.ceil(math.log2(limit)) if limit > 1 else 0
+    steps = {round(2 ** (k / steps_per_octave)) for k in range(steps_per_octave * octaves + 1)}
+    steps |= set(range(1, 2 * steps_per_octave + 1))
+    return sorted({s for s in steps | set(trained) if 1 <= s <= limit} | {limit})
+
+
+def nearest(ladder: list[int], value: int) -> int:
+    """The ladder's size nearest to ``value`` on a log scale."""
+    return min(ladder, key=lambda size: abs(math.log(size / value)))
+
+
+class SizeControl(widgets.HBox):
+    """One method's size: a log-scale slider over :func:`size_ladder` and a number box beside it for
+    any exact value; ``value`` and ``max`` are the number box's."""
+
+    value = traitlets.Int()
+    max = traitlets.Int()
+
+    def __init__(self, label: str, value: int, limit: int, trained: tuple[int, ...]) -> None:
+        self.trained = trained
+        self.box = widgets.BoundedIntText(
+            value=value, min=1, max=limit, layout=widgets.Layout(width="5.5em", flex="0 0 auto")
         )
-    return widgets.ToggleButtons(options=choices, value=default, description=name, style=style)
+        ladder = size_ladder(limit, trained)
+        self.slider = widgets.SelectionSlider(
+            options=ladder,
+            value=nearest(ladder, value),
+            readout=False,
+            continuous_update=False,
+            layout=widgets.Layout(flex="1 1 10em", min_width="5em"),
+        )
+        title = widgets.HTML(f"<b>{label}</b>", layout=widgets.Layout(width="max-content"))
+        super().__init__([title, self.slider, self.box], layout=widgets.Layout(width="100%"))
+        self.add_class("size-control")
+        self.value, self.max = value, limit
+        self.following = False  # True while the slider is moved to follow the box
+        traitlets.link((self, "max"), (self.box, "max"))  # a smaller max cuts the box's value to it
+        traitlets.link((self.box, "value"), (self, "value"))
+        self.slider.observe(self.from_slider, names="value")
+        self.observe(self.follow, names="value")
+        self.observe(self.new_limit, names="max")
+
+    def from_slider(self, change) -> None:
+        if not self.following:
+            self.value = change["new"]
+
+    def move_slider(self, ladder: list[int]) -> None:
+        self.following = True
+        self.slider.options = ladder
+        self.slider.value = nearest(ladder, self.value)
+        self.following = False
+
+    def follow(self, change) -> None:
+        self.move_slider(list(self.slider.options))
+
+    def new_limit(self, change) -> None:
+        """Another model's width: the ladder ends at the new limit."""
+        self.move_slider(size_ladder(change["new"], self.trained))
+
+
+FIELD_LABELS = {"target_modules": "targets"}  # short names for the explorer's choices
+TARGET_LABELS = {
+    "attention.output.dense": "attention output",
+    "intermediate.dense": "FFN in",
+    "output.dense": "FFN out",
+}
+
+
+class Checkboxes(widgets.HBox):
+    """Several names at once, one checkbox each: a plain click adds or removes one. ``value`` is the
+    tuple of the names checked, in the order offered, never empty (the last one cannot be unchecked)."""
+
+    value = traitlets.Tuple()
+
+    def __init__(self, label: str, options: tuple[str, ...], value: tuple[str, ...]) -> None:
+        self.options = options
+        self.boxes = {
+            name: widgets.Checkbox(
+                value=name in value,
+                description=TARGET_LABELS.get(name, name),
+                indent=False,
+                layout=widgets.Layout(width="max-content", margin="0 1.2em 0 0"),
+            )
+            for name in options
+        }
+        title = widgets.HTML(f"{label}:", layout=widgets.Layout(width="max-content", margin="0 0.6em 0 0"))
+        super().__init__([title, *self.boxes.values()], layout=widgets.Layout(flex_flow="row wrap"))
+        self.value = tuple(value)
+        for box in self.boxes.values():
+            box.observe(self.from_boxes, names="value")
+        self.add_class("checkboxes")
+
+    @traitlets.validate("value")
+    def _valid(self, proposal) -> tuple[str, ...]:
+        chosen = tuple(proposal["value"])
+        unknown = [name for name in chosen if name not in self.options]
+        if unknown or not chosen:
+            raise traitlets.TraitError(
+                f"choose one or more of {', '.join(self.options)}; got {', '.join(chosen) or 'none'}"
+            )
+        return chosen
+
+    @traitlets.observe("value")
+    def to_boxes(self, change) -> None:
+        for name, box in self.boxes.items():
+            box.value = name in change["new"]
+
+    def from_boxes(self, change) -> None:
+        checked = tuple(name for name, box in self.boxes.items() if box.value)
+        if not checked:  # the last one stays: a method needs a target
+            change["owner"].value = True
+        elif set(checked) != set(self.value):
+            self.value = checked
+
+
+def choice_control(name: str, choices: tuple[str, ...], default) -> widgets.Widget:
+    """Checkboxes for a tuple-valued field (LoRA's targets), else toggle buttons (named where shown)."""
+    if isinstance(default, tuple):
+        return Checkboxes(name, choices, default)
+    return widgets.ToggleButtons(options=choices, value=default, layout=widgets.Layout(width="auto"))
+
+
+def labelled(name: str, control: widgets.Widget) -> widgets.Widget:
+    """``control`` with its field's name on the same line (checkboxes carry their own)."""
+    if isinstance(control, Checkboxes):
+        return control
+    label = widgets.HTML(f"{FIELD_LABELS.get(name, name)}:", layout=widgets.Layout(margin="0 0.6em 0 0"))
+    return widgets.HBox([label, control], layout=widgets.Layout(align_items="center"))
 
 
 @dataclass(frozen=True)
@@ -173,37 +301,59 @@ class Row:
     measured: str  # "83.6 ± 1.0%", or why there is no measurement ("not trained at this size")
 
 
+STYLE_SHEET = """<style>
+.adapterlib-explorer { --jp-widgets-font-size: 15px; --jp-widgets-inline-height: 28px;
+  font-size: 15px; max-width: 100%; }
+.adapterlib-explorer .explorer-card { border: 1px solid #ccc; border-radius: 4px; padding: 2px 8px;
+  margin: 0 6px 6px 0; flex: 1 1 22em; max-width: 100%; }
+.adapterlib-explorer .size-control .widget-html-content { font-size: 15px; padding-right: 0.5em;
+  white-space: nowrap; }
+.adapterlib-explorer .widget-html-content { line-height: 1.35; }
+.adapterlib-explorer .widget-toggle-button { width: auto; padding: 0 0.8em; }
+.adapterlib-explorer .card-numbers { font-size: 15px; }
+.adapterlib-explorer table { font-size: 15px; border-collapse: collapse; }
+.adapterlib-explorer td, .adapterlib-explorer th { padding: 2px 10px; }
+.adapterlib-explorer .note { font-size: 14px; }
+.adapterlib-explorer img { max-width: 100%; height: auto; }
+</style>"""
+
+
 class Explorer:
     """The controls, the live numbers and the plot; ``rows()`` is what the table shows."""
 
     def __init__(self, results: Path = RESULTS) -> None:
         self.shapes = model_shapes()
-        self.shape = widgets.Dropdown(options=list(self.shapes), value=MEASURED_SHAPE, description="model")
+        self.shape = widgets.Dropdown(
+            options=list(self.shapes),
+            value=MEASURED_SHAPE,
+            description="model:",
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="max-content"),
+        )
         self.methods = {method.name: method for method in methods()}
-        self.sizes: dict[str, widgets.IntSlider] = {}  # methods with a size only
+        self.sizes: dict[str, SizeControl] = {}  # methods with a size only
         self.choices: dict[str, dict[str, widgets.Widget]] = {}
+        shape = self.shapes[self.shape.value]
         for method in methods():
             default = method.config_class()
             if method.size is not None:
-                self.sizes[method.name] = widgets.IntSlider(
-                    value=getattr(default, method.size.field),
-                    min=1,
-                    max=1024,
-                    description=f"{method.label} {method.size.symbol}",
-                    style={"description_width": "initial"},
+                self.sizes[method.name] = SizeControl(
+                    f"{method.label} {method.size.symbol}",
+                    getattr(default, method.size.field),
+                    size_limit(method, shape),
+                    method.size.grid,
                 )
             self.choices[method.name] = {
-                field: choice_control(
-                    f"{method.label} {field.replace('_', ' ')}", options, getattr(default, field)
-                )
+                field: choice_control(FIELD_LABELS.get(field, field), options, getattr(default, field))
                 for field, options in method.explorer_choices.items()
             }
         try:
             self.measured, self.missing = measured_accuracies(results), None
         except FileNotFoundError as error:
             self.measured, self.missing = [], str(error)
+        self.numbers = {name: widgets.HTML() for name in self.sizes}  # each card's count and accuracy
         self.table = widgets.HTML()
-        self.plot = widgets.Output()
+        self.plot = widgets.Image(format="png", layout=widgets.Layout(width="100%"))
         self.controls = [
             self.shape,
             *self.sizes.values(),
@@ -216,7 +366,7 @@ class Explorer:
     def config(self, name: str, size: int | None = None) -> PeftConfig:
         """Method ``name`` at the controls' settings, or at the size given."""
         method = self.methods[name]
-        options = {field: control.value for field, control in self.choices[name].items() if control.value}
+        options = {field: control.value for field, control in self.choices[name].items()}
         if method.size is not None:
             options[method.size.field] = size or self.sizes[name].value
         return method.config_class(**options)
@@ -262,22 +412,57 @@ class Explorer:
             for name, config in self.configs().items()
         ]
         if not isinstance(shape, ToyConfig):
-            rows.append(Row(REFERENCES["head"], head_only(shape), self.measured_text("head")))
-        return rows + [Row(REFERENCES["full"], full_fine_tuning(shape), self.measured_text("full"))]
+            head = get_baseline("head")
+            rows.append(Row(head.label, head_only(shape), self.measured_text(head.name)))
+        full = get_baseline("full")
+        return rows + [Row(full.label, full_fine_tuning(shape), self.measured_text(full.name))]
 
     def update(self, change=None) -> None:
         shape = self.shapes[self.shape.value]
-        for name, slider in self.sizes.items():
-            slider.max = size_limit(self.methods[name], shape)  # r never exceeds the hidden size
+        for name, control in self.sizes.items():
+            control.max = size_limit(self.methods[name], shape)  # r never exceeds the hidden size
+        rows = {row.label: row for row in self.rows()}
+        for name, numbers in self.numbers.items():
+            row = rows[self.methods[name].label]
+            accuracy = f" · {row.measured.replace(' at this size', '')}" if self.measured else ""
+            numbers.value = (
+                f"<span class='card-numbers'>{row.count.trainable:,} "
+                f"({100 * row.count.fraction:.3f}%){accuracy}</span>"
+            )
         self.table.value = table_html(self)
-        with self.plot:
-            self.plot.clear_output(wait=True)
-            figure = draw_curves(self, shape)
-            display(figure)
-            plt.close(figure)
+        figure = draw_curves(self, shape)
+        picture = io.BytesIO()
+        figure.savefig(picture, format="png")
+        plt.close(figure)
+        self.plot.value = picture.getvalue()
+        self.plot.layout.max_width = f"{round(figure.get_figwidth() * figure.dpi)}px"  # never enlarged
+
+    def cards(self) -> list[widgets.Widget]:
+        """One box per method with a size: its slider and number box, its choices, its numbers."""
+        return [
+            widgets.VBox(
+                [
+                    control,
+                    *(labelled(field, choice) for field, choice in self.choices[name].items()),
+                    self.numbers[name],
+                ],
+                layout=widgets.Layout(flex="1 1 22em"),
+            ).add_class("explorer-card")
+            for name, control in self.sizes.items()
+        ]
 
     def widget(self) -> widgets.Widget:
-        return widgets.VBox([widgets.HBox([widgets.VBox(self.controls), self.table]), self.plot])
+        """Controls above the plot in boxes that wrap onto more lines in a narrow window; the table below."""
+        key = "trainable parameters (share of the model)" + " · measured accuracy" * bool(self.measured)
+        model = widgets.VBox(
+            [self.shape, widgets.HTML(f"<span class='note'>under each size: {key}</span>")],
+            layout=widgets.Layout(flex="1 1 18em"),
+        )
+        controls = widgets.Box(
+            [model, *self.cards()], layout=widgets.Layout(flex_flow="row wrap", align_items="stretch")
+        )
+        box = widgets.VBox([widgets.HTML(STYLE_SHEET), controls, self.plot, self.table])
+        return box.add_class("adapterlib-explorer")
 
 
 def table_html(explorer: Explorer) -> str:
@@ -299,7 +484,7 @@ def table_html(explorer: Explorer) -> str:
         )
     else:
         note = explorer.missing or "results/results.json lists no runs."
-    return f"<table>{''.join(lines)}</table><p style='font-size:smaller'>{note}</p>"
+    return f"<table>{''.join(lines)}</table><p class='note'>{note}</p>"
 
 
 def sizes_to_draw(limit: int) -> list[int]:
@@ -308,146 +493,142 @@ def sizes_to_draw(limit: int) -> list[int]:
     return sorted({s for s in steps if s <= limit} | {limit})
 
 
-def draw_curves(explorer: Explorer, shape):
-    """Trainable fraction (left axis, log) against each method's size, one panel per kind of size (r,
-    prefix length n), each slider's setting marked; a method without a size is a horizontal line.
+EXPLORER_FONT = FONT_SIZE - 1  # the explorer's figure is shown a little smaller than its own size
 
-    Where results/ has runs that match the model and choices, a second axis (right) shows their
-    accuracy: a marker with its 95% interval over seeds at each trained size (ringed where the slider
-    is), a method without a size at the panel's right edge, full fine-tuning and the head as lines.
-    """
-    panels: dict[str, list[Method]] = {}
-    for method in explorer.methods.values():
-        if method.size is not None:
-            panels.setdefault(method.size.symbol, []).append(method)
-    sizeless = [method for method in explorer.methods.values() if method.size is None]
-    figure, axes = plt.subplots(
-        1, len(panels), figsize=(5.5 * len(panels), 4.4), squeeze=False, layout="constrained"
-    )
+
+def draw_curves(explorer: Explorer, shape):
+    """Two panels with one y-axis each, against each method's size (r, or n for prefix tuning):
+    left, what it costs (trainable parameters as a % of the model, log scale), the sliders' settings
+    as large markers and a method without a size as a horizontal line; right, what the comparison
+    grid measured (:func:`draw_measured`). Every method has its own colour, marker and line style
+    (:mod:`adapterlib.plot_style`)."""
+    figure, (cost, accuracy) = plt.subplots(1, 2, figsize=(10.5, 3.15), dpi=DPI, layout="constrained")
     current = explorer.counts()
-    colours = {name: f"C{i}" for i, name in enumerate(explorer.methods)}
-    overlay = bool(explorer.measured) and explorer.shape.value == MEASURED_SHAPE
-    for ax, (symbol, group) in zip(axes[0], panels.items()):
-        for method in group:
-            sizes = sizes_to_draw(size_limit(method, shape))
-            fractions = [100 * count(shape, explorer.config(method.name, size)).fraction for size in sizes]
-            ax.plot(sizes, fractions, color=colours[method.name], label=method.label)
-            ax.plot(
-                explorer.sizes[method.name].value,
+    limit = max(size_limit(method, shape) for method in explorer.methods.values() if method.size)
+    for method in explorer.methods.values():
+        drawn = style(method.name)
+        if method.size is None:
+            cost.axhline(
                 100 * current[method.label].fraction,
-                "o",
-                color=colours[method.name],
-                markersize=9,
+                color=drawn.color,
+                linestyle=drawn.linestyle,
+                linewidth=2,
+                gid=f"cost {method.name}",
             )
-        for method in sizeless:
-            ax.axhline(
-                100 * current[method.label].fraction,
-                color=colours[method.name],
-                linestyle=(0, (6, 3)),
-                label=f"{method.label} (no size)",
-            )
-        ax.axhline(100, color="grey", linestyle="--", label="full fine-tuning (100%)")
-        what = " / ".join(f"{method.label} {symbol}" for method in group)
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel=what,
-            ylabel="trainable parameters (%" + (", lines)" if overlay else ")"),
+            continue
+        sizes = sizes_to_draw(size_limit(method, shape))
+        fractions = [100 * count(shape, explorer.config(method.name, size)).fraction for size in sizes]
+        cost.plot(sizes, fractions, color=drawn.color, linestyle=drawn.linestyle, linewidth=2)
+        cost.plot(
+            explorer.sizes[method.name].value,
+            100 * current[method.label].fraction,
+            marker=drawn.marker,
+            color=drawn.color,
+            markersize=12,
+            markeredgecolor="white",
+            gid=f"setting {method.name}",
         )
+    cost.axhline(100, color=style("full").color, linestyle=style("full").linestyle)
+    cost.set(xscale="log", yscale="log", xlim=(0.8, limit * 1.25))
+    cost.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}%"))
+    cost.set_title("cost: trainable parameters (% of the model)", fontsize=EXPLORER_FONT)
+    draw_measured(accuracy, explorer, limit)
+    for ax in (cost, accuracy):
+        ax.set_xlabel("size: r, or n for prefix tuning", fontsize=EXPLORER_FONT)
+        ax.tick_params(labelsize=EXPLORER_FONT)
         ax.grid(alpha=0.3)
-        if overlay:
-            right_edge = max(size_limit(method, shape) for method in group)
-            accuracy = draw_measured(ax.twinx(), explorer, group, sizeless, right_edge, colours)
-            accuracy.set_ylim(accuracy_range(explorer.measured))
-    handles = {}
-    for ax in figure.axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(label, handle)
-    if overlay:
-        handles[f"measured (SST-2 validation, {seeds_label(explorer.measured)}), 95% interval over seeds"] = (
-            Line2D([], [], color="black", marker="o", linestyle=":")
+    handles = [
+        Line2D([], [], linewidth=2, markersize=9, **style(name).line(), label=method.label)
+        for name, method in explorer.methods.items()
+    ] + [
+        Line2D(
+            [], [], color=style(name).color, linestyle=style(name).linestyle, label=get_baseline(name).label
         )
-    figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=4, fontsize=8)
-    if explorer.missing:
-        figure.suptitle(explorer.missing, fontsize=9)
-    elif not overlay:
-        figure.suptitle(f"Measured accuracies are for {MEASURED_SHAPE}: choose it to see them.", fontsize=9)
-    else:
-        figure.suptitle(
-            "Cost and accuracy: lines, trainable parameters (left axis); "
-            "markers, measured accuracy (right axis)",
-            fontsize=9,
-        )
+        for name in [baseline.name for baseline in baselines()]
+    ]
+    figure.legend(handles=handles, loc="outside right upper", fontsize=EXPLORER_FONT - 1, frameon=False)
     return figure
 
 
 def accuracy_range(measured: list[Measured], margin: float = 0.5) -> tuple[float, float]:
-    """Every measurement's interval, with a margin: one scale for all panels, whatever the controls."""
+    """Every measurement's interval, with a margin: one scale whatever the controls."""
     low = min(m.accuracy - (m.interval or 0) for m in measured)
     high = max(m.accuracy + (m.interval or 0) for m in measured)
     return low - margin, high + margin
 
 
-def draw_measured(
-    ax,
-    explorer: Explorer,
-    group: list[Method],
-    sizeless: list[Method],
-    right_edge: int,
-    colours: dict[str, str],
-):
-    """The accuracy axis of one panel (see :func:`draw_curves`)."""
-    for method in group:
+def draw_measured(ax, explorer: Explorer, limit: int):
+    """The accuracy panel: each trained size that matches the model and choices as a marker with its
+    95% interval over seeds (ringed where the slider is), a method without a size right of the grey
+    line, full fine-tuning and the head alone as horizontal lines; or why there is nothing to show."""
+    ax.set(xscale="log", xlim=(0.8, limit * 2.2))
+    why_empty = explorer.missing or (
+        None
+        if explorer.shape.value == MEASURED_SHAPE
+        else f"Measured accuracies are for {MEASURED_SHAPE}: choose it to see them."
+    )
+    if why_empty:
+        ax.text(
+            0.5,
+            0.5,
+            textwrap.fill(why_empty, 30),
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=EXPLORER_FONT,
+        )
+        ax.set_title("accuracy", fontsize=EXPLORER_FONT)
+        ax.axis("off")
+        return ax
+    sized = [method for method in explorer.methods.values() if method.size is not None]
+    for index, method in enumerate(sized):
+        drawn = style(method.name)
         points = sorted(explorer.measured_here(method.name), key=lambda m: m.size)
         if not points:
             continue
+        shift = 10 ** (SIDEWAYS * (index - (len(sized) - 1) / 2))  # bars at one size side by side
         bars = ax.errorbar(
-            [p.size for p in points],
+            [shift * p.size for p in points],
             [p.accuracy for p in points],
             yerr=[p.interval or 0 for p in points],
-            color=colours[method.name],
-            marker=method.marker,
-            linestyle=":",
-            capsize=3,
-            markersize=6,
+            **drawn.line(),
+            linewidth=2,
+            capsize=4,
+            markersize=9,
         )
         bars.lines[0].set_gid(f"measured {method.name}")
         for p in points:
             if p.size == explorer.sizes[method.name].value:
-                ax.plot(p.size, p.accuracy, "o", color=colours[method.name], markersize=15, fillstyle="none")
+                ax.plot(shift * p.size, p.accuracy, "o", color=drawn.color, markersize=20, fillstyle="none")
+    ax.axvline(limit * 1.15, color="grey", linewidth=1)
+    sizeless = [method for method in explorer.methods.values() if method.size is None]
     for i, method in enumerate(sizeless):
         for p in explorer.measured_here(method.name):
-            x = right_edge * 1.2**i  # side by side at the right edge: there is no size to place them at
+            x = (
+                limit * 1.35 * 1.2**i
+            )  # side by side right of the grey line: there is no size to place them at
             bars = ax.errorbar(
                 [x],
                 [p.accuracy],
                 yerr=[p.interval or 0],
-                color=colours[method.name],
-                marker=method.marker,
-                capsize=3,
-                markersize=6,
+                color=style(method.name).color,
+                marker=style(method.name).marker,
+                capsize=4,
+                markersize=9,
             )
             bars.lines[0].set_gid(f"measured {method.name}")
-            ax.annotate(
-                method.label,
-                (x, p.accuracy),
-                xytext=(-5, 5),
-                textcoords="offset points",
-                ha="right",
-                fontsize=8,
-            )
-    for name, colour, style in (("full", "black", "-."), ("head", "dimgrey", ":")):
+    for name in [baseline.name for baseline in baselines()]:
         for p in explorer.measured_here(name):
             ax.axhline(
                 p.accuracy,
-                color=colour,
-                linestyle=style,
-                label=f"{REFERENCES[name]}: measured",
+                color=style(name).color,
+                linestyle=style(name).linestyle,
                 gid=f"measured {name}",
             )
-            if p.interval:
-                ax.axhspan(p.accuracy - p.interval, p.accuracy + p.interval, color=colour, alpha=0.07)
-    ax.set_ylabel(f"measured accuracy (%, markers)\nSST-2 validation, {seeds_label(explorer.measured)}")
+    ax.set_ylim(accuracy_range(explorer.measured))
+    ax.set_title(
+        f"accuracy (%): SST-2, {seeds_label(explorer.measured)}, 95% interval", fontsize=EXPLORER_FONT
+    )
     return ax
 
 

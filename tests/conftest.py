@@ -1,8 +1,13 @@
-"""Tiny random BERT models: every test runs offline on a CPU in well under a second each."""
+"""Tiny random BERT models: every test runs offline on a CPU in well under a second each; and, for
+the command-line tests, one tiny BERT saved to a folder and one tiny SST-2 folder per session."""
+
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertModel
+
+WORDS = ["good", "great", "fine", "warm", "funny", "bad", "dull", "poor", "weak", "cold"]
 
 
 def tiny_config(attn_implementation: str = "eager", **overrides) -> BertConfig:
@@ -69,3 +74,89 @@ def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torc
             if parameter.requires_grad:
                 parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
     return model
+
+
+def write_tiny_model(folder: Path) -> str:
+    """A 2-layer, 32-wide random BERT with the packaged tokenizer, saved like a hub model."""
+    from adapterlib.modeling import PACKAGED_MODEL, load_tokenizer
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=2
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    load_tokenizer(PACKAGED_MODEL).save_pretrained(folder)
+    return str(folder)
+
+
+def write_tiny_sst2(folder: Path, train: int = 64, dev: int = 16) -> str:
+    """A GLUE-format folder of distinct short sentences, labelled by their first word."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def rows(count: int, offset: int) -> str:
+        lines = [
+            f"{WORDS[i % 10]} film {WORDS[(i // 10) % 10]} plot {i + offset}\t{int(i % 10 < 5)}"
+            for i in range(count)
+        ]
+        return "sentence\tlabel\n" + "\n".join(lines) + "\n"
+
+    (folder / "train.tsv").write_text(rows(train, 0))
+    (folder / "dev.tsv").write_text(rows(dev, 1_000))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """One tiny BERT folder for every command-line test of the session (read-only for them)."""
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> str:
+    """One tiny SST-2 folder (64 training rows, 16 validation rows) for the whole session."""
+    return write_tiny_sst2(tmp_path_factory.mktemp("tiny-sst2"))
+
+
+# Tests that train a model through the Trainer, start a subprocess, a notebook or a browser:
+# `python -m pytest -m "not slow" tests/` leaves them out (the fast loop, MAINTAINERS.md). Tests
+# in the files the list does not name carry @pytest.mark.slow themselves.
+SLOW_MODULES = {
+    "test_readme",
+    "test_browser",
+    "test_browser_rank",
+    "test_distributed",
+    "test_benchmarks",
+    "test_setup_check",  # python -m adapterlib check-setup in subprocesses
+    "test_lint",  # runs ruff
+}
+SLOW_TESTS = {
+    "test_train_bitfit_on_the_command_line",
+    "test_train_parallel_then_predict_through_the_command_line",
+    "test_training_and_evaluation_run_in_the_recorded_precision",
+    "test_tutorial_config_and_trainer_train_only_the_adapter",  # the Trainer
+    "test_the_help_names_defaults_paths_reuse_precision_and_a_smoke_run",  # starts python -m adapterlib.rank_study
+    "test_the_whole_study_on_a_tiny_model",  # the same, training
+    "test_the_figures_and_the_explorer_read_a_run_with_one_seed",
+    "test_sigterm_and_killed_runs_leave_no_partial_folder",
+    "test_the_package_works_without_bitsandbytes",  # a fresh interpreter
+    "test_concurrent_writers_never_show_a_reader_a_mixed_pair",  # forked processes
+    "test_a_method_registered_late_keeps_the_whole_contract",  # the whole registry contract, twice
+    # the course: nbgrader in subprocesses (the `graded` fixture)
+    "test_the_release_is_the_self_study_stub_without_solutions",
+    "test_nbgrader_commands_run",
+    "test_scores_and_status",
+    "test_points_per_exercise",
+    "test_status_names_deleted_and_renamed_cells",
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        notebook = item.path.suffix == ".ipynb"
+        if (
+            notebook
+            or (module and module.__name__ in SLOW_MODULES)
+            or getattr(item, "originalname", "") in SLOW_TESTS
+        ):
+            item.add_marker(pytest.mark.slow)

@@ -1,11 +1,12 @@
 """The r explorer in a real browser: JupyterLab on localhost, headless Chromium driven by Playwright.
 
-Opens notebooks/07_explore_r.ipynb, runs it, moves the adapter's r slider one step with the keyboard
-and checks that the table shows the adapter's count for the new r while LoRA's count stays, then
-the same for LoRA's slider. The accuracy overlay is checked too: at the starting sizes, which the
-comparison grid trained, the table shows the accuracy results/results.json records and the plot is
-drawn; one step off, it says the size was not trained. Saves screenshots to test-artifacts/. The server, its
-kernel and the
+Opens notebooks/07_explore_r.ipynb on a projector's screen (1280 x 800, and the same at 150% zoom),
+runs it, and checks that the controls and the plot fit the screen and that text is at least 14 px;
+then moves LoRA's r slider one step with the keyboard and checks that the number box, the card and
+the table show LoRA's count for the new r while the adapter's count stays, then the same for the
+adapter's slider. The measured accuracies are checked too: at the starting sizes, which the
+comparison grid trained, the table shows what results/results.json records; one step off, it says
+the size was not trained. Saves screenshots to test-artifacts/. The server, its kernel and the
 browser keep their state (workspaces, settings, history) in the test's temporary folder, never in
 the home directory. Needs Debian's chromium (/usr/bin/chromium) and the playwright package;
 .ci/run installs both.
@@ -132,16 +133,21 @@ def committed_accuracy(variant: str) -> str:
     return f"{row['accuracy_mean']:.1f} ± {row['ci95_seeds']:.1f}%"
 
 
-def run_all_cells(playwright, jupyter_lab, notebook: str, home: Path):
+def run_all_cells(playwright, jupyter_lab, notebook: str, home: Path, viewport=None, zoom: float = 1.0):
     """Chromium with a temporary profile, ``notebook`` opened in JupyterLab, every cell run; the
-    browser and the page. HOME keeps chromium's crash-report and dconf folders in ``home`` too."""
+    browser and the page. ``viewport`` is the window in screen pixels (1400 x 1000 unless given);
+    ``zoom`` is the browser's zoom (1.5: 150%), which leaves ``viewport / zoom`` CSS pixels to the
+    page. HOME keeps chromium's crash-report and dconf folders in ``home`` too."""
     from playwright.sync_api import TimeoutError
 
     base, token = jupyter_lab
     browser = playwright.chromium.launch(
         executable_path=CHROMIUM, args=CHROMIUM_FLAGS, env={**os.environ, "HOME": str(home)}
     )
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    width, height = (viewport or {"width": 1400, "height": 1000}).values()
+    page = browser.new_page(
+        viewport={"width": round(width / zoom), "height": round(height / zoom)}, device_scale_factor=zoom
+    )
     page.goto(f"{base}/lab/tree/{notebook}?token={token}")
     page.locator(".jp-Notebook").first.wait_for(timeout=60_000)
     try:
@@ -153,7 +159,55 @@ def run_all_cells(playwright, jupyter_lab, notebook: str, home: Path):
     return browser, page
 
 
-def test_each_r_slider_moves_its_own_count(jupyter_lab, tmp_path):
+PROJECTOR = {"width": 1280, "height": 800}
+
+
+def inside(box: dict, area: dict) -> bool:
+    """Whether a bounding box lies wholly inside an area (both in CSS pixels, as Playwright gives them)."""
+    return (
+        box["x"] >= area["x"] - 0.5
+        and box["y"] >= area["y"] - 0.5
+        and box["x"] + box["width"] <= area["x"] + area["width"] + 0.5
+        and box["y"] + box["height"] <= area["y"] + area["height"] + 0.5
+    )
+
+
+def scroll_to_top(element) -> None:
+    """Make ``element``'s cell the active one (JupyterLab keeps the active cell in view), then scroll the
+    notebook until ``element`` starts at the top of its visible area."""
+    element.page.locator(".jp-Cell", has=element).locator(".jp-InputPrompt").first.click()
+    element.page.wait_for_timeout(1_000)
+    element.evaluate(
+        """element => {
+            const top = element.closest('.jp-NotebookPanel-notebook').getBoundingClientRect().top;
+            let scroller = element.parentElement;
+            while (scroller.scrollHeight <= scroller.clientHeight) scroller = scroller.parentElement;
+            scroller.scrollTop += element.getBoundingClientRect().top - top - 4;
+        }"""
+    )
+    element.page.wait_for_timeout(1_000)
+
+
+def font_px(locator) -> float:
+    return locator.evaluate("element => parseFloat(getComputedStyle(element).fontSize)")
+
+
+def size_control(page, label: str):
+    return page.locator(f".size-control:has(b:text-is('{label}'))").first
+
+
+def step(page, label: str, key: str = "ArrowRight") -> None:
+    """One step of a size slider with the keyboard, as a presenter does with a remote's arrow keys."""
+    size_control(page, label).locator(".noUi-handle").focus()
+    page.keyboard.press(key)
+
+
+@pytest.mark.parametrize("zoom", [1.0, 1.5], ids=["1280x800", "1280x800-at-150%"])
+def test_explorer_on_a_projector(jupyter_lab, tmp_path, zoom):
+    """With the file browser closed, as for a presentation: at 1280 x 800 the controls and the plot are
+    on the screen together; at 150% zoom every control,
+    the plot and the table fit the width and each fits the height; text is 14 px or more; a slider
+    step changes that method's numbers only, a plain click on a target checkbox adds the target."""
     from playwright.sync_api import expect, sync_playwright
 
     minilm = model_shapes()["MiniLM-L6 (packaged, d=384)"]
@@ -163,32 +217,78 @@ def test_each_r_slider_moves_its_own_count(jupyter_lab, tmp_path):
         16: measured_row("adapter", count(minilm, AdapterConfig(r=16)), committed_accuracy("adapter r=16")),
         17: measured_row("adapter", count(minilm, AdapterConfig(r=17)), "not trained at this size"),
     }
+    name = "explorer" if zoom == 1 else "explorer-150"
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser, page = run_all_cells(playwright, jupyter_lab, "07_explore_r.ipynb", tmp_path)
-        table = page.locator(".widget-html-content table").first
+        browser, page = run_all_cells(
+            playwright, jupyter_lab, "07_explore_r.ipynb", tmp_path, PROJECTOR, zoom
+        )
+        screen = page.viewport_size
+        explorer = page.locator(".adapterlib-explorer").first
+        table = explorer.locator(".widget-html-content table").first
+        plot = explorer.locator("img").first
+        cards = explorer.locator(".explorer-card")
         try:
-            expect(table).to_contain_text(adapter[16], timeout=120_000)
+            expect(table).to_contain_text(adapter[16], timeout=180_000)
             expect(table).to_contain_text(lora[8])
-            expect(table).to_contain_text(adapter_measured[16])  # the accuracy overlay: the measured value
+            expect(table).to_contain_text(adapter_measured[16])  # the measured value at a trained size
             expect(table).to_contain_text(committed_accuracy("lora r=8"))
-            expect(page.locator(".widget-output img").first).to_be_visible()  # the plot of curves and markers
+            expect(plot).to_be_visible()
+            expect(page.locator(".jp-InputPrompt", has_text="[*]")).to_have_count(0, timeout=120_000)
+            news = page.get_by_text("Would you like to get notified")
+            if news.is_visible():
+                page.get_by_role("button", name="No", exact=True).click()
+            page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()  # as a presenter:
+            expect(page.locator(".jp-FileBrowser")).to_be_hidden()  # the file browser closed (Ctrl+B)
+            page.wait_for_timeout(1_000)  # the last redraw settles
+            scroll_to_top(explorer)
+            page.wait_for_timeout(500)
         finally:
-            page.screenshot(path=str(ARTIFACTS / "explorer-loaded.png"))
-        for label, moved, kept in (("adapter r", adapter, lora[8]), ("LoRA r", lora, adapter[17])):
-            slider = page.locator(f".widget-slider:has(label:text-is('{label}'))").first
-            slider.locator(".noUi-handle").focus()
-            page.keyboard.press("ArrowRight")
-            new = max(moved)
-            expect(slider.locator(".widget-readout")).to_have_text(str(new), timeout=30_000)
-            expect(table).to_contain_text(moved[new], timeout=30_000)
-            expect(table).to_contain_text(kept)
-            if label == "adapter r":
-                expect(table).to_contain_text(adapter_measured[17])  # off the trained sizes: no measurement
-        adapter_slider = page.locator(".widget-slider:has(label:text-is('adapter r'))").first
-        adapter_slider.locator(".noUi-handle").focus()
-        page.keyboard.press("ArrowLeft")  # back onto a trained size, computed by the running kernel
-        expect(adapter_slider.locator(".widget-readout")).to_have_text("16", timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / f"{name}-loaded.png"))
+        visible = page.locator(
+            ".jp-NotebookPanel-notebook"
+        ).first.bounding_box()  # between toolbar and status bar
+        assert visible["width"] <= screen["width"] and visible["height"] <= screen["height"]
+        viewport = {"width": visible["x"] + visible["width"], "height": visible["y"] + visible["height"]}
+        controls = [explorer.locator(".widget-dropdown").first] + [cards.nth(i) for i in range(cards.count())]
+        assert cards.count() == 5  # adapter, LoRA, DoRA, parallel adapter, prefix tuning
+        for part in controls + [plot]:
+            box = part.bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"] + 0.5, box  # never cut off
+            assert box["height"] <= visible["height"], box  # each fits the screen when scrolled to
+        assert table.bounding_box()["x"] + table.bounding_box()["width"] <= viewport["width"] + 0.5
+        if zoom == 1:  # all controls and the whole plot on the screen at once
+            for part in controls + [plot]:
+                assert inside(part.bounding_box(), visible), (part, part.bounding_box(), visible)
+        for part in (
+            size_control(page, "LoRA r").locator("b"),
+            explorer.locator(".widget-checkbox label").first,
+            table.locator("td").first,
+            explorer.locator(".card-numbers").first,
+        ):
+            assert font_px(part) >= 14
+        explorer_width = explorer.bounding_box()["width"]
+        assert plot.bounding_box()["width"] >= min(0.95 * explorer_width, 1000)  # the plot takes the width
+
+        lora_box = size_control(page, "LoRA r").locator("input")
+        step(page, "LoRA r")  # one step right: r = 8 -> 9
+        expect(lora_box).to_have_value("9", timeout=30_000)
+        expect(table).to_contain_text(lora[9], timeout=30_000)
+        expect(table).to_contain_text(adapter[16])  # the adapter's count stays
+        lora_card = cards.filter(has=size_control(page, "LoRA r"))
+        expect(lora_card.locator(".card-numbers")).to_contain_text(
+            f"{count(minilm, LoraConfig(r=9)).trainable:,} ("
+        )
+        step(page, "adapter r")  # off the trained sizes: the accuracy says so
+        expect(size_control(page, "adapter r").locator("input")).to_have_value("17", timeout=30_000)
+        expect(table).to_contain_text(adapter_measured[17], timeout=30_000)
+        expect(table).to_contain_text(lora[9])
+        step(page, "adapter r", "ArrowLeft")  # back onto a trained size, computed by the running kernel
         expect(table).to_contain_text(adapter_measured[16], timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
+        lora_card.get_by_text("key", exact=True).click()  # a plain click adds a target
+        with_key = count(minilm, LoraConfig(r=9, target_modules=("query", "key", "value"))).trainable
+        expect(table).to_contain_text(table_row("LoRA", with_key), timeout=30_000)
+        scroll_to_top(explorer)
+        page.wait_for_timeout(2_000)  # the new plot painted
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
         browser.close()

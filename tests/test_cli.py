@@ -11,58 +11,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import BertConfig, BertForSequenceClassification
 
 import adapterlib.train
-from adapterlib.cli import GRID_SIZES, build_parser, main, model_fingerprint, ran_in, run_key
+from adapterlib.cli import build_parser, grid_sizes, main, model_fingerprint, ran_in, run_key
 from adapterlib.data import data_fingerprint
-from adapterlib.modeling import PACKAGED_MODEL, load_tokenizer, resolve_precision
+from adapterlib.modeling import PACKAGED_MODEL, resolve_precision
 from adapterlib.train import Recipe
+from conftest import write_tiny_model, write_tiny_sst2  # noqa: F401  (other test modules import them from here)
 
 DATA = os.environ.get("ADAPTERLIB_SST2_DIR")
 needs_data = pytest.mark.skipif(not DATA, reason="set ADAPTERLIB_SST2_DIR to the shared SST-2 folder")
 RESULTS = Path(__file__).parents[1] / "results"
 HUB_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "ADAPTERLIB_SST2_DIR", "ADAPTERLIB_MODEL")
 SHARED_SST2 = "c51ed4b50954"  # data fingerprint of GLUE SST-2 train.tsv and dev.tsv
-WORDS = ["good", "great", "fine", "warm", "funny", "bad", "dull", "poor", "weak", "cold"]
-
-
-def write_tiny_model(folder: Path) -> str:
-    """A 2-layer, 32-wide random BERT with the packaged tokenizer, saved like a hub model."""
-    torch.manual_seed(0)
-    config = BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=2
-    )
-    BertForSequenceClassification(config).save_pretrained(folder)
-    load_tokenizer(PACKAGED_MODEL).save_pretrained(folder)
-    return str(folder)
-
-
-def write_tiny_sst2(folder: Path, train: int = 64, dev: int = 16) -> str:
-    """A GLUE-format folder of distinct short sentences, labelled by their first word."""
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def rows(count: int, offset: int) -> str:
-        lines = [
-            f"{WORDS[i % 10]} film {WORDS[(i // 10) % 10]} plot {i + offset}\t{int(i % 10 < 5)}"
-            for i in range(count)
-        ]
-        return "sentence\tlabel\n" + "\n".join(lines) + "\n"
-
-    (folder / "train.tsv").write_text(rows(train, 0))
-    (folder / "dev.tsv").write_text(rows(dev, 1_000))
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
-
-
-@pytest.fixture(scope="module")
-def tiny_data_dir(tmp_path_factory):
-    return write_tiny_sst2(tmp_path_factory.mktemp("tiny-sst2"))
 
 
 def fake_record(recipe: Recipe) -> dict:
@@ -82,6 +43,7 @@ def fake_record(recipe: Recipe) -> dict:
     }
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("method", ["lora", "head"])
 def test_train_then_predict(method, tiny_model_dir, tmp_path, capsys):
@@ -136,6 +98,7 @@ def test_train_then_predict(method, tiny_model_dir, tmp_path, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_one_epoch_relative_data_dir_and_no_folders_left(
     tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch, capsys
 ):
@@ -184,8 +147,10 @@ def test_one_epoch_relative_data_dir_and_no_folders_left(
     assert len(working_folders) == 1 and not working_folders[0].exists()
     metrics = json.loads((tmp_path / "runs/adapter/metrics.json").read_text())
     assert metrics["data_dir"] == str(tmp_path / "data") and metrics["train_examples"] == 64
+    assert metrics["steps"] == 4 and metrics["epochs_trained"] == 1.0  # 64 examples at batch 16
 
 
+@pytest.mark.slow
 def test_offline_without_data_fails_in_one_line_naming_the_options(tmp_path):
     """No data folder and no hub (a proxy that refuses every connection): exit 2, one line on
     stderr naming --data-dir and $ADAPTERLIB_SST2_DIR, nothing written."""
@@ -222,6 +187,7 @@ def test_offline_without_data_fails_in_one_line_naming_the_options(tmp_path):
     assert seconds < 30  # the hub client's retries alone take about 30 s
 
 
+@pytest.mark.slow
 def test_offline_checks_take_no_hub_retries(tmp_path, monkeypatch, capsys):
     """In process (imports done): the refusal comes within 5 s and never calls the hub clients."""
     for name in HUB_VARIABLES:
@@ -331,7 +297,7 @@ def test_compare_resumes_finished_runs_and_retrains_when_a_default_changed(
         "--out",
         str(out),
     ]
-    runs = 1 + len(GRID_SIZES["adapter"])  # head once, the adapter at every size
+    runs = 1 + len(grid_sizes()["adapter"])  # head once, the adapter at every size
     assert main(argv) == 0 and trained == ["head"] + ["adapter"] * (runs - 1)
     assert "wrote" in capsys.readouterr().out
     assert main(argv) == 0 and len(trained) == runs  # everything finished: nothing retrains
@@ -398,7 +364,7 @@ def test_a_dry_resume_of_the_committed_grid_retrains_only_runs_whose_recipe_chan
         json.dumps([m, options, seed])
         for m in grid.methods
         if m not in {r["method"] for r in shown}
-        for options in GRID_SIZES[m]
+        for options in grid_sizes()[m]
         for seed in grid.seeds
     ]
     assert main(command) == 0

@@ -24,27 +24,33 @@ WORKER = textwrap.dedent('''
     import adapterlib.train as train
     from adapterlib.cli import main
 
-    rank, seen = int(os.environ["RANK"]), {"train": [], "evaluate": []}
-    prepare_model, train_and_evaluate = train.prepare_model, train.train_and_evaluate
+    rank, seen = int(os.environ.get("RANK", 0)), {"train": [], "evaluate": [], "logs": []}
+    prepare_model, train_run, log = train.prepare_model, train.train_run, train.Trainer.log
+
+    def log_and_keep(trainer, logs, *args, **kwargs):
+        seen["logs"].append(dict(logs))
+        return log(trainer, logs, *args, **kwargs)
+
+    train.Trainer.log = log_and_keep
 
     def watch(module, args, kwargs):
         ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
         rows = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
         seen["train" if module.training else "evaluate"].append(rows)
 
-    def prepare_and_watch(recipe, model_name):
-        model = prepare_model(recipe, model_name)
+    def prepare_and_watch(*args):
+        model = prepare_model(*args)
         model.register_forward_pre_hook(watch, with_kwargs=True)
         torch.save({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, f"initial{rank}.pt")
         return model
 
     def train_and_keep(*args, **kwargs):
-        model, record = train_and_evaluate(*args, **kwargs)
+        model, record = train_run(*args, **kwargs)
         torch.save({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, f"trained{rank}.pt")
         json.dump({"seen": seen, "record": record}, open(f"seen{rank}.json", "w"))
         return model, record
 
-    train.prepare_model, train.train_and_evaluate = prepare_and_watch, train_and_keep
+    train.prepare_model, train.train_run = prepare_and_watch, train_and_keep
     sys.exit(main(sys.argv[1:]))
 ''')
 
@@ -52,22 +58,22 @@ WORKER = textwrap.dedent('''
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
     """Run the launcher under torchrun once; return its folder and per-process observations."""
-    folder = tmp_path_factory.mktemp("ddp")
+    return launched_run(tmp_path_factory.mktemp("ddp"), processes=2)
+
+
+def launched_run(folder, processes: int):
+    """The launcher in ``processes`` processes (torchrun for more than one): its folder, the
+    observations of each process, and its stdout."""
     model_dir = write_tiny_model(folder / "model")
     data_dir = write_tiny_sst2(folder / "data", train=64, dev=256)
     (folder / "worker.py").write_text(WORKER)
     env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     # "--" ends torchrun's own options, which it would otherwise also look for among the script's
     # ("--r" is ambiguous with its --rdzv-*, --role, --run-path).
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "worker.py", "--"]
     command = [
         sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "worker.py",
-        "--",
+        *(launcher if processes > 1 else ["worker.py"]),
         "train",
         "--method",
         "adapter",
@@ -88,7 +94,7 @@ def two_process_run(tmp_path_factory):
     ]
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    runs = [json.loads((folder / f"seen{rank}.json").read_text()) for rank in (0, 1)]
+    runs = [json.loads((folder / f"seen{rank}.json").read_text()) for rank in range(processes)]
     return folder, runs, done.stdout
 
 
@@ -122,6 +128,17 @@ def test_trained_parameters_are_equal_across_processes_and_changed(two_process_r
     assert trained[0].keys() == trained[1].keys() == initial.keys()
     assert all(torch.equal(trained[0][name], trained[1][name]) for name in initial)
     assert any(not torch.equal(trained[0][name], initial[name]) for name in initial)
+
+
+def test_the_logged_loss_and_gradient_norm_are_those_of_one_process(two_process_run, tmp_path):
+    """The same global batches in one process log about the same first loss and gradient norm:
+    the loss is a batch mean, not multiplied by the number of processes (dropout and the order of
+    examples differ, hence the tolerance; a factor of 2 is far outside it)."""
+    _, runs, _ = two_process_run
+    _, (alone,), _ = launched_run(tmp_path, processes=1)
+    two, one = (next(log for log in run["seen"]["logs"] if "loss" in log) for run in (runs[0], alone))
+    assert two["loss"] == pytest.approx(one["loss"], rel=0.25)
+    assert two["grad_norm"] == pytest.approx(one["grad_norm"], rel=0.25)
 
 
 def test_only_the_first_process_writes(two_process_run):

@@ -21,7 +21,7 @@ from adapterlib import (
     load_adapter,
     save_adapter,
 )
-from adapterlib.checkpoint import CONFIG_FILE, WEIGHTS_FILE, DifferentBaseWarning, checksum
+from adapterlib.checkpoint import CONFIG_FILE, FORMAT_2_ONLY, WEIGHTS_FILE, DifferentBaseWarning, checksum
 from adapterlib.methods.lora import LoraLinear
 from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier, tiny_config
 
@@ -149,7 +149,7 @@ def test_format_1_checkpoints_still_load(tmp_path, batch):
                 key = ".".join(["prefix_encoder", *parts[1:]])
             old_keys[key] = tensor
         save_file(old_keys, folder / WEIGHTS_FILE)
-        for field in ("format_version", "base_model_fingerprint", "sha256"):
+        for field in ("format_version", *FORMAT_2_ONLY):
             del meta[field]
         (folder / CONFIG_FILE).write_text(json.dumps(meta))
         reloaded = load_adapter(tiny_classifier(), folder)
@@ -225,7 +225,8 @@ def test_a_flipped_bit_is_caught_by_the_checksum(tmp_path):
 def test_truncated_format_1_file_gives_a_clear_error(tmp_path):
     save_adapter(get_peft_model(tiny_classifier(), CONFIGS["lora"]()), tmp_path)
     meta = json.loads((tmp_path / CONFIG_FILE).read_text())
-    del meta["sha256"]
+    for field in ("format_version", *FORMAT_2_ONLY):  # format 1 recorded none of them
+        del meta[field]
     (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
     (tmp_path / WEIGHTS_FILE).write_bytes((tmp_path / WEIGHTS_FILE).read_bytes()[:100])
     with pytest.raises(ValueError, match="not a readable safetensors file"):

@@ -2,18 +2,22 @@
 exit code 2, and every file and folder involved left as it was. Nothing here trains: a mistake
 must be found before training starts (training is replaced by a failure where it could start)."""
 
+import errno
 import json
+import os
 import shutil
+import stat
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
-from test_cli import DATA, RESULTS, fake_record, needs_data, write_tiny_model, write_tiny_sst2
+from test_cli import DATA, RESULTS, fake_record, needs_data, write_tiny_sst2
 from transformers import BertConfig, GPT2Config, GPT2Model
 
 import adapterlib.train
-from adapterlib.cli import TRAINED_TENSORS, main, save_trained
+from adapterlib.cli import TRAINED_TENSORS, main, save_trained, train_command
+from adapterlib.methods import get_baseline
 from adapterlib.modeling import load_classifier, resolve_precision
 from adapterlib.peft_model import get_peft_model
 from adapterlib.train import Recipe
@@ -42,14 +46,8 @@ def contents(folder: Path) -> dict[str, bytes | None]:
 
 @pytest.fixture(autouse=True)
 def no_training(monkeypatch):
-    monkeypatch.setattr(
-        adapterlib.train, "train_and_evaluate", lambda *a, **k: pytest.fail("training started")
-    )
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> str:
-    return write_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+    for name in ("train_and_evaluate", "train_run"):
+        monkeypatch.setattr(adapterlib.train, name, lambda *a, **k: pytest.fail("training started"))
 
 
 @pytest.fixture
@@ -278,21 +276,170 @@ def test_ctrl_c_prints_one_line_exit_130_and_a_rerun_works(data_dir, tmp_path, m
 
     out = tmp_path / "run"
     argv = ["train", "--method", "head", "--data-dir", str(data_dir), "--out", str(out)]
-    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", interrupted)
+    monkeypatch.setattr(adapterlib.train, "train_run", interrupted)
     assert main(argv) == 130
     assert capsys.readouterr().err.strip().splitlines() == [
         "adapterlib train: interrupted; nothing was saved"
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
-    def finished(recipe, *args, **kwargs):
-        return torch.nn.Linear(2, 2), fake_record(recipe) | {"model": "m", "total_parameters": 6_000}
-
-    monkeypatch.setattr(adapterlib.train, "train_and_evaluate", finished)
+    monkeypatch.setattr(adapterlib.train, "train_run", finished_run)
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.safetensors"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["data_fingerprint"]) == 12 and len(metrics["model_fingerprint"]) == 12
+
+
+def finished_run(spec, *args, **kwargs):
+    """Training replaced by a finished run at once: a small model and its record."""
+    record = fake_record(spec.recipe) | {"model": "m", "total_parameters": 6_000}
+    return torch.nn.Linear(2, 2), record | {"epochs_trained": spec.epochs_trained, "steps": spec.steps}
+
+
+def test_epochs_shorter_than_one_step_are_refused(data_dir, tmp_path, capsys):
+    argv = ["train", "--method", "bitfit", "--epochs", "0.01", "--train-size", "64", "--data-dir", data_dir]
+    line = refused([*argv, "--out", tmp_path / "run"], capsys)
+    assert (
+        "--epochs: 0.01 epochs is less than one step (4 steps an epoch: 64 examples at batch size 16); "
+        "pass at least 0.25 epochs" in line
+    )
+    argv = [*argv[:4], "0.5", "--train-size", "16", "--data-dir", data_dir]
+    line = refused([*argv, "--out", tmp_path / "run"], capsys)
+    assert "(1 step an epoch: 16 examples at batch size 16); pass at least 1 epoch." in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_epochs_recorded_are_the_epochs_trained(data_dir, tmp_path, monkeypatch, capsys):
+    """0.3 epochs of 4 steps is 1.2 steps: training takes 2 whole steps, half an epoch, and says so."""
+    monkeypatch.setattr(adapterlib.train, "train_run", finished_run)
+    out = tmp_path / "run"
+    argv = ["train", "--method", "bitfit", "--epochs", "0.3", "--train-size", "64", "--data-dir", data_dir]
+    assert main([str(a) for a in [*argv, "--out", out]]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs_trained"] == 0.5
+    assert "after 0.5 epochs (2 steps: --epochs 0.3 ends inside a step" in capsys.readouterr().out
+
+
+def test_a_second_train_into_the_same_out_is_refused_while_the_first_runs(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "run"
+    argv = [str(a) for a in ["train", "--method", "head", "--data-dir", data_dir, "--out", out]]
+    second = []
+
+    def first_run(spec, *args, **kwargs):
+        second.append(main(argv))  # started while the first trains
+        second.append(capsys.readouterr().err)
+        return finished_run(spec)
+
+    monkeypatch.setattr(adapterlib.train, "train_run", first_run)
+    assert main(argv) == 0
+    assert second[0] == 2 and f"--out {out} is being written by another `adapterlib train`" in second[1]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.safetensors"]
+
+
+def test_the_claim_of_a_train_run_that_died_is_named(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / train_command.CLAIM).write_text("999999999\n")  # no such process
+    line = refused(["train", "--method", "head", "--data-dir", data_dir, "--out", out], capsys)
+    assert "an `adapterlib train` (process 999999999) left when it stopped before finishing; remove" in line
+
+
+def test_a_run_that_would_not_fit_in_memory_is_refused_before_anything_is_allocated(
+    data_dir, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    base = ["train", "--method", "prefix", "--data-dir", data_dir, "--out", out]
+    line = refused([*base, "--num-virtual-tokens", "1000000"], capsys)
+    assert "--method prefix with these sizes needs about" in line and "GiB this process may use" in line
+    assert "1,000,000 added keys" in line and not out.exists()
+
+
+def test_memory_and_disk_are_checked_against_what_this_process_may_use(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "run"
+    argv = ["train", "--method", "head", "--data-dir", data_dir, "--out", out]
+    monkeypatch.setattr(train_command, "memory_limit", lambda: 50 * 2**20)
+    assert "more than the 0.0 GiB this process may use" in refused(argv, capsys)
+    monkeypatch.setattr(train_command, "memory_limit", lambda: None)
+    monkeypatch.setattr(train_command.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 0))
+    assert f"--out {out}: the disk has 0.0 MiB free" in refused(argv, capsys)
+    assert not out.exists()
+
+
+def test_count_builds_nothing_whatever_the_sizes(capsys):
+    """1e11 prefix tokens would be 1.8 PB of weights; count gives their number at once."""
+    assert main(["count", "--method", "prefix", "--num-virtual-tokens", "100000000000"]) == 0
+    trainable = 6 * 2 * 100_000_000_000 * 384 + 384 * 2 + 2
+    assert capsys.readouterr().out.startswith(f"trainable {trainable:,} | total ")
+
+
+def test_a_finished_run_whose_final_move_fails_is_kept(data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(adapterlib.train, "train_run", finished_run)
+    out = tmp_path / "run"
+
+    def refuse(self, target):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(train_command.Path, "rename", refuse)
+    assert main(["train", "--method", "head", "--data-dir", str(data_dir), "--out", str(out)]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    kept = Path(line.split("it is kept in ")[1].split(":")[0])
+    assert "the run finished but could not be moved to --out" in line
+    assert sorted(p.name for p in kept.iterdir()) == ["metrics.json", "model.safetensors"]
+
+
+def test_a_finished_run_the_full_disk_keeps_elsewhere_releases_out(data_dir, tmp_path, monkeypatch, capsys):
+    """The disk beside --out fills during the save: the run is kept in the temporary folder, with
+    the umask's permissions, and --out is left as it was before, so the same command runs again."""
+    monkeypatch.setattr(adapterlib.train, "train_run", finished_run)
+    out = tmp_path / "run"
+    write_run = train_command.write_run
+
+    def disk_full_beside_out(model, folder, record):
+        if folder.parent == out.parent:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write_run(model, folder, record)
+
+    monkeypatch.setattr(train_command, "write_run", disk_full_beside_out)
+    argv = ["train", "--method", "head", "--data-dir", str(data_dir), "--out", str(out)]
+    before = os.umask(0o027)
+    try:
+        assert main(argv) == 1
+    finally:
+        os.umask(before)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "could not be written beside --out" in line and "No space left on device" in line
+    kept = Path(line.split("it is kept in ")[1].split(":")[0])
+    assert sorted(p.name for p in kept.iterdir()) == ["metrics.json", "model.safetensors"]
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o750
+    shutil.rmtree(kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no --out, no hidden folder
+
+    monkeypatch.setattr(train_command, "write_run", write_run)
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.safetensors"]
+
+
+def test_out_gets_the_permissions_of_the_users_umask(data_dir, tmp_path, monkeypatch):
+    claim_modes = []
+
+    def run_looking_at_the_claim(spec, *args, **kwargs):
+        claim_modes.append(stat.S_IMODE((tmp_path / "run" / train_command.CLAIM).stat().st_mode))
+        return finished_run(spec)
+
+    monkeypatch.setattr(adapterlib.train, "train_run", run_looking_at_the_claim)
+    before = os.umask(0o027)
+    try:
+        assert (
+            main(["train", "--method", "head", "--data-dir", str(data_dir), "--out", str(tmp_path / "run")])
+            == 0
+        )
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o750
+    assert claim_modes == [0o640]  # a file: readable and writable as the umask allows, not executable
 
 
 # ------------------------------------------------------------------ predict: the input
@@ -314,8 +461,7 @@ def checkpoints(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
         if method == "lora":
             model = get_peft_model(model, recipe.peft_config())
         else:
-            for parameter_name, parameter in model.named_parameters():
-                parameter.requires_grad = parameter_name.startswith(("classifier.", "bert.pooler."))
+            get_baseline(method).freeze(model)
         record = {
             "method": method,
             "recipe": asdict(recipe),
@@ -367,6 +513,38 @@ def test_tsv_with_byte_order_mark_and_named_labels(checkpoint, tmp_path, capsys)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and set(lines[:3]) <= {"positive", "negative"}
     assert lines[3].startswith("accuracy: ") and lines[3].endswith("/3)")
+
+
+@pytest.mark.parametrize(
+    "text, sentences, labelled",
+    [
+        ("good film\t1\n", 1, True),
+        ("good film\tpositive\nbad plot\t0\n", 2, True),
+        ("SENTENCE\tLabel\ngood film\t1\n", 1, True),
+        ("Index\tSentence\n1\tgood film\n", 1, False),
+        ("good film\nbad plot\n", 2, False),
+    ],
+    ids=["one-row-no-header", "no-header", "header-upper-case", "header-without-label", "plain-lines"],
+)
+def test_file_rows_are_read_by_the_stated_rule(text, sentences, labelled, checkpoint, tmp_path, capsys):
+    file = tmp_path / "in.tsv"
+    file.write_text(text)
+    assert main(["predict", "--checkpoint", str(checkpoint), "--file", str(file)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == sentences + labelled and set(lines[:sentences]) <= {"positive", "negative"}
+    assert lines[-1].endswith(f"/{sentences})") == labelled
+
+
+def test_a_headerless_file_with_tabs_holds_labelled_rows_only(checkpoint, tmp_path, capsys):
+    file = tmp_path / "in.tsv"
+    file.write_text("good film\t1\nbad plot\n")
+    assert f"--file {file}, line 2 has no tab, but other lines do" in refused(
+        ["predict", "--checkpoint", checkpoint, "--file", file], capsys
+    )
+    file.write_text("good film\tgreat\n")
+    assert f"--file {file}, line 1: label 'great' is not 0, 1, negative or positive" in refused(
+        ["predict", "--checkpoint", checkpoint, "--file", file], capsys
+    )
 
 
 @pytest.mark.parametrize(
@@ -656,6 +834,12 @@ def test_compare_out_that_is_a_file(data_dir, tmp_path, capsys):
         ("runs.jsonl", "{oops\n", "runs.jsonl, line 1 is not JSON"),
         ("runs.jsonl", '{"accuracy": 0.9}\n', "runs.jsonl, line 1 is not a run record"),
         ("results.json", "[1, 2]", "results.json holds a JSON list, not an object"),
+        ("results.json", '{"runs": "oops"}', 'results.json: its "runs" is not a list'),
+        (
+            "results.json",
+            '{"runs": [{"method": "lora"}]}',
+            'results.json: its "runs" entry 0 is not a run record',
+        ),
     ],
 )
 def test_damaged_results_folder(name, text, message, data_dir, tmp_path, capsys):

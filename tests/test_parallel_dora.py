@@ -7,12 +7,12 @@ from test_cli import write_tiny_model, write_tiny_sst2
 
 from adapterlib import AdapterConfig, LoraConfig, PeftModel, TaskType, count_parameters, get_peft_model
 from adapterlib.cli import main
-from adapterlib.counting import bert_parameter_count, expected_trainable_parameters, method_parameter_count
-from adapterlib.methods import get_method, method_of
+from adapterlib.counting import method_parameter_count
+from adapterlib.methods import get_method
 from adapterlib.methods.dora import DoraConfig, DoraUpdate, row_norms
 from adapterlib.methods.lora import LoraLinear
 from adapterlib.methods.parallel import ParallelAdapterConfig, ParallelAdapterSite
-from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier, tiny_config
+from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier
 
 peft = pytest.importorskip("peft", reason="peft is the reference implementation; install requirements.txt")
 
@@ -229,28 +229,6 @@ CONFIGS = [
 IDS = ["dora", "dora-all", "parallel", "parallel-gelu"]
 
 
-@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
-@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
-def test_starts_bit_exact_at_the_base_model(config, implementation, batch):
-    model = tiny_classifier(implementation)
-    expected = model(**batch).logits
-    assert torch.equal(get_peft_model(model, config)(**batch).logits, expected)
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
-def test_closed_form_counts_equal_the_built_model(config):
-    model_config = tiny_config(num_labels=3)
-    trainable, total, _ = count_parameters(get_peft_model(tiny_classifier(num_labels=3), config))
-    assert trainable == expected_trainable_parameters(model_config, config, num_labels=3)
-    assert (
-        total
-        == bert_parameter_count(model_config, num_labels=3)
-        + method_parameter_count(model_config, config)
-        + 32 * 3
-        + 3
-    )
-
-
 def test_closed_forms_on_bert_base():
     from transformers import BertConfig
 
@@ -261,21 +239,6 @@ def test_closed_forms_on_bert_base():
         == 12 * (2 * 768 * 16 + 768 + 16)
         == 304_320
     )
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
-def test_save_and_load_give_identical_logits(config, batch, tmp_path):
-    trained = perturbed(get_peft_model(tiny_classifier(), config))
-    trained.eval()
-    expected = trained(**batch).logits
-    trained.save_pretrained(tmp_path)
-    fresh = tiny_classifier()
-    torch.manual_seed(99)
-    fresh.classifier.reset_parameters()  # the adapter brings its own head
-    loaded = PeftModel.from_pretrained(fresh, tmp_path)
-    assert method_of(loaded.active_config) is get_method(config.method) and loaded.active_config == config
-    assert torch.equal(loaded(**batch).logits, expected)
-    assert not any(p.requires_grad for p in loaded.parameters())
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,8 @@ tiny random BERT, the whole command on a tiny setting, and the committed result 
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, replace
@@ -12,7 +14,7 @@ import pytest
 import torch
 from test_cli import write_tiny_model, write_tiny_sst2
 
-from adapterlib import LoraConfig, TaskType, get_peft_model
+from adapterlib import LoraConfig, TaskType, get_peft_model, rank_study
 from adapterlib.low_rank import energy_shares, similarity_grid, subspace_similarity, truncate
 from adapterlib.rank_study import (
     MATRICES,
@@ -184,7 +186,7 @@ def test_lora_runs_in_the_log_are_reused_unless_their_weights_are_needed(tmp_pat
         )
         return model, record(recipe, 0.75)
 
-    import adapterlib.cli.compare_command as compare_command
+    import adapterlib.runs as compare_command
 
     original = compare_command.record_key
     compare_command.record_key = lambda r: r["key"]
@@ -261,13 +263,15 @@ def test_the_help_names_defaults_paths_reuse_precision_and_a_smoke_run():
         "--lora-ranks",
         "--seeds",
         "--similarity-ranks",
+        "--overwrite",
     ):
         assert option in text
     assert text.count("(default: ") >= 8  # every option with a default shows it
     for needed in (
         "32 minutes",
         "resolved against the directory the command is started in",
-        "overwrites the committed",
+        "--overwrite",
+        "checked before the fine-tuning starts",
         "fingerprints",
         "fp32",
         "every LoRA run is trained",
@@ -404,8 +408,14 @@ def test_committed_results_name_their_recipes_precision_and_seeds():
     results = committed()
     study = results["study"]
     assert study["command"].startswith("python -m adapterlib.rank_study")
-    assert study["full_recipe"] == asdict(Recipe("full", epochs=1.0, train_size=None, batch_size=32))
-    assert study["lora_recipe"] == asdict(Recipe("lora"))  # the comparison grid's recipe
+
+    def recorded(recipe: Recipe) -> dict:  # the study ran before a base could be quantized: a float base
+        fields = asdict(recipe)
+        assert fields.pop("base_quantization") == "none"
+        return fields
+
+    assert study["full_recipe"] == recorded(Recipe("full", epochs=1.0, train_size=None, batch_size=32))
+    assert study["lora_recipe"] == recorded(Recipe("lora"))  # the comparison grid's recipe
     assert study["full_record"]["train_examples"] == 67_349
     assert all(
         run["precision"] == study["precision"] and run["seed"] == 0 for run in results["truncation"]["runs"]
@@ -429,3 +439,158 @@ def test_committed_truncations_are_bracketed_by_the_pretrained_and_fine_tuned_ma
     assert sorted(r for t, r in runs if t == "all" and r != "full") == [0, 1, 2, 4, 8, 16, 32, 64]
     for run in runs.values():
         assert run["accuracy"] == run["correct"].count("1") / len(run["correct"])
+
+
+# ---------------------------------------------------------------- arguments and --out, before any training
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("inputs")
+    return {"model": write_tiny_model(folder / "tiny-bert"), "data": write_tiny_sst2(folder / "sst2")}
+
+
+def study_arguments(inputs: dict[str, str], out: Path, *extra: str) -> list[str]:
+    return [
+        "--model", inputs["model"], "--data-dir", inputs["data"], "--out", str(out),
+        "--runs", str(out.parent / "none.jsonl"), "--train-size", "64", "--lora-train-size", "32",
+        "--ranks", "0", "1", "--lora-ranks", "1", "2", "--seeds", "0", "--similarity-ranks", "1", "2",
+        *extra,
+    ]  # fmt: skip
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()} if folder.exists() else {}
+
+
+def damaged_runs(tmp_path: Path) -> str:
+    (tmp_path / "runs.jsonl").write_text(
+        '{"method": "lora", "recipe": {"method_options": {}, "seed": 0}}\n{oops\n'
+    )
+    return str(tmp_path / "runs.jsonl")
+
+
+def data_in(tmp_path: Path) -> str:
+    return write_tiny_sst2(tmp_path / "d")
+
+
+def missing_dev(tmp_path: Path) -> str:
+    write_tiny_sst2(tmp_path / "no-dev")
+    (tmp_path / "no-dev" / "dev.tsv").unlink()
+    return str(tmp_path / "no-dev")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda tmp: ["--data-dir", "/nonexistent"], "/nonexistent does not exist"),
+        (lambda tmp: ["--data-dir", missing_dev(tmp)], "has no dev.tsv"),
+        (lambda tmp: ["--runs", damaged_runs(tmp)], "runs.jsonl, line 2 is not JSON"),
+        (lambda tmp: ["--model", str(tmp / "no-model")], "no-model"),
+        (lambda tmp: ["--ranks", "-1", "0", "1"], "argument --ranks: must be 0 or more, got -1"),
+        (lambda tmp: ["--lora-ranks", "0", "1"], "argument --lora-ranks: must be a positive whole number"),
+        (lambda tmp: ["--train-size", "-5"], "argument --train-size: must be 0 or more"),
+        (lambda tmp: ["--train-size", "65"], "--train-size 65 is more than the 64 rows"),
+        (lambda tmp: ["--ranks", "1", "1"], "--ranks 1 1 names a value twice"),
+        (lambda tmp: ["--similarity-ranks", "1", "4"], "both among --lora-ranks"),
+        (lambda tmp: ["--seeds", "1"], "--seeds must include 0"),
+        (lambda tmp: ["--out", str(tmp / "results")], "holds earlier results; .* --overwrite"),
+        (lambda tmp: ["--lora-ranks", "1", "2", "5000"], "--lora-ranks 5000: more than the model's hidden size 32"),
+        (lambda tmp: ["--ranks", "0", "100000"], "--ranks 100000: more than the model's hidden size 32"),
+        (lambda tmp: ["--runs", str(tmp)], "--runs .* is a folder; name the run log file"),
+        (lambda tmp: ["--out", str(tmp), "--overwrite"], "holds other files than the study's results \\(results\\)"),
+        (lambda tmp: ["--data-dir", data_in(tmp), "--out", str(tmp / "d" / "rank")], "lies in --data-dir"),
+        (lambda tmp: ["--data-dir", data_in(tmp), "--out", str(tmp / "d"), "--overwrite"], "holds other files"),
+    ],
+    ids=[
+        "no data", "no dev.tsv", "damaged runs", "no model", "negative rank", "LoRA rank 0", "negative size",
+        "size over the data", "repeated rank", "similarity rank", "no seed 0", "earlier results",
+        "LoRA rank over the width", "rank over the width", "runs is a folder", "out holds other files",
+        "out in the data", "out is the data",
+    ],
+)  # fmt: skip
+def test_every_mistake_stops_the_study_before_it_trains(
+    tiny_inputs, tmp_path, monkeypatch, capsys, change, message
+):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "spectra.json").write_text("{}\n")
+    monkeypatch.setattr(rank_study, "study", lambda *args: pytest.fail("the study started"))
+    with pytest.raises(SystemExit) as stopped:
+        rank_study.main(study_arguments(tiny_inputs, tmp_path / "out") + change(tmp_path))
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.search(message, error), error
+    assert not (tmp_path / "out").exists() and not (tmp_path / "d" / "rank").exists()
+    assert folder_bytes(results) == {"spectra.json": b"{}\n"}
+    if (tmp_path / "d").exists():
+        assert sorted(folder_bytes(tmp_path / "d")) == ["dev.tsv", "train.tsv"]
+
+
+def test_a_failing_study_leaves_earlier_results_whole(tiny_inputs, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "spectra.json").write_text("{}\n")
+
+    def fails_halfway(args, argv, out):
+        (out / "spectra.json").write_text("new\n")
+        raise ValueError("a step of the study failed")
+
+    monkeypatch.setattr(rank_study, "study", fails_halfway)
+    with pytest.raises(ValueError, match="failed"):
+        rank_study.main(study_arguments(tiny_inputs, results, "--overwrite"))
+    assert folder_bytes(results) == {"spectra.json": b"{}\n"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no partial folder left
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new folder", "--overwrite"])
+def test_a_finished_study_replaces_the_folder_whole(tiny_inputs, tmp_path, monkeypatch, existing):
+    out = tmp_path / "results"
+    if existing:
+        out.mkdir()
+        (out / "spectra.json").write_text("old\n")
+        (out / "lora.json").write_text("old\n")  # not written by this run: removed
+
+    def writes(args, argv, folder):
+        (folder / "spectra.json").write_text("new\n")
+
+    monkeypatch.setattr(rank_study, "study", writes)
+    previous = os.umask(0o022)
+    try:
+        rank_study.main(study_arguments(tiny_inputs, out, *(["--overwrite"] if existing else [])))
+    finally:
+        os.umask(previous)
+    assert folder_bytes(out) == {"spectra.json": b"new\n"}
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+
+
+def test_only_the_study_s_own_files_are_replaced(tmp_path):
+    out, written = tmp_path / "results", tmp_path / ".results.partial-1"
+    for folder in (out, written):
+        folder.mkdir()
+    (out / "spectra.json").write_text("old\n")
+    (out / "notes.txt").write_text("mine\n")  # added while the study ran
+    (written / "spectra.json").write_text("new\n")
+    rank_study.replace_folder(written, out)
+    assert folder_bytes(out) == {"spectra.json": b"new\n", "notes.txt": b"mine\n"}
+    assert not written.exists()
+
+
+def test_sigterm_and_killed_runs_leave_no_partial_folder(tiny_inputs, tmp_path, monkeypatch):
+    out = tmp_path / "results"
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    stale = tmp_path / f".results.partial-{int(finished.stdout)}"  # its process has ended
+    live = tmp_path / f".results.partial-{os.getppid()}"
+    stale.mkdir(), live.mkdir()
+
+    def terminated(args, argv, folder):
+        (folder / "spectra.json").write_text("new\n")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(rank_study, "study", terminated)
+    with pytest.raises(SystemExit) as stopped:
+        rank_study.main(study_arguments(tiny_inputs, out))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

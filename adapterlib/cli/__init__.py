@@ -1,8 +1,10 @@
-"""``python -m adapterlib`` / ``adapterlib``: train, predict and count from the command line.
+"""``python -m adapterlib`` / ``adapterlib``: train, predict, compare and count from the command
+line, and check that this machine is ready for the notebooks.
 
     adapterlib train --method lora --r 8 --out runs/lora
     adapterlib predict --checkpoint runs/lora "a gripping, funny film" "a dull mess"
     adapterlib count --method adapter --r 16
+    adapterlib check-setup
     torchrun --nproc_per_node 2 -m adapterlib -- train --method lora --r 8 --out runs/lora
 
 The last line trains one model in two processes (``--`` keeps torchrun from reading ``--r`` as
@@ -11,9 +13,11 @@ an abbreviation of one of its own options).
 A mistake in a command is reported in one line on stderr, ``adapterlib <command>: error: ...``,
 saying what is wrong and how to put it right, with exit code 2 and no file written. Everything
 is checked before anything slow happens: the numbers as they are parsed, then the method's
-options, the output folder, every row of the data, and the model, built on the ``meta`` device
-(shapes only, no weights) with the method applied to it. Only then are the training modules (the
-``Trainer``, ``datasets``) imported. Any other exception is a bug, and shows its traceback.
+options, the output folder, every row of the data, the model, built on the ``meta`` device
+(shapes only, no weights) with the method applied to it, the number of steps, and the memory and
+disk the run will need. Only then are the training modules (the ``Trainer``, ``datasets``)
+imported. Any other exception is a bug, and shows its traceback; a finished run that cannot be
+moved to ``--out`` is kept where it was written, named on stderr, with exit code 1.
 
 This module holds the parser and :func:`main`; the checks are in :mod:`.checks`, and each command
 in its own module: :mod:`.train_command` (``train``, ``count``), :mod:`.predict_command` and
@@ -26,18 +30,21 @@ import argparse
 import sys
 from typing import NoReturn
 
-from ..methods import methods
-from ..modeling import DEFAULT_POOLING, DEFAULT_PRECISION, POOLINGS, PRECISIONS, training_choices
+from ..methods import methods, training_choices
+from ..modeling import DEFAULT_POOLING, DEFAULT_PRECISION, POOLINGS, PRECISIONS
+from ..quantize import QUANTIZATIONS
+from ..runs import model_fingerprint, ran_in, run_key
+from ..setup_check import main as check_setup
 from .checks import UsageError, method_flags, non_negative_int, option_fields, positive_float, positive_int
-from .compare_command import GRID_SIZES, command_compare, ran_in, run_key
+from .compare_command import command_compare, grid_sizes
 from .predict_command import command_predict
-from .train_command import TRAINED_TENSORS, command_count, command_train, model_fingerprint, save_trained
+from .train_command import TRAINED_TENSORS, RunKept, command_count, command_train, save_trained
 
 __all__ = [  # what callers and tests import from adapterlib.cli
-    "GRID_SIZES",
     "TRAINED_TENSORS",
     "UsageError",
     "build_parser",
+    "grid_sizes",
     "main",
     "model_fingerprint",
     "ran_in",
@@ -112,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     precision_argument(train)
     train.add_argument(
+        "--base-quantization",
+        choices=QUANTIZATIONS,
+        default="none",
+        help="store the frozen base in 4-bit NF4 (QLoRA) or int8 (adapterlib.quantize); default: none",
+    )
+    train.add_argument(
         "--data-dir", help="GLUE-format SST-2 folder (default: $ADAPTERLIB_SST2_DIR, else the hub)"
     )
     train.add_argument("--out", required=True, help="new directory for the checkpoint and metrics.json")
@@ -122,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("text", nargs="*", help="sentences to classify (or --file)")
     predict.add_argument(
         "--file",
-        help="UTF-8 text, one sentence a line, or a TSV with a sentence column and "
-        "optionally a label column (0/1 or negative/positive)",
+        help="UTF-8 text: a TSV whose header (any case) names a sentence column and perhaps a label "
+        "column; else sentence<TAB>label lines if any line has a tab; else one sentence a line "
+        "(labels: 0/1 or negative/positive)",
     )
     predict.set_defaults(run=command_predict)
 
@@ -137,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods and --seeds are named (a run shown before stays until it is retrained); a folder "
         "holding results of other settings is refused.",
     )
-    compare.add_argument("--methods", nargs="+", default=list(GRID_SIZES))
+    compare.add_argument("--methods", nargs="+", default=list(grid_sizes()))
     compare.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2])
     compare.add_argument(
         "--train-size", type=non_negative_int, default=2_000, help="training examples; 0 = the whole split"
@@ -154,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
     count = commands.add_parser("count", help="trainable / total parameters without training")
     method_arguments(count)
     count.set_defaults(run=command_count)
+
+    setup = commands.add_parser(
+        "check-setup",
+        help="check that this machine is ready for the notebooks (about 30 s)",
+        description="Check Python, torch, the libraries, the SST-2 data, Jupyter and the packaged model, "
+        "one line each; exit code 1 if a required check failed.",
+    )
+    setup.set_defaults(run=lambda args: check_setup([]))
     return parser
 
 
@@ -177,10 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     args.command_line = " ".join(["adapterlib", *argv])
     try:
-        args.run(args)
+        code = args.run(args)  # None, or the exit code of a command that sets its own (check-setup)
     except UsageError as error:
         return report_error(prog, str(error))
+    except RunKept as kept:  # not a mistake in the command: the run is safe elsewhere
+        print(f"{prog}: {kept}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; {INTERRUPTED.get(args.command, 'nothing was changed')}", file=sys.stderr)
         return 130
-    return 0
+    return code or 0

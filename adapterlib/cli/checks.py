@@ -28,6 +28,7 @@ from ..modeling import (
     needs_hub,
     peft_config_for,
     resolve_model_name,
+    weight_files,
 )
 from ..peft_model import get_peft_model
 
@@ -148,8 +149,9 @@ def check_sources(
     raise UsageError(f"{source} {model_name} is not a local folder and the Hugging Face hub {hub}; {advice}.")
 
 
-def check_data(data_dir: str | None, train_size: int) -> None:
-    """Every row of the data folder (the hub's splits are known), and ``--train-size`` against it."""
+def check_data(data_dir: str | None, train_size: int) -> dict[str, int]:
+    """Every row of the data folder (the hub's splits are known), and ``--train-size`` against it;
+    returns the rows per split."""
     try:
         rows = data_rows(data_dir)
     except (OSError, ValueError) as error:
@@ -159,6 +161,7 @@ def check_data(data_dir: str | None, train_size: int) -> None:
             f"--train-size {train_size:,} is more than the {rows['train']:,} rows of the training split; "
             f"pass at most {rows['train']}, or 0 for all of them."
         )
+    return rows
 
 
 def check_out_location(out: Path, written: Path) -> None:
@@ -178,17 +181,6 @@ def check_out_location(out: Path, written: Path) -> None:
             f"--out {out}: cannot create anything in {existing} ({error.strerror}); "
             f"choose a folder you can write to."
         ) from None
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The weight files of a saved model (single or sharded safetensors or PyTorch files, and their index)."""
-    patterns = (
-        "model*.safetensors",
-        "model.safetensors.index.json",
-        "pytorch_model*.bin",
-        "pytorch_model.bin.index.json",
-    )
-    return sorted({path for pattern in patterns for path in folder.glob(pattern)})
 
 
 def model_config(name: str, source: str = "--model", advice: str = PACKAGED_ADVICE) -> PretrainedConfig:
@@ -264,7 +256,10 @@ def check_method(name: str, config: PretrainedConfig, method: str, options: dict
     try:
         find_layers(model)
         if peft_config is not None:
-            get_peft_model(model, peft_config)
+            import torch
+
+            with torch.device("meta"):  # whatever the sizes, nothing real is allocated
+                get_peft_model(model, peft_config)
     except (TypeError, ValueError) as error:
         raise UsageError(f"--method {method} on --model {name}: {error}") from None
     return model

@@ -1,8 +1,9 @@
 """The ``compare`` command: the grid of methods and sizes, and the log of finished runs it resumes from.
 
-Every finished run is a line of ``runs.jsonl``. :func:`run_key` says when two runs are the same
-run, so that a rerun reuses it; :func:`shown_runs` refuses an ``--out`` folder whose results a
-comparison would drop.
+Every finished run is a line of ``runs.jsonl``. :func:`adapterlib.runs.run_key` says when two
+runs are the same run, so that a rerun reuses it; :func:`shown_runs` refuses an ``--out`` folder
+whose results a comparison would drop. The grid's methods and sizes come from the registry
+(:func:`grid_sizes`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from ..methods import methods
+from ..methods import entries
 from ..modeling import is_main_process, needs_hub, resolve_model_name, resolve_precision
+from ..runs import FINGERPRINTS, fingerprints, is_run_record, ran_in, read_runs, record_key, run_key
 from .checks import (
     UsageError,
     check_data,
@@ -25,9 +27,7 @@ from .checks import (
     model_config,
     read_json,
 )
-from .train_command import fingerprints
 
-FINGERPRINTS = ("data_fingerprint", "model_fingerprint")
 SETTING_NAMES = {
     "train_size": "--train-size",
     "epochs": "--epochs",
@@ -36,38 +36,13 @@ SETTING_NAMES = {
     "model_fingerprint": "model fingerprint",
 }
 
-GRID_SIZES = {"head": [{}], "full": [{}]} | {
-    method.name: [{method.size.field: size} for size in method.size.grid] if method.size else [{}]
-    for method in methods()
-}
 
-
-def ran_in(record: dict) -> str:
-    """The precision a result record ran in. Records from before the ``precision`` field name it
-    ``mixed_precision``, with ``none`` for float32."""
-    if "precision" in record:
-        return record["precision"]
-    mixed = record.get("mixed_precision", "none")
-    return "fp32" if mixed == "none" else mixed
-
-
-def run_key(recipe: dict, peft_config: dict | None, precision: str, prints: dict) -> str:
-    """What makes two runs the same run: the recipe, the precision it ran in (``auto`` means bf16
-    on one machine and fp32 on another), the full PEFT config, defaults included (so a changed
-    default retrains instead of reusing an old result), and the fingerprints of the data and the
-    model (``prints``; so a run on other data or another model is never taken for this one)."""
-    return json.dumps(
-        {
-            "recipe": recipe | {"precision": precision},
-            "peft_config": peft_config,
-            **{name: prints.get(name) for name in FINGERPRINTS},
-        },
-        sort_keys=True,
-    )
-
-
-def record_key(record: dict) -> str:
-    return run_key(record["recipe"], record.get("peft_config"), ran_in(record), record)
+def grid_sizes() -> dict[str, list[dict]]:
+    """``{method or baseline: [method options of each size the grid trains]}``, from the registry now."""
+    return {
+        entry.name: [{entry.size.field: size} for size in entry.size.grid] if entry.size else [{}]
+        for entry in entries()
+    }
 
 
 def slot(record: dict) -> str:
@@ -81,33 +56,6 @@ def without_fingerprints(record: dict) -> str:
     """A record as text, fingerprints left out: results.json files written before records
     carried fingerprints list their runs without them."""
     return json.dumps({k: v for k, v in record.items() if k not in FINGERPRINTS}, sort_keys=True)
-
-
-def read_runs(log: Path) -> list[dict]:
-    """The records in ``runs.jsonl``, one JSON object a line."""
-    if not log.exists():
-        return []
-    runs = []
-    for number, line in enumerate(log.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UsageError(
-                f"{log}, line {number} is not JSON ({error}); repair or remove that line."
-            ) from None
-        recipe = record.get("recipe") if isinstance(record, dict) else None
-        if (
-            not isinstance(recipe, dict)
-            or "method" not in record
-            or not {"method_options", "seed"} <= recipe.keys()
-        ):
-            raise UsageError(
-                f"{log}, line {number} is not a run record (method, recipe, ...); repair or remove that line."
-            )
-        runs.append(record)
-    return runs
 
 
 def other_settings(record: dict, settings: dict) -> list[str]:
@@ -134,6 +82,18 @@ def shown_runs(out: Path, done: list[dict], settings: dict) -> list[dict]:
     if not results_file.exists():
         return []
     shown = read_json(results_file, "move it away, or choose a new --out.").get("runs", [])
+    damaged = (
+        "is not a list"
+        if not isinstance(shown, list)
+        else next(
+            (f"entry {i} is not a run record" for i, r in enumerate(shown) if not is_run_record(r)), None
+        )
+    )
+    if damaged:
+        raise UsageError(
+            f'{results_file}: its "runs" {damaged} (method, recipe, ...); repair the file from '
+            f"{out / 'runs.jsonl'}, move it away, or choose a new --out."
+        )
     logged = {without_fingerprints(r): r for r in done}
     unlogged = [r for r in shown if without_fingerprints(r) not in logged]
     if unlogged:
@@ -166,9 +126,10 @@ def command_compare(args: argparse.Namespace) -> None:
     lacks) is refused before anything trains. When nothing new was trained and ``results.json``
     already shows exactly these runs, nothing is written.
     """
-    unknown = sorted(set(args.methods) - set(GRID_SIZES))
+    sizes = grid_sizes()
+    unknown = sorted(set(args.methods) - set(sizes))
     if unknown:
-        raise UsageError(f"unknown methods {', '.join(unknown)}; choose from {', '.join(GRID_SIZES)}.")
+        raise UsageError(f"unknown methods {', '.join(unknown)}; choose from {', '.join(sizes)}.")
     precision = resolve_precision(args.precision)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -191,7 +152,10 @@ def command_compare(args: argparse.Namespace) -> None:
         model_config(model_name)  # a folder is fingerprinted by its files: check they are there
     prints = fingerprints(model_name, args.data_dir)
     log, results_file = out / "runs.jsonl", out / "results.json"
-    done = read_runs(log)
+    try:
+        done = read_runs(log)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     settings = {
         "train_size": args.train_size or None,
         "epochs": args.epochs,
@@ -230,7 +194,7 @@ def command_compare(args: argparse.Namespace) -> None:
             precision=args.precision,
         )
         for method in args.methods
-        for options in GRID_SIZES[method]
+        for options in sizes[method]
     ]
     if any(key(dataclasses.replace(r, seed=seed)) not in finished for r in recipes for seed in args.seeds):
         check_sources(args.model, args.data_dir)

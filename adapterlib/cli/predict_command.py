@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from ..checkpoint import CONFIG_FILE, WEIGHTS_FILE, load_adapter
 from ..data import LABEL_NAMES, read_lines
+from ..methods import get_baseline
 from ..modeling import POOLINGS, load_classifier, load_tokenizer
 from .checks import (
     UsageError,
@@ -50,13 +51,10 @@ def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def trained_by(method: str, skeleton: nn.Module) -> dict[str, tuple[int, ...]]:
-    """The parameters a full or head run trains, with their shapes, as ``train.prepare_model``
-    sets them: all of them, or the classifier and (with ``cls`` pooling) BERT's pooler."""
-    return {
-        name: tuple(p.shape)
-        for name, p in skeleton.named_parameters()
-        if method == "full" or name.startswith(("classifier.", "bert.pooler."))
-    }
+    """The parameters a baseline run trains, with their shapes, as the registry's baseline says
+    (``full``: all of them; ``head``: the classifier and, with ``cls`` pooling, BERT's pooler)."""
+    baseline = get_baseline(method)
+    return {name: tuple(p.shape) for name, p in skeleton.named_parameters() if baseline.trains(name)}
 
 
 def check_trained_tensors(path: Path, method: str, pooling: str, skeleton: nn.Module) -> None:
@@ -89,7 +87,8 @@ def check_checkpoint_files(directory: Path, record: dict) -> None:
     """The folder holds the files its method writes and no others, and they agree with metrics.json."""
     method = record["method"]
     present = [name for name in (CONFIG_FILE, WEIGHTS_FILE, TRAINED_TENSORS) if (directory / name).exists()]
-    belongs = (TRAINED_TENSORS,) if method in ("full", "head") else (CONFIG_FILE, WEIGHTS_FILE)
+    baseline = get_baseline(method) is not None
+    belongs = (TRAINED_TENSORS,) if baseline else (CONFIG_FILE, WEIGHTS_FILE)
     stray = [name for name in present if name not in belongs]
     if stray:
         raise UsageError(
@@ -101,7 +100,7 @@ def check_checkpoint_files(directory: Path, record: dict) -> None:
         raise UsageError(
             f"{directory} has no {absent[0]}, which a --method {method} checkpoint holds; {DAMAGED}"
         )
-    if method not in ("full", "head"):
+    if not baseline:
         adapter = read_json(directory / CONFIG_FILE, DAMAGED).get("peft_config")
         described = adapter.get("method") if isinstance(adapter, dict) else None
         if described != method:
@@ -149,7 +148,7 @@ def read_checkpoint(directory: Path) -> dict:
         record["model"], None, uses_data=False, source=base, advice=advice
     )  # no hub: one line, at once
     config = model_config(record["model"], base, advice)
-    if record["method"] in ("full", "head"):
+    if get_baseline(record["method"]) is not None:
         skeleton = classifier_skeleton(config, recipe["pooling"])
         check_trained_tensors(directory / TRAINED_TENSORS, record["method"], recipe["pooling"], skeleton)
     check_tokenizer(record["model"], base)
@@ -160,7 +159,7 @@ def load_checkpoint(directory: Path) -> tuple[nn.Module, PreTrainedTokenizerBase
     """Rebuild the trained model from a ``train`` output directory (checked by :func:`read_checkpoint`)."""
     record = read_checkpoint(directory)
     base = load_classifier(record["model"], pooling=record["recipe"]["pooling"])
-    if record["method"] in ("full", "head"):
+    if get_baseline(record["method"]) is not None:
         base.load_state_dict(load_file(directory / TRAINED_TENSORS), strict=False)
         model = base
     else:
@@ -178,14 +177,69 @@ def label_value(text: str, path: Path, line: int) -> int:
     """0 or 1 from a label column: ``0``/``1`` or the label's name, in any case."""
     value = LABEL_VALUES.get(text.strip().lower())
     if value is None:
-        raise UsageError(f"--file {path}, line {line}: label {text!r} is not 0, 1, negative or positive.")
+        raise UsageError(
+            f"--file {path}, line {line}: label {text!r} is not 0, 1, negative or positive (a line with a "
+            f"tab is sentence<TAB>label; a header must name a sentence column)."
+        )
     return value
 
 
+SENTENCE_COLUMNS = ("sentence", "content")
+
+
+def header_columns(line: str) -> list[str] | None:
+    """The column names of a header line (lower case), or None if ``line`` is no header: a header
+    names a ``sentence`` (or ``content``) column, in any case."""
+    names = [field.strip().lower() for field in line.split("\t")]
+    return names if any(c in names for c in SENTENCE_COLUMNS) else None
+
+
+def read_rows(path: Path, lines: list[str]) -> tuple[list[str], list[int] | None]:
+    """Sentences and labels from the lines of ``--file``, by this rule:
+
+    1. a first line that names a ``sentence`` (or ``content``) column, in any case, is a header:
+       every row then has the header's number of tab-separated fields, the sentence is in that
+       column and the label in a ``label`` column if there is one;
+    2. else, if any line holds a tab, every line is ``sentence<TAB>label`` (no header), the label
+       0, 1, negative or positive;
+    3. else every line is one sentence.
+
+    Blank lines are skipped.
+    """
+    header = header_columns(lines[0]) if lines else None
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    if header is not None:
+        column = next(c for c in SENTENCE_COLUMNS if c in header)
+        texts, labels = [], [] if "label" in header else None
+        for number, line in numbered[1:]:
+            fields = line.split("\t")
+            if len(fields) != len(header):
+                raise UsageError(
+                    f"--file {path}, line {number}: found {len(fields)} tab-separated fields where the "
+                    f"header names {len(header)}."
+                )
+            texts.append(fields[header.index(column)])
+            if labels is not None:
+                labels.append(label_value(fields[header.index("label")], path, number))
+        return texts, labels
+    if not any("\t" in line for _, line in numbered):
+        return [line for _, line in numbered], None
+    texts, labels = [], []
+    for number, line in numbered:
+        text, tab, label = line.rpartition("\t")
+        if not tab:
+            raise UsageError(
+                f"--file {path}, line {number} has no tab, but other lines do: a file with tabs holds "
+                f"sentence<TAB>label rows (under a header naming a sentence column, or none)."
+            )
+        texts.append(text)
+        labels.append(label_value(label, path, number))
+    return texts, labels
+
+
 def read_inputs(args: argparse.Namespace) -> tuple[list[str], list[int] | None]:
-    """Sentences from the command line or a file: one a line, or a TSV whose header names a
-    ``sentence`` (or ``content``) column and perhaps a ``label`` column. UTF-8, a byte-order mark
-    allowed; blank lines are skipped."""
+    """Sentences from the command line or a file (UTF-8, a byte-order mark allowed), read by the
+    rule of :func:`read_rows`."""
     if args.file and args.text:
         raise UsageError("give sentences on the command line or in --file F, not both.")
     if not args.file:
@@ -201,24 +255,7 @@ def read_inputs(args: argparse.Namespace) -> tuple[list[str], list[int] | None]:
         raise UsageError(f"--file {path} cannot be read ({error.strerror}).") from None
     except ValueError as error:  # not UTF-8: the message names the file and line
         raise UsageError(f"--file {error}") from None
-    header = lines[0].split("\t") if lines else []
-    column = next((c for c in ("sentence", "content") if c in header), None)
-    if column is None:
-        texts, labels = [line for line in lines if line.strip()], None
-    else:
-        texts, labels = [], [] if "label" in header else None
-        for number, line in enumerate(lines[1:], start=2):
-            if not line.strip():
-                continue
-            fields = line.split("\t")
-            if len(fields) != len(header):
-                raise UsageError(
-                    f"--file {path}, line {number}: found {len(fields)} tab-separated fields where the "
-                    f"header names {len(header)}."
-                )
-            texts.append(fields[header.index(column)])
-            if labels is not None:
-                labels.append(label_value(fields[header.index("label")], path, number))
+    texts, labels = read_rows(path, lines)
     if not texts:
         raise UsageError(
             f"--file {path} holds no sentences; write one sentence a line (or TSV rows under the header)."

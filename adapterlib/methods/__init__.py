@@ -10,14 +10,23 @@ config, and nothing else in the package needs to know which methods exist:
 * the names of its saved tensors: the parameter names of the modules it inserts, relative to
   the Transformer layer and the site (see :mod:`adapterlib.checkpoint`).
 
+Beside the methods stand the two *baselines*, which insert nothing (:class:`Baseline`): ``full``
+fine-tuning trains every weight, ``head`` trains the classification head alone. Together they are
+what ``--method`` accepts (:func:`training_choices`), found by name with :func:`get_entry`.
+
 Adding a method is adding a file here: every module in this folder is imported below, and the
-command line, training, counting, the comparison grid and the explorer ask :func:`methods`.
+command line, training, counting, the comparison grid and the explorer ask the registry at the
+moment they need it (never a copy made at import), so a method registered later, from a test or a
+notebook, is known everywhere. Each method lists ``examples``: configs that the registry's contract
+test (``tests/test_registry_contract.py``) applies to a tiny BERT, so a new method is tested by
+being registered.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -48,7 +57,14 @@ class Method:
     command_line_options: tuple[str, ...] = ()  # config fields the CLI may set, besides the size
     explorer_choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # config field: choices
     marker: str = "o"  # in the comparison chart
+    examples: tuple[dict[str, Any], ...] = ({},)  # config fields of the configs the contract test tries
+    seed_learning_rate: float | None = None  # the rate of the recipe the comparison started from, if any
     mergeable: ClassVar[bool] = False  # can the update be folded into the base weights?
+    starts_at_base: ClassVar[bool] = True  # does the adapted model compute the base model's outputs at first?
+
+    def example_configs(self) -> list[PeftConfig]:
+        """Fresh config objects for :attr:`examples` (small enough for a 32-wide, 2-layer BERT)."""
+        return [self.config_class(**fields) for fields in self.examples]
 
     def check(self, model: nn.Module, layers: list[nn.Module], config: PeftConfig) -> None:
         """Raise a clear error if ``config`` cannot be applied to ``model``; change nothing."""
@@ -64,15 +80,103 @@ class Method:
         """Parameters inserted into a model of this shape (BERT config field names), head excluded."""
         raise NotImplementedError
 
+    def added_keys(self, config: PeftConfig) -> int:
+        """Keys (and values) the method adds to every attention layer: 0, or a prefix's length.
+        The memory estimate of a run (:func:`adapterlib.counting.peak_memory`) needs it."""
+        return 0
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Training without a PEFT method: some of the classifier's own parameters train, the rest stay
+    frozen; nothing is inserted."""
+
+    name: str  # as on the command line: "full", "head"
+    label: str  # as in tables and charts
+    learning_rate: float  # default, chosen on the SST-2 tuning slice like the methods'
+    trained_prefixes: tuple[str, ...] | None  # names of the parameters that train begin so; None: all
+    marker: str = "o"
+    seed_learning_rate: float | None = None
+    size: ClassVar[None] = None  # nothing to size
+
+    def trains(self, parameter_name: str) -> bool:
+        """Whether the classifier's parameter ``parameter_name`` trains in this baseline."""
+        return self.trained_prefixes is None or parameter_name.startswith(self.trained_prefixes)
+
+    def freeze(self, model: nn.Module) -> nn.Module:
+        """``model`` with exactly the parameters this baseline trains left trainable."""
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad = self.trains(name)
+        return model
+
 
 REGISTRY: dict[str, Method] = {}
+BASELINES: dict[str, Baseline] = {}
 
 
 def register(method: Method) -> Method:
-    if method.name in REGISTRY:
+    if method.name in REGISTRY or method.name in BASELINES:
         raise ValueError(f"a method named {method.name!r} is registered already.")
     REGISTRY[method.name] = method
     return method
+
+
+def register_baseline(baseline: Baseline) -> Baseline:
+    if baseline.name in REGISTRY or baseline.name in BASELINES:
+        raise ValueError(f"a method named {baseline.name!r} is registered already.")
+    BASELINES[baseline.name] = baseline
+    return baseline
+
+
+def unregister(name: str) -> None:
+    """Remove the method ``name`` (for a method registered for a while, as tests do)."""
+    del REGISTRY[name]
+
+
+def baselines() -> list[Baseline]:
+    """The baselines, head alone first."""
+    return list(BASELINES.values())
+
+
+def entries() -> list[Method | Baseline]:
+    """Every baseline, then every method: what results, tables and charts list, in this order."""
+    return baselines() + methods()
+
+
+def training_choices() -> tuple[str, ...]:
+    """What ``--method`` accepts: every registered method, then the baselines."""
+    return method_names() + tuple(BASELINES)
+
+
+def get_entry(name: str) -> Method | Baseline:
+    """The method or baseline called ``name``, or a ValueError listing the choices."""
+    if name in BASELINES:
+        return BASELINES[name]
+    if name not in REGISTRY:
+        raise ValueError(f"method {name!r} is not known; use one of: {', '.join(training_choices())}.")
+    return REGISTRY[name]
+
+
+def get_baseline(name: str) -> Baseline | None:
+    """The baseline called ``name``; None for a PEFT method (or an unknown name)."""
+    return BASELINES.get(name)
+
+
+class ByName(Mapping):
+    """A read-only ``{name: entry.attribute}`` view of the registry, methods and baselines, read at
+    every lookup: a method registered after this view was made is in it."""
+
+    def __init__(self, attribute: str) -> None:
+        self.attribute = attribute
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr({entry.name: entry for entry in entries()}[name], self.attribute)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([entry.name for entry in entries()])
+
+    def __len__(self) -> int:
+        return len(entries())
 
 
 def methods() -> list[Method]:
@@ -111,6 +215,27 @@ def config_from_dict(values: dict[str, Any]) -> PeftConfig:
     method = get_method(values.pop("method", None))
     return method.config_class.from_dict(values)
 
+
+register_baseline(
+    Baseline(
+        name="head",
+        label="head only",
+        learning_rate=3e-3,
+        trained_prefixes=("classifier.", "bert.pooler."),  # the pooler exists with [CLS] pooling only
+        marker="s",
+        seed_learning_rate=1e-3,
+    )
+)
+register_baseline(
+    Baseline(
+        name="full",
+        label="full fine-tuning",
+        learning_rate=5e-5,
+        trained_prefixes=None,
+        marker="*",
+        seed_learning_rate=5e-5,
+    )
+)
 
 # Every module in this folder is a method file; importing it registers its method.
 for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

@@ -109,16 +109,17 @@ class BottleneckAdapter(nn.Module):
         if bias:
             nn.init.zeros_(self.up.bias)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.scaling * self.up(self.act(self.down(self.dropout(h))))
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # h: (B, T, d)
+        bottleneck = self.act(self.down(self.dropout(h)))  # (B, T, r)
+        return h + self.scaling * self.up(bottleneck)  # (B, T, d)
 
 
 class BottleneckSite(AdapterSite):
     """Runs the base sub-layer projection, then the active bottleneck adapter on its output."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.base_layer(x)
-        return h if self.active is None else self.active(h)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, d_in)
+        h = self.base_layer(x)  # (B, T, d)
+        return h if self.active is None else self.active(h)  # (B, T, d)
 
 
 def adapter_parents(layer: nn.Module, config: AdapterConfig) -> list[nn.Module]:
@@ -172,5 +173,11 @@ register(
         command_line_options=("placement",),
         explorer_choices={"placement": PLACEMENTS},
         marker="o",
+        examples=(
+            {},
+            {"placement": "houlsby", "r": 4},
+            {"placement": "houlsby", "position": "before_layer_norm", "activation": "gelu"},
+        ),
+        seed_learning_rate=5e-4,
     )
 )

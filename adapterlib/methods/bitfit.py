@@ -101,8 +101,8 @@ class BiasChange(nn.Module):
         super().__init__()
         self.delta = nn.Parameter(torch.zeros(features))
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return y + self.delta.to(y.dtype)
+    def forward(self, y: torch.Tensor) -> torch.Tensor:  # y: (B, T, features)
+        return y + self.delta.to(y.dtype)  # delta: (features,), broadcast over B and T
 
 
 class BitFitSite(MergeableSite):

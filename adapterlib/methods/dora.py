@@ -18,6 +18,10 @@ passes no gradient back), which saves memory at what the authors report to be a 
 cost in accuracy. Gradients reach :math:`m` through :math:`m / n`, and :math:`A, B` through the
 direction.
 
+A row of zeros in :math:`W` (a pruned output feature) has norm 0; :math:`n` is floored at
+:math:`\epsilon = 10^{-6}` so that the quotient is :math:`0 / \epsilon = 0` there instead of NaN.
+(peft 0.22 divides by the bare norm; its issue #2049 reports the NaN this floor prevents.)
+
 Written as a change to the frozen layer's output, which is how it is computed here (as in peft):
 
 .. math::  y = W x + b + \Delta h, \qquad
@@ -45,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..inject import bert_layer_linears
+from ..inject import targeted_linears
 from . import Size, get_method, register
 from .lora import Lora, LoraConfig, LoraUpdate
 
@@ -56,6 +60,9 @@ class DoraConfig(LoraConfig):
     ``dropout``, ``target_modules``, the same defaults) plus a trained magnitude per output feature."""
 
     method = "dora"
+
+
+NORM_FLOOR = 1e-6  # the smallest row norm DoRA divides by
 
 
 def row_norms(weight: torch.Tensor) -> torch.Tensor:
@@ -77,14 +84,18 @@ class DoraUpdate(LoraUpdate):
 
     @torch.no_grad()
     def direction_norms(self) -> torch.Tensor:
-        """``n = ||W + s B A||`` per row, without gradient (Liu et al., section 4.3)."""
-        return row_norms(self.linear.weight + super().delta_weight())
+        """``n = max(||W + s B A||, 1e-6)`` per row, without gradient (Liu et al., section 4.3).
+
+        The floor keeps a row of zeros (a pruned or dead output feature) from dividing by zero:
+        its magnitude starts at 0, so ``m / n`` is 0 there rather than NaN. Rows of a trained
+        model have norms near 1, far above the floor, where it changes nothing."""
+        return row_norms(self.linear.weight + super().delta_weight()).clamp_min(NORM_FLOOR)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(x)
-        scale = self.magnitude / self.direction_norms()
-        frozen = F.linear(x, self.linear.weight)  # W x~, without the bias
-        low_rank = (x @ self.A.T @ self.B.T) * self.scaling
+        x = self.dropout(x)  # (B, T, k)
+        scale = self.magnitude / self.direction_norms()  # (d,): m / ||W + s B A||, row by row
+        frozen = F.linear(x, self.linear.weight)  # W x~, without the bias: (B, T, d)
+        low_rank = (x @ self.A.T @ self.B.T) * self.scaling  # (B, T, r) then (B, T, d)
         return ((scale - 1) * frozen + scale * low_rank).to(frozen.dtype)
 
     def delta_weight(self) -> torch.Tensor:
@@ -102,9 +113,8 @@ class Dora(Lora):
 
     def parameter_count(self, model_config: Any, config: DoraConfig) -> int:
         """LoRA's ``r (d + k)`` per targeted ``d x k`` Linear, plus its ``d`` magnitudes."""
-        shapes = bert_layer_linears(model_config)
-        targeted = [n for n in shapes if any(n == t or n.endswith("." + t) for t in config.target_modules)]
-        magnitudes = model_config.num_hidden_layers * sum(shapes[n][1] for n in targeted)
+        targeted = targeted_linears(model_config, config.target_modules)  # {name: (in, out)}
+        magnitudes = model_config.num_hidden_layers * sum(m for _, m in targeted.values())
         return super().parameter_count(model_config, config) + magnitudes
 
 
@@ -118,5 +128,6 @@ register(
         command_line_options=("target_modules",),
         explorer_choices=get_method("lora").explorer_choices,
         marker="v",
+        examples=({}, {"r": 2, "dropout": 0.2, "target_modules": ("query", "key", "value", "dense")}),
     )
 )

@@ -74,10 +74,10 @@ class IA3Linear(MergeableSite):
         rescaling = self.active
         if rescaling is None or self.merged_adapter is not None:
             return self.base_layer(x)
-        if rescaling.scales_input:
-            return self.base_layer(x * rescaling.l.to(x.dtype))
-        y = self.base_layer(x)
-        return y * rescaling.l.to(y.dtype)
+        if rescaling.scales_input:  # x: (B, T, i), l: (i,)
+            return self.base_layer(x * rescaling.l.to(x.dtype))  # (B, T, d)
+        y = self.base_layer(x)  # (B, T, d)
+        return y * rescaling.l.to(y.dtype)  # l: (d,), broadcast over B and T
 
     def folded_tensors(self) -> list[torch.Tensor]:
         linear = base_linear(self)

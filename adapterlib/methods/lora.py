@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..config import PeftConfig, check_dropout, check_positive_int, check_positive_number
-from ..inject import base_linear, bert_layer_linears, linear_targets, match_targets, place_like, wrap
+from ..inject import base_linear, linear_targets, match_targets, place_like, targeted_linears, wrap
 from ..sites import MergeableSite
 from . import Method, Size, register
 
@@ -89,7 +89,8 @@ class LoraUpdate(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The update's contribution to the output, ``(alpha / r) * B A dropout(x)``."""
-        return (self.dropout(x) @ self.A.T @ self.B.T) * self.scaling
+        down = self.dropout(x) @ self.A.T  # (B, T, k) @ (k, r) -> (B, T, r)
+        return (down @ self.B.T) * self.scaling  # (B, T, r) @ (r, d) -> (B, T, d)
 
     def delta_weight(self) -> torch.Tensor:
         """``Delta W = (alpha / r) * B A``, shaped like the wrapped Linear's weight."""
@@ -151,9 +152,8 @@ class Lora(Method):
         return LoraUpdate(linear.in_features, linear.out_features, config.r, config.alpha, config.dropout)
 
     def parameter_count(self, model_config: Any, config: LoraConfig) -> int:
-        shapes = bert_layer_linears(model_config)
-        targeted = [n for n in shapes if any(n == t or n.endswith("." + t) for t in config.target_modules)]
-        return model_config.num_hidden_layers * sum(config.r * sum(shapes[n]) for n in targeted)
+        targeted = targeted_linears(model_config, config.target_modules)  # {name: (in, out)}
+        return model_config.num_hidden_layers * sum(config.r * (k + m) for k, m in targeted.values())
 
 
 register(
@@ -175,5 +175,7 @@ register(
             )
         },
         marker="^",
+        examples=({}, {"r": 4, "target_modules": ("query", "key", "value", "dense")}),
+        seed_learning_rate=5e-4,
     )
 )

@@ -93,8 +93,9 @@ class ParallelAdapter(nn.Module):
     def extra_repr(self) -> str:
         return f"scaling={self.scaling:g}"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scaling * self.up(self.act(self.down(self.dropout(x))))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, d), the FFN's input
+        bottleneck = self.act(self.down(self.dropout(x)))  # (B, T, r)
+        return self.scaling * self.up(bottleneck)  # Delta h: (B, T, d)
 
 
 class ParallelAdapterSite(AdapterSite):
@@ -108,6 +109,7 @@ class ParallelAdapterSite(AdapterSite):
     """
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        # hidden_states: (B, T, i), the FFN's activation; input_tensor: (B, T, d), the FFN's input
         if self.active is not None:
             input_tensor = input_tensor + self.active(input_tensor)
         return self.base_layer(hidden_states, input_tensor)
@@ -158,5 +160,6 @@ register(
         command_line_options=("scaling",),
         learning_rate=1e-3,
         marker="h",
+        examples=({}, {"r": 3, "scaling": 1.0, "dropout": 0.1, "activation": "gelu"}),
     )
 )

@@ -131,20 +131,20 @@ def prefix_attention(
     ``attention_mask``: boolean or additive, ``[batch, 1, 1 or q_len, k_len]``, or None.
     """
     heads = projections.num_attention_heads
-    query = split_heads(projections.query(hidden_states), heads)
-    key = split_heads(projections.key(hidden_states), heads)
-    value = split_heads(projections.value(hidden_states), heads)
-    mask = additive_mask(attention_mask, query.dtype)
-    if prefix is not None:
+    query = split_heads(projections.query(hidden_states), heads)  # (B, h, T, d/h)
+    key = split_heads(projections.key(hidden_states), heads)  # (B, h, T, d/h)
+    value = split_heads(projections.value(hidden_states), heads)  # (B, h, T, d/h)
+    mask = additive_mask(attention_mask, query.dtype)  # (B, 1, 1 or T, T)
+    if prefix is not None:  # (2, n, d)
         batch = hidden_states.shape[0]
         prefix = prefix.to(query.dtype)
-        prefix_key = split_heads(prefix[0][None], heads).expand(batch, -1, -1, -1)
-        prefix_value = split_heads(prefix[1][None], heads).expand(batch, -1, -1, -1)
-        key = torch.cat([prefix_key, key], dim=2)
-        value = torch.cat([prefix_value, value], dim=2)
+        prefix_key = split_heads(prefix[0][None], heads).expand(batch, -1, -1, -1)  # (B, h, n, d/h)
+        prefix_value = split_heads(prefix[1][None], heads).expand(batch, -1, -1, -1)  # (B, h, n, d/h)
+        key = torch.cat([prefix_key, key], dim=2)  # (B, h, n + T, d/h)
+        value = torch.cat([prefix_value, value], dim=2)  # (B, h, n + T, d/h)
         if mask is not None:
-            visible = mask.new_zeros(*mask.shape[:-1], prefix.shape[1])
-            mask = torch.cat([visible, mask], dim=-1)
+            visible = mask.new_zeros(*mask.shape[:-1], prefix.shape[1])  # every query sees the prefix
+            mask = torch.cat([visible, mask], dim=-1)  # (B, 1, 1 or T, n + T)
     return scaled_dot_product_attention(query, key, value, mask, dropout, implementation)
 
 
@@ -173,6 +173,11 @@ class PrefixSelfAttention(AdapterSite):
 
 
 class PrefixTuning(Method):
+    starts_at_base = False  # attention to the prefix changes every output from the start
+
+    def added_keys(self, config: PrefixTuningConfig) -> int:
+        return config.num_virtual_tokens
+
     def check(self, model: nn.Module, layers: list[nn.Module], config: PrefixTuningConfig) -> None:
         attention = layers[0].attention.self
         attention = attention.base_layer if isinstance(attention, PrefixSelfAttention) else attention
@@ -218,5 +223,6 @@ register(
         size=Size("num_virtual_tokens", "n", grid=(20, 5, 10), explorer_max=200),
         learning_rate=1e-2,
         marker="D",
+        examples=({"num_virtual_tokens": 4}, {"num_virtual_tokens": 4, "prefix_projection": True}),
     )
 )
