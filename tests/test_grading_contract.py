@@ -13,6 +13,7 @@ import linecache
 import random
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -298,7 +299,7 @@ def test_a_grader_changed_before_the_check_is_put_back_first(exercise_id, capsys
     wrong = (
         ""
         if EXERCISES[exercise_id].kind == "choice"
-        else 1
+        else -987.5  # no exercise's answer
         if EXERCISES[exercise_id].kind == "number"
         else None
     )
@@ -470,6 +471,40 @@ def test_an_endless_loop_is_stopped(exercise_id, capsys, short_time_limit):
             pass
 
     assert "still running after 0.3 s" in refused(exercise_id, code_answer(exercise_id, body), capsys)
+
+
+def test_the_time_limit_leaves_no_pending_stop_behind(short_time_limit, capsys):
+    """After a stopped grade, the kernel goes on: later code (profiled or not) is neither stopped nor slowed."""
+
+    def body():
+        while True:
+            pass
+
+    refused("1.count", body, capsys)
+    set_time_limit()
+    started = time.perf_counter()
+    assert check("1.count", SOLUTIONS["1.count"]) is SOLUTIONS["1.count"]
+    total = sum(i for i in range(200_000))
+    assert total == 199_999 * 200_000 // 2 and time.perf_counter() - started < 20
+
+
+def test_a_slow_right_answer_gets_the_longer_limit(capsys):
+    """Past the floor, a right answer is graded again with reference_factor x the reference's time."""
+    right = SOLUTIONS["1.count"]
+    calls = []
+
+    def slow(*args):
+        if not calls:
+            time.sleep(0.5)
+        calls.append(args)
+        return right(*args)
+
+    set_time_limit(0.1, reference_factor=10_000.0)
+    try:
+        assert check("1.count", slow) is slow
+    finally:
+        set_time_limit()
+    assert "Correct" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- numbers and choices

@@ -16,6 +16,7 @@ Everything here runs in the learner's own process, so it is a fence, not a lock:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import inspect
@@ -161,34 +162,69 @@ class GlobalState:
 # ---------------------------------------------------------------- the watchdog
 
 
+_GUARD_FILES = (
+    os.path.abspath(__file__),
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "__init__.py"),
+    os.path.abspath(contextlib.__file__),  # entering and leaving the guard's with blocks
+)
+
+
+def _in_the_guard(thread_id: int) -> bool:
+    """True while ``thread_id`` runs the contract's own code (the guard's bookkeeping, the profile hook),
+    where an exception from outside would leave the guard half undone."""
+    frame = sys._current_frames().get(thread_id)
+    return frame is None or os.path.abspath(frame.f_code.co_filename) in _GUARD_FILES
+
+
+def _let_a_late_one_arrive() -> None:
+    """Run a few bytecodes, so that a TimeLimit raised just as the block ended arrives here and is dropped.
+
+    An exception raised into a thread is delivered at its next check of the interpreter's pending work,
+    which a loop's backward jump makes. (Taking it back with ``PyThreadState_SetAsyncExc(thread, NULL)``
+    instead leaves CPython 3.11's pending-work flag set, and with a profile hook on, the next function
+    call then spins at its first line.)"""
+    try:
+        for _ in range(8):
+            pass
+    except TimeLimit:
+        pass
+
+
 @contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
+def time_limit(seconds: float, retry: float = 0.05) -> Iterator[None]:
     """Raise :class:`TimeLimit` in this thread if the block runs longer than ``seconds``.
 
-    The exception is raised between two Python bytecodes, so a single long call into C (one huge
-    matrix product) finishes first; an endless Python loop stops within milliseconds of the limit.
+    A watchdog thread raises it between two Python bytecodes of the grading thread, and only while that
+    thread runs the answer or the checker, never the guard's own code; it raises again every ``retry``
+    seconds until the block ends, so an answer that catches it (``except BaseException``) is stopped
+    too. A single long call into C (one huge matrix product) finishes first.
     """
-    thread = ctypes.c_ulong(threading.get_ident())
+    thread_id = threading.get_ident()
     lock = threading.Lock()
-    state = {"done": False, "fired": False}
+    state = {"done": False}
+    wake = threading.Event()
 
-    def fire() -> None:
-        with lock:
-            if not state["done"]:
-                state["fired"] = True
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(thread, ctypes.py_object(TimeLimit))
+    def watchdog() -> None:
+        if wake.wait(seconds):
+            return
+        while True:
+            with lock:
+                if state["done"]:
+                    return
+                if not _in_the_guard(thread_id):
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(thread_id), ctypes.py_object(TimeLimit)
+                    )
+            wake.wait(retry)
 
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
+    threading.Thread(target=watchdog, name="grading-watchdog", daemon=True).start()
     try:
         yield
     finally:
+        _let_a_late_one_arrive()
         with lock:
             state["done"] = True
-            timer.cancel()
-            if state["fired"]:  # fired but not yet delivered: take it back
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(thread, None)
+        wake.set()
 
 
 # ---------------------------------------------------------------- package code refused
@@ -228,10 +264,6 @@ def code_objects(things: Iterable[Any]) -> dict[int, tuple[types.CodeType, str]]
     return found
 
 
-class PackageCallRefused(AssertionError):
-    """Raised into the learner's code when it calls package code its exercise forbids."""
-
-
 def _called_from_learner(frame: types.FrameType, stop: types.FrameType | None) -> bool:
     code = frame.f_code
     if code.co_argcount and code.co_varnames[0] in ("self", "cls"):
@@ -249,11 +281,13 @@ def _called_from_learner(frame: types.FrameType, stop: types.FrameType | None) -
 
 @contextmanager
 def package_code_refused(forbidden: dict[int, tuple[types.CodeType, str]]) -> Iterator[list[str]]:
-    """While the block runs, learner code that calls into ``forbidden`` gets :class:`PackageCallRefused`.
+    """While the block runs, record each call from learner code into ``forbidden``; the caller refuses
+    the answer if the yielded list is not empty.
 
-    The grader's own calls (no learner frame between the block and the call, no learner ``self``) go
-    through. The yielded list names the refused calls, so an answer that catches the error is refused
-    all the same; it also holds a note if the learner's code switched the watch off.
+    The calls are recorded, not stopped: raising from inside a profile hook can leave the interpreter
+    in a bad state, and an answer is refused just the same once the grade ends. The grader's own calls
+    (no learner frame between the block and the call, no learner ``self``) are not recorded. The list
+    also names it if the learner's code switched the watch off.
     """
     stop = sys._getframe(2)  # the frame that entered this block: its callers are outside the grade
     refused: list[str] = []
@@ -261,18 +295,13 @@ def package_code_refused(forbidden: dict[int, tuple[types.CodeType, str]]) -> It
     def watch(frame: types.FrameType, event: str, _: Any) -> None:
         if event == "call" and id(frame.f_code) in forbidden and _called_from_learner(frame, stop):
             refused.append(forbidden[id(frame.f_code)][1])
-            raise PackageCallRefused(refused[0])
 
     previous = sys.getprofile()
     sys.setprofile(watch)
-    stopped = False
     try:
         yield refused
-    except TimeLimit:
-        stopped = True  # the watchdog may have struck inside the hook, which then switches itself off
-        raise
     finally:
-        if sys.getprofile() is not watch and not refused and not stopped:
+        if sys.getprofile() is not watch:
             refused.append("sys.setprofile (your code switched off the grader's watch)")
         sys.setprofile(previous)
 
@@ -422,7 +451,7 @@ def call(function: Callable, *args: Any, what: str) -> Any:
 
     try:
         return function(*(copied(a) for a in args))
-    except (NotImplementedError, NotYet, PackageCallRefused):
+    except (NotImplementedError, NotYet):
         raise
     except Exception as error:
         raise NotYet(f"{what}, your code raised {describe_error(error)}") from None

@@ -17,21 +17,12 @@ from collections.abc import Callable, Sequence
 from transformers import BertConfig
 
 from .. import counting
-from ..counting import bert_layer_linears, method_parameter_count
+from ..counting import method_parameter_count
+from ..inject import targeted_linears
 from ..methods.adapter import AdapterConfig
 from ..methods.lora import LoraConfig
 from . import NotYet, exercise
 from .contract import call
-
-
-def targeted_matrices(shape, targets: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """The layer's Linear layers a LoRA on ``targets`` wraps: a name ``n`` matches ``t`` if
-    ``n == t`` or ends in ``"." + t``."""
-    return {
-        name: size
-        for name, size in bert_layer_linears(shape).items()
-        if any(name == t or name.endswith("." + t) for t in targets)
-    }
 
 
 def matching_rank(shape, adapter_r: int, placement: str, targets: Sequence[str]) -> int:
@@ -40,7 +31,7 @@ def matching_rank(shape, adapter_r: int, placement: str, targets: Sequence[str])
     d = shape.hidden_size
     sites = 2 if placement == "houlsby" else 1
     adapter = sites * (2 * d * adapter_r + d + adapter_r)
-    per_rank = sum(m + k for m, k in targeted_matrices(shape, targets).values())
+    per_rank = sum(m + k for m, k in targeted_linears(shape, targets).values())
     return math.ceil(adapter / per_rank)
 
 
@@ -91,7 +82,7 @@ def _rank_missing_attention_output(
 ) -> int | None:
     """The rank a count without `attention.output.dense` gives, where only the suffix rule (the target
     `output.dense`) catches that matrix; None where it is named itself or not caught at all."""
-    targeted = targeted_matrices(shape, targets)
+    targeted = targeted_linears(shape, targets)
     if "attention.output.dense" not in targeted or "attention.output.dense" in targets:
         return None
     d = shape.hidden_size
@@ -109,7 +100,7 @@ def _lora_count(shape, r: int, targets: Sequence[str]) -> int:
     kind="function",
     reference=lambda: matching_rank,
     # bert_layer_linears (the layer's Linear shapes) stays usable: the exercise is the counting
-    forbidden=(counting.method_parameter_count, counting.expected_trainable_parameters, targeted_matrices),
+    forbidden=(counting.method_parameter_count, counting.expected_trainable_parameters, targeted_linears),
 )
 def grade_matching_rank(answer: Callable[..., int]) -> str:
     """The smallest rank reaching the adapter's count, counted by adapterlib.counting, on every case."""
