@@ -354,28 +354,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="LoRA's training examples, 0 for all; the comparison grid's recipe uses %(default)s "
         "(default: %(default)s)",
     )
-    parser.add_argument(
-        "--ranks",
-        type=non_negative_int,
-        nargs="+",
-        default=list(RANKS),
-        help="ranks the fine-tuning update is cut to, 0 for no update; full rank is added (default: %(default)s)",
+    lists = (  # options that take one or more whole numbers
+        (
+            "--ranks",
+            non_negative_int,
+            RANKS,
+            "ranks the fine-tuning update is cut to, 0 for no update; full rank is added",
+        ),
+        ("--lora-ranks", positive_int, LORA_RANKS, "ranks LoRA is trained at"),
+        (
+            "--seeds",
+            non_negative_int,
+            SEEDS,
+            "LoRA's seeds; must include 0, and 1 for the seed-against-seed similarity",
+        ),
     )
-    parser.add_argument(
-        "--lora-ranks",
-        type=positive_int,
-        nargs="+",
-        default=list(LORA_RANKS),
-        help="ranks LoRA is trained at (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=non_negative_int,
-        nargs="+",
-        default=list(SEEDS),
-        help="LoRA's seeds; must include 0, and 1 for the seed-against-seed similarity "
-        "(default: %(default)s)",
-    )
+    for flag, number, default, meaning in lists:
+        parser.add_argument(
+            flag, type=number, nargs="+", default=list(default), help=f"{meaning} (default: %(default)s)"
+        )
     parser.add_argument(
         "--similarity-ranks",
         type=positive_int,

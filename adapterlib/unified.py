@@ -184,6 +184,25 @@ def attention(
     return scores.softmax(dim=-1) @ value
 
 
+def attention_with_prefix(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    prefix_key: torch.Tensor,
+    prefix_value: torch.Tensor,
+    attention_mask: torch.Tensor,
+) -> torch.Tensor:
+    r""":math:`\mathrm{Attn}([P_k; K], [P_v; V])`: each query attends to the ``n`` prefix positions
+    (always visible) and to the real tokens, in one softmax, as prefix tuning's layers compute it.
+
+    ``prefix_key``, ``prefix_value``: ``[heads, n, d_h]``, the same for every sentence."""
+    batch, n = query.shape[0], prefix_key.shape[1]
+    keys = torch.cat([prefix_key.expand(batch, -1, -1, -1), key], dim=2)  # (B, h, n + T, d_h)
+    values = torch.cat([prefix_value.expand(batch, -1, -1, -1), value], dim=2)  # (B, h, n + T, d_h)
+    visible = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1)  # (B, n + T)
+    return attention(query, keys, values, visible)
+
+
 def prefix_gate(
     query: torch.Tensor, key: torch.Tensor, prefix_key: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:

@@ -1,16 +1,22 @@
 """Tiny random BERT models: every test runs offline on a CPU in well under a second each; and, for
 the command-line tests, one tiny BERT saved to a folder and one tiny SST-2 folder per session."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, BertModel
+from transformers import BertConfig, BertForSequenceClassification, BertModel, PreTrainedConfig
 
 WORDS = ["good", "great", "fine", "warm", "funny", "bad", "dull", "poor", "weak", "cold"]
 
 
-def tiny_config(attn_implementation: str = "eager", **overrides) -> BertConfig:
+def tiny_config(
+    attn_implementation: str = "eager", config_class: type[PreTrainedConfig] = BertConfig, **overrides
+) -> PreTrainedConfig:
+    """A 2-layer, 32-wide config with a 100-word vocabulary (BERT's, or ``config_class``'s for another
+    encoder of the same shape)."""
     values = dict(
         vocab_size=100,
         hidden_size=32,
@@ -22,7 +28,7 @@ def tiny_config(attn_implementation: str = "eager", **overrides) -> BertConfig:
         attn_implementation=attn_implementation,
     )
     values.update(overrides)
-    return BertConfig(**values)
+    return config_class(**values)
 
 
 def tiny_classifier(
@@ -65,6 +71,15 @@ def assert_unchanged(model: torch.nn.Module, before) -> None:
     assert trainable == before[2]
 
 
+@contextmanager
+def refused_unchanged(model: torch.nn.Module, error: type[Exception], match: str) -> Iterator[None]:
+    """The block must raise ``error`` with a message matching ``match`` and leave ``model`` as it was."""
+    before = snapshot(model)
+    with pytest.raises(error, match=match):
+        yield
+    assert_unchanged(model, before)
+
+
 def perturbed(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
     """Stand-in for training: move every trainable tensor by random noise, so that zero-initialised
     tensors (LoRA's B, an adapter's W_up) act and a lost or mixed-up tensor shows in the outputs."""
@@ -105,6 +120,29 @@ def write_tiny_sst2(folder: Path, train: int = 64, dev: int = 16) -> str:
     return str(folder)
 
 
+def tiny_train_argv(
+    method: str, model_dir: str, data_dir: str, out, *options: str, train_size: int = 0
+) -> list[str]:
+    """The command line of one epoch of ``train`` on a tiny model and data folder (``train_size`` 0:
+    every row); ``options`` go after ``--method``, e.g. ``"--r", "4"``."""
+    return [
+        "train",
+        "--method",
+        method,
+        *options,
+        "--model",
+        model_dir,
+        "--data-dir",
+        data_dir,
+        "--train-size",
+        str(train_size),
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+    ]
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     """One tiny BERT folder for every command-line test of the session (read-only for them)."""
@@ -118,7 +156,7 @@ def tiny_data_dir(tmp_path_factory) -> str:
 
 
 # Tests that train a model through the Trainer, start a subprocess, a notebook or a browser:
-# `python -m pytest -m "not slow" tests/` leaves them out (the fast loop, MAINTAINERS.md). Tests
+# `python -m pytest -m "not slow"` leaves them out (the fast loop, MAINTAINERS.md). Tests
 # in the files the list does not name carry @pytest.mark.slow themselves.
 SLOW_MODULES = {
     "test_readme",
@@ -128,6 +166,7 @@ SLOW_MODULES = {
     "test_benchmarks",
     "test_setup_check",  # python -m adapterlib check-setup in subprocesses
     "test_lint",  # runs ruff
+    "test_ci_browser_skips",  # pytest inside pytest, three times
 }
 SLOW_TESTS = {
     "test_train_bitfit_on_the_command_line",
@@ -141,6 +180,11 @@ SLOW_TESTS = {
     "test_the_package_works_without_bitsandbytes",  # a fresh interpreter
     "test_concurrent_writers_never_show_a_reader_a_mixed_pair",  # forked processes
     "test_a_method_registered_late_keeps_the_whole_contract",  # the whole registry contract, twice
+    "test_the_build_writes_slides_and_a_handout_and_leaves_the_notebooks",  # nbconvert's slides
+    "test_nf4_on_real_minilm_weights_equals_bitsandbytes",  # loads the real MiniLM
+    "test_bits_per_weight_with_double_quantization_on_minilm",  # quantizes the real MiniLM
+    "test_a_shown_run_whose_default_changed_stays_until_it_is_retrained",  # compare runs, a chart each
+    "test_a_smaller_grid_keeps_every_run_in_the_table",  # compare runs, a chart each
     # the course: nbgrader in subprocesses (the `graded` fixture)
     "test_the_release_is_the_self_study_stub_without_solutions",
     "test_nbgrader_commands_run",

@@ -6,7 +6,6 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_cli import write_tiny_model, write_tiny_sst2
 from transformers import BertConfig
 
 from adapterlib import LoraConfig, PeftModel, PrefixTuningConfig, TaskType, count_parameters, get_peft_model
@@ -17,7 +16,15 @@ from adapterlib.methods.bitfit import BIAS_TERMS, BitFitConfig, BitFitSite
 from adapterlib.methods.ia3 import IA3Config, IA3Linear
 from adapterlib.sites import AdapterSite
 from adapterlib.toy import TransformerLayer
-from conftest import assert_unchanged, snapshot, tiny_classifier, tiny_config, tiny_encoder
+from conftest import (
+    assert_unchanged,
+    refused_unchanged,
+    snapshot,
+    tiny_classifier,
+    tiny_config,
+    tiny_encoder,
+    tiny_train_argv,
+)
 from conftest import perturbed as move
 
 peft = pytest.importorskip("peft", reason="peft is the reference implementation; install requirements.txt")
@@ -338,30 +345,9 @@ def test_count_ia3_and_bitfit_on_the_packaged_model(capsys):
     assert "--r does not apply to --method ia3" in capsys.readouterr().err
 
 
-def test_train_bitfit_on_the_command_line(tmp_path, capsys):
-    model_dir = write_tiny_model(tmp_path / "model")
-    data_dir = write_tiny_sst2(tmp_path / "data")
+def test_train_bitfit_on_the_command_line(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "bitfit",
-                "--model",
-                model_dir,
-                "--epochs",
-                "1",
-                "--train-size",
-                "0",
-                "--data-dir",
-                data_dir,
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_train_argv("bitfit", tiny_model_dir, tiny_data_dir, out)) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("bitfit: validation accuracy")
     metrics = json.loads((out / "metrics.json").read_text())
     assert (
@@ -419,10 +405,8 @@ def test_a_config_changed_after_making_it_is_refused_and_the_model_is_unchanged(
 def test_a_module_without_bias_is_refused_and_the_model_is_unchanged():
     model = tiny_classifier()
     model.bert.encoder.layer[1].output.LayerNorm = torch.nn.LayerNorm(32, bias=False)
-    before = snapshot(model)
-    with pytest.raises(ValueError, match="output.LayerNorm \\(LayerNorm\\) has no bias to train"):
+    with refused_unchanged(model, ValueError, "output.LayerNorm \\(LayerNorm\\) has no bias to train"):
         get_peft_model(model, CONFIGS["bitfit"]())
-    assert_unchanged(model, before)
     get_peft_model(model, BitFitConfig(bias_terms=("attention.self.query",)))  # the other biases are fine
 
 
@@ -430,10 +414,8 @@ def test_ia3_on_a_layer_without_linear_projections_is_refused_and_the_peft_model
     model = tiny_classifier()
     model.bert.encoder.layer[1].output.dense = torch.nn.Sequential(torch.nn.Linear(64, 32))
     peft_model = perturbed(get_peft_model(model, CONFIGS["bitfit-small"]()))
-    before = snapshot(peft_model)
-    with pytest.raises(TypeError, match="output.dense is a Sequential"):
+    with refused_unchanged(peft_model, TypeError, "output.dense is a Sequential"):
         peft_model.add_adapter("scale", CONFIGS["ia3"]())
-    assert_unchanged(peft_model, before)
     assert peft_model.active_adapter == "default" and list(peft_model.peft_config) == ["default"]
     with pytest.raises(ValueError, match="needs a model with a `classifier` head"):
         get_peft_model(tiny_encoder(), CONFIGS["ia3"]())

@@ -17,7 +17,7 @@ from adapterlib.cli import build_parser, grid_sizes, main, model_fingerprint, ra
 from adapterlib.data import data_fingerprint
 from adapterlib.modeling import PACKAGED_MODEL, resolve_precision
 from adapterlib.train import Recipe
-from conftest import write_tiny_model, write_tiny_sst2  # noqa: F401  (other test modules import them from here)
+from conftest import tiny_train_argv
 
 DATA = os.environ.get("ADAPTERLIB_SST2_DIR")
 needs_data = pytest.mark.skipif(not DATA, reason="set ADAPTERLIB_SST2_DIR to the shared SST-2 folder")
@@ -114,30 +114,8 @@ def test_one_epoch_relative_data_dir_and_no_folders_left(
         return original_train(trainer, *args, **kwargs)
 
     monkeypatch.setattr(adapterlib.train.Trainer, "train", spy_train)
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "adapter",
-                "--r",
-                "4",
-                "--model",
-                tiny_model_dir,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "16",
-                "--train-size",
-                "0",
-                "--data-dir",
-                "data",
-                "--out",
-                "runs/adapter",
-            ]
-        )
-        == 0
-    )
+    options = "--r", "4", "--batch-size", "16"
+    assert main(tiny_train_argv("adapter", tiny_model_dir, "data", "runs/adapter", *options)) == 0
     assert "after 1 epoch |" in capsys.readouterr().out
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_dir()) == [
         "data",

@@ -13,9 +13,9 @@ import textwrap
 
 import pytest
 import torch
-from test_cli import write_tiny_model, write_tiny_sst2
 
 from adapterlib.cli import main
+from conftest import tiny_train_argv, write_tiny_model, write_tiny_sst2
 
 WORKER = textwrap.dedent('''
     """One process of the two: the real command line, watched."""
@@ -74,23 +74,7 @@ def launched_run(folder, processes: int):
     command = [
         sys.executable,
         *(launcher if processes > 1 else ["worker.py"]),
-        "train",
-        "--method",
-        "adapter",
-        "--r",
-        "4",
-        "--model",
-        model_dir,
-        "--data-dir",
-        data_dir,
-        "--train-size",
-        "0",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--out",
-        "out",
+        *tiny_train_argv("adapter", model_dir, data_dir, "out", "--r", "4", "--batch-size", "8"),
     ]
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

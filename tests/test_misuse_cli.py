@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import DATA, RESULTS, fake_record, needs_data, write_tiny_sst2
+from test_cli import DATA, RESULTS, fake_record, needs_data
 from transformers import BertConfig, GPT2Config, GPT2Model
 
 import adapterlib.train
@@ -21,6 +21,7 @@ from adapterlib.methods import get_baseline
 from adapterlib.modeling import load_classifier, resolve_precision
 from adapterlib.peft_model import get_peft_model
 from adapterlib.train import Recipe
+from conftest import write_tiny_sst2
 
 HEADER = "sentence\tlabel\n"
 DEFAULT_PRECISION = resolve_precision("auto")  # what compare runs in here by default
@@ -337,6 +338,23 @@ def test_a_second_train_into_the_same_out_is_refused_while_the_first_runs(
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.safetensors"]
 
 
+def test_under_torchrun_only_the_main_process_checks_and_claims_out(data_dir, tmp_path, monkeypatch, capsys):
+    """Every process of a ``torchrun`` runs ``train``, and the main one (rank 0) claims --out at once:
+    another process that looked at --out after that would find the claim of a live process and stop.
+    The others neither check nor claim --out, whenever they start; the main one refuses a claimed one."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / train_command.CLAIM).write_text(f"{os.getpid()}\n")  # rank 0 has claimed it and runs
+    argv = ["train", "--method", "head", "--data-dir", data_dir, "--out", out]
+    monkeypatch.setattr(adapterlib.train, "train_run", finished_run)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main([str(a) for a in argv]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [train_command.CLAIM]  # nothing written, claim kept
+    monkeypatch.setenv("RANK", "0")
+    assert "is being written by another `adapterlib train`" in refused(argv, capsys)
+
+
 def test_the_claim_of_a_train_run_that_died_is_named(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -613,10 +631,16 @@ def truncate(path: Path) -> None:
 def test_damaged_checkpoint(source, damage, message, checkpoints, tmp_path, capsys):
     folder = Path(shutil.copytree(checkpoints[source], tmp_path / "checkpoint"))
     damage(folder)
+    line = predict_refuses(folder, capsys)
+    assert message in line and ("train again into a new folder" in line or "use one of" in line)
+
+
+def predict_refuses(folder: Path, capsys) -> str:
+    """``predict`` from ``folder`` refuses in one line and leaves the folder as it was; the line."""
     before = contents(folder)
     line = refused(["predict", "--checkpoint", folder, "a fine film"], capsys)
-    assert message in line and ("train again into a new folder" in line or "use one of" in line)
     assert contents(folder) == before
+    return line
 
 
 def rewrite_metrics(folder: Path, change) -> None:
@@ -672,10 +696,8 @@ def rewrite_metrics(folder: Path, change) -> None:
 def test_files_that_disagree_are_refused(source, disagree, message, checkpoints, tmp_path, capsys):
     folder = Path(shutil.copytree(checkpoints[source], tmp_path / "checkpoint"))
     disagree(folder, checkpoints)
-    before = contents(folder)
-    line = refused(["predict", "--checkpoint", folder, "a fine film"], capsys)
+    line = predict_refuses(folder, capsys)
     assert message in line and "come from different runs" in line
-    assert contents(folder) == before
 
 
 def test_intact_checkpoints_predict(checkpoints, capsys):

@@ -3,7 +3,6 @@ start at the base, closed-form counts, merging, checkpoints, the command line, r
 
 import pytest
 import torch
-from test_cli import write_tiny_model, write_tiny_sst2
 
 from adapterlib import AdapterConfig, LoraConfig, PeftModel, TaskType, count_parameters, get_peft_model
 from adapterlib.cli import main
@@ -12,7 +11,7 @@ from adapterlib.methods import get_method
 from adapterlib.methods.dora import DoraConfig, DoraUpdate, row_norms
 from adapterlib.methods.lora import LoraLinear
 from adapterlib.methods.parallel import ParallelAdapterConfig, ParallelAdapterSite
-from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier
+from conftest import perturbed, refused_unchanged, tiny_classifier, tiny_train_argv
 
 peft = pytest.importorskip("peft", reason="peft is the reference implementation; install requirements.txt")
 
@@ -282,20 +281,16 @@ def test_bad_values_are_refused_when_the_config_is_made(make, error, message):
 )
 def test_configs_that_do_not_fit_the_model_leave_it_unchanged(config, error, message):
     model = tiny_classifier()
-    before = snapshot(model)
-    with pytest.raises(error, match=message):
+    with refused_unchanged(model, error, message):
         get_peft_model(model, config)
-    assert_unchanged(model, before)
 
 
 def test_a_config_changed_after_it_was_made_is_checked_again():
     config = ParallelAdapterConfig()
     config.scaling = -1.0
     model = tiny_classifier()
-    before = snapshot(model)
-    with pytest.raises(ValueError, match="scaling must be a finite number > 0, got -1.0"):
+    with refused_unchanged(model, ValueError, "scaling must be a finite number > 0, got -1.0"):
         get_peft_model(model, config)
-    assert_unchanged(model, before)
 
 
 def test_every_method_has_its_own_chart_marker():
@@ -335,38 +330,14 @@ def test_count_refuses_what_does_not_fit(argv, message, capsys):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_train_parallel_then_predict_through_the_command_line(tmp_path, capsys):
+def test_train_parallel_then_predict_through_the_command_line(
+    tiny_model_dir, tiny_data_dir, tmp_path, capsys
+):
     import json
 
-    model, data, out = (
-        write_tiny_model(tmp_path / "model"),
-        write_tiny_sst2(tmp_path / "data"),
-        tmp_path / "run",
-    )
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "parallel",
-                "--r",
-                "4",
-                "--model",
-                model,
-                "--epochs",
-                "1",
-                "--train-size",
-                "32",
-                "--data-dir",
-                data,
-                "--out",
-                str(out),
-                "--precision",
-                "fp32",
-            ]
-        )
-        == 0
-    )
+    out = tmp_path / "run"
+    options = "--r", "4", "--precision", "fp32"
+    assert main(tiny_train_argv("parallel", tiny_model_dir, tiny_data_dir, out, *options, train_size=32)) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("parallel: validation accuracy")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trainable_parameters"] == 2 * (2 * 32 * 4 + 32 + 4) + 32 * 2 + 2

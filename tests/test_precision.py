@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import write_tiny_model, write_tiny_sst2
 
 import adapterlib.modeling as modeling
 import adapterlib.train
 from adapterlib.cli import build_parser, main
 from adapterlib.modeling import cpu_computes_bf16, resolve_precision
 from adapterlib.train import Recipe
+from conftest import tiny_train_argv
 
 
 def test_default_is_auto_everywhere_and_unknown_precisions_are_refused():
@@ -48,15 +48,9 @@ def test_bf16_detection_agrees_with_the_cpu_flags():
     assert cpu_computes_bf16() == bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("precision")
-    return write_tiny_model(folder / "model"), write_tiny_sst2(folder / "data")
-
-
 @pytest.mark.parametrize("asked, bf16_cpu, expected", [("bf16", None, "bf16"), ("auto", False, "fp32")])
 def test_training_and_evaluation_run_in_the_recorded_precision(
-    asked, bf16_cpu, expected, tiny, tmp_path, monkeypatch
+    asked, bf16_cpu, expected, tiny_model_dir, tiny_data_dir, tmp_path, monkeypatch
 ):
     """A hook on the first Linear layer sees bf16 outputs in training and in evaluation under bf16,
     float32 otherwise; the returned model is plain float32 again; metrics.json names both."""
@@ -75,30 +69,8 @@ def test_training_and_evaluation_run_in_the_recorded_precision(
         return model
 
     monkeypatch.setattr(adapterlib.train, "prepare_model", prepare_and_watch)
-    model_dir, data_dir = tiny
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--method",
-                "lora",
-                "--model",
-                model_dir,
-                "--data-dir",
-                data_dir,
-                "--train-size",
-                "0",
-                "--epochs",
-                "1",
-                "--precision",
-                asked,
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_train_argv("lora", tiny_model_dir, tiny_data_dir, out, "--precision", asked)) == 0
     dtype = torch.bfloat16 if expected == "bf16" else torch.float32
     assert set(seen) == {(True, dtype), (False, dtype)}
     metrics = json.loads((out / "metrics.json").read_text())

@@ -28,7 +28,7 @@ from adapterlib.quantize import (
     unpack_4bit,
 )
 from adapterlib.train import Recipe
-from conftest import assert_unchanged, perturbed, snapshot, tiny_classifier
+from conftest import assert_unchanged, perturbed, refused_unchanged, snapshot, tiny_classifier
 
 INSTALL = "bitsandbytes is the reference implementation; pip install bitsandbytes (requirements.txt)"
 # A short last block (100 x 37 = 3700 = 57 * 64 + 52) and an odd count (15) among them.
@@ -284,18 +284,14 @@ def test_bitsandbytes_cpu_dequantization_of_rows_of_96_is_off_and_ours_is_not(bn
 
 def test_a_second_quantization_is_refused_and_leaves_the_model_unchanged():
     model = quantize_model(tiny_classifier(), "nf4")
-    before = snapshot(model)
-    with pytest.raises(ValueError, match="already quantized"):
+    with refused_unchanged(model, ValueError, "already quantized"):
         quantize_model(model, "int8")
-    assert_unchanged(model, before)
 
 
 def test_quantizing_an_adapted_model_is_refused():
     model = get_peft_model(tiny_classifier(), lora_config())
-    before = snapshot(model)
-    with pytest.raises(ValueError, match="quantize the base model first"):
+    with refused_unchanged(model, ValueError, "quantize the base model first"):
         quantize_model(model, "nf4")
-    assert_unchanged(model, before)
 
 
 def test_unknown_settings_are_refused():

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import write_tiny_model, write_tiny_sst2
 
 from adapterlib import LoraConfig, TaskType, get_peft_model, rank_study
 from adapterlib.low_rank import energy_shares, similarity_grid, subspace_similarity, truncate
@@ -27,7 +26,7 @@ from adapterlib.rank_study import (
     weight_deltas,
 )
 from adapterlib.train import Recipe
-from conftest import tiny_classifier
+from conftest import tiny_classifier, write_tiny_model, write_tiny_sst2
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "results" / "rank"

@@ -136,8 +136,12 @@ def test_prefix_attention_is_a_gated_mix_per_head(layer_index, batch):
         parts["query"], parts["key"], parts["value"], mask
     ) + gate * unified.attention(parts["query"], parts["prefix_key"], parts["prefix_value"])
     with_prefix = split_heads(unified.hidden_state(site, call), parts["query"].shape[1])
+    one_softmax = unified.attention_with_prefix(**parts, attention_mask=mask)
     for head in range(with_prefix.shape[1]):
         torch.testing.assert_close(mix[:, head], with_prefix[:, head])
+        torch.testing.assert_close(one_softmax[:, head], with_prefix[:, head])
+    plain = unified.attention(parts["query"], parts["key"], parts["value"], mask)
+    torch.testing.assert_close(plain + unified.prefix_delta(**parts, attention_mask=mask), one_softmax)
     measured = unified.measured_delta_h(model, site, call)
     torch.testing.assert_close(measured, prefix_row(model, site, call, mask))
 

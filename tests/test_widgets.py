@@ -54,21 +54,22 @@ def built_counts(explorer: Explorer) -> dict[str, tuple[int, int]]:
     return result
 
 
+ALL_TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
+slow = (
+    pytest.mark.slow
+)  # each moved control redraws the plot (about half a second): one setting in the fast loop
+
+
 @pytest.mark.parametrize(
     "shape, adapter_r, lora_r, n, placement, targets",
     [
-        ("toy TransformerLayer (d=128)", 1, 128, 1, "houlsby", ("query",)),
-        (
-            "toy TransformerLayer (d=128)",
-            128,
-            3,
-            200,
-            "pfeiffer",
-            ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"),
-        ),
-        ("MiniLM-L6 (packaged, d=384)", 16, 8, 20, "pfeiffer", ("query", "value")),
-        ("MiniLM-L6 (packaged, d=384)", 384, 384, 1, "houlsby", ("intermediate.dense",)),
         ("BERT-large (d=1024)", 1024, 64, 100, "houlsby", ("value",)),
+        pytest.param("toy TransformerLayer (d=128)", 1, 128, 1, "houlsby", ("query",), marks=slow),
+        pytest.param("toy TransformerLayer (d=128)", 128, 3, 200, "pfeiffer", ALL_TARGETS, marks=slow),
+        pytest.param("MiniLM-L6 (packaged, d=384)", 16, 8, 20, "pfeiffer", ("query", "value"), marks=slow),
+        pytest.param(
+            "MiniLM-L6 (packaged, d=384)", 384, 384, 1, "houlsby", ("intermediate.dense",), marks=slow
+        ),
     ],
 )
 def test_displayed_numbers_equal_built_models(shape, adapter_r, lora_r, n, placement, targets):

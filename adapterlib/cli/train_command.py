@@ -5,8 +5,9 @@
 built on the ``meta`` device with the method applied), the number of steps, and the memory the run
 will need at its peak against the memory this process may use. Then it claims ``--out`` (a second
 ``train`` into the same folder is refused from then on), imports the training modules (the
-``Trainer``, ``datasets``), trains, and saves. ``count`` makes the same checks on the model and
-counts the parameters in closed form, building nothing real.
+``Trainer``, ``datasets``), trains, and saves. Under ``torchrun`` only the main process (rank 0)
+checks ``--out``, claims it and writes to it; the others train beside it. ``count`` makes the
+same checks on the model and counts the parameters in closed form, building nothing real.
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ def resolve_run(args: argparse.Namespace) -> RunSpec:
         )
     except (TypeError, ValueError) as error:
         raise UsageError(str(error)) from None
-    check_out(Path(args.out))
+    if is_main_process():  # the process that claims --out; under torchrun the others write nothing
+        check_out(Path(args.out))  # there, and would find its claim in it if they looked after it wrote it
     if args.batch_size % process_count():
         raise UsageError(
             f"--batch-size: batch size {args.batch_size} does not split evenly over {process_count()} "

@@ -86,6 +86,13 @@ class Method:
         return 0
 
 
+def check_rank(r: int, limit: int, what: str) -> None:
+    """Refuse a rank above ``limit``, the size of ``what`` (a bottleneck of width ``r`` or an ``r``-rank
+    update is only smaller than the layer it changes while ``r <= limit``)."""
+    if r > limit:
+        raise ValueError(f"r={r} is larger than {what} ({limit}); choose 1 <= r <= {limit}.")
+
+
 @dataclass(frozen=True)
 class Baseline:
     """Training without a PEFT method: some of the classifier's own parameters train, the rest stay

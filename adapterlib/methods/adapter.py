@@ -39,7 +39,7 @@ from ..config import (
 )
 from ..inject import hidden_size, place_like, wrap
 from ..sites import AdapterSite
-from . import Method, Size, register
+from . import Method, Size, check_rank, register
 
 PLACEMENTS = ("houlsby", "pfeiffer")
 POSITIONS = ("after_layer_norm", "before_layer_norm")
@@ -134,9 +134,7 @@ def adapter_attribute(config: AdapterConfig) -> str:
 
 class Bottleneck(Method):
     def check(self, model: nn.Module, layers: list[nn.Module], config: AdapterConfig) -> None:
-        d = hidden_size(layers[0])
-        if config.r > d:
-            raise ValueError(f"r={config.r} is larger than the hidden size ({d}); choose 1 <= r <= {d}.")
+        check_rank(config.r, hidden_size(layers[0]), "the hidden size")
         attribute = adapter_attribute(config)
         parents = [p for layer in layers for p in adapter_parents(layer, config)]
         if not all(isinstance(getattr(p, attribute, None), nn.Module) for p in parents):

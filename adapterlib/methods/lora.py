@@ -31,7 +31,7 @@ from torch import nn
 from ..config import PeftConfig, check_dropout, check_positive_int, check_positive_number
 from ..inject import base_linear, linear_targets, match_targets, place_like, targeted_linears, wrap
 from ..sites import MergeableSite
-from . import Method, Size, register
+from . import Method, Size, check_rank, register
 
 
 @dataclass
@@ -129,12 +129,9 @@ class Lora(Method):
             for name in match_targets(layer, config.target_modules):
                 parent, attribute = targets[name]
                 linear = base_linear(getattr(parent, attribute))
-                limit = min(linear.in_features, linear.out_features)
-                if config.r > limit:
-                    raise ValueError(
-                        f"r={config.r} is larger than the smaller side of {name} ({limit}); "
-                        f"choose 1 <= r <= {limit}."
-                    )
+                check_rank(
+                    config.r, min(linear.in_features, linear.out_features), f"the smaller side of {name}"
+                )
 
     def insert(
         self, model: nn.Module, layers: list[nn.Module], config: LoraConfig, adapter_name: str

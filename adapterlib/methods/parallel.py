@@ -49,7 +49,7 @@ from torch import nn
 from ..config import PeftConfig, check_choice, check_dropout, check_positive_int, check_positive_number
 from ..inject import hidden_size, place_like, wrap
 from ..sites import AdapterSite
-from . import Method, Size, register
+from . import Method, Size, check_rank, register
 from .adapter import ACTIVATION_LAYERS
 
 
@@ -132,9 +132,7 @@ class ParallelAdapterSite(AdapterSite):
 
 class Parallel(Method):
     def check(self, model: nn.Module, layers: list[nn.Module], config: ParallelAdapterConfig) -> None:
-        d = hidden_size(layers[0])
-        if config.r > d:
-            raise ValueError(f"r={config.r} is larger than the hidden size ({d}); choose 1 <= r <= {d}.")
+        check_rank(config.r, hidden_size(layers[0]), "the hidden size")
 
     def insert(
         self, model: nn.Module, layers: list[nn.Module], config: ParallelAdapterConfig, adapter_name: str
