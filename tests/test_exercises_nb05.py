@@ -214,5 +214,5 @@ def test_an_answer_that_calls_the_package_reference_is_refused(capsys):
 
     reference = check("5.prefix_attention", template)
     capsys.readouterr()
-    with pytest.raises(NotYet, match="calls the package's adapterlib.exercises.nb05.prefix_attention"):
+    with pytest.raises(NotYet, match="calls the package.s adapterlib.unified.attention_with_prefix"):
         grade("5.prefix_attention", lambda *inputs: reference(*inputs))

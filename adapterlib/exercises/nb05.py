@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import unified
 from ..attention import padding_mask
 from ..counting import method_parameter_count
 from ..methods import prefix as prefix_method
 from ..methods.prefix import PrefixEncoder, PrefixTuningConfig
-from ..methods.prefix import prefix_attention as attention_with_prefix
+from ..methods.prefix import prefix_attention as layer_prefix_attention
 from . import NotYet, exercise
 from .contract import describe_error, nonfinite
 
@@ -33,26 +34,7 @@ TOLERANCE = 1e-5
 # --------------------------------------------------------------------------- 5.prefix_attention
 
 
-def prefix_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    prefix_key: torch.Tensor,
-    prefix_value: torch.Tensor,
-    attention_mask: torch.Tensor,
-) -> torch.Tensor:
-    r"""``softmax(Q [P_k; K]^T / sqrt(d_h) + [0; M]) [P_v; V]`` per head.
-
-    query, key, value: ``[batch, heads, seq, d_h]``; prefix_key, prefix_value: ``[heads, n, d_h]``;
-    attention_mask: ``[batch, seq]``, 1 for real tokens and 0 for padding. Returns ``[batch, heads, seq, d_h]``.
-    """
-    batch, n = query.shape[0], prefix_key.shape[1]
-    keys = torch.cat([prefix_key.expand(batch, -1, -1, -1), key], dim=2)
-    values = torch.cat([prefix_value.expand(batch, -1, -1, -1), value], dim=2)
-    visible = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1).bool()
-    scores = query @ keys.transpose(-1, -2) / math.sqrt(query.shape[-1])
-    scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
-    return scores.softmax(dim=-1) @ values
+prefix_attention = unified.attention_with_prefix  # the reference: Attn([P_k; K], [P_v; V]) in one softmax
 
 
 class Projections(nn.Module):
@@ -80,7 +62,7 @@ def attention_case(
     for row, length in enumerate(lengths):
         mask[row, :length] = 1
     with torch.no_grad():
-        expected = attention_with_prefix(
+        expected = layer_prefix_attention(
             base, hidden, padding_mask(mask, hidden.dtype), prefix, implementation="eager"
         )[0]
         split = lambda x: x.view(*x.shape[:-1], heads, d_h).transpose(-3, -2)
@@ -196,7 +178,7 @@ def diagnose_attention(function: Callable, case: dict[str, Any], output: torch.T
     "5.prefix_attention",
     kind="function",
     reference=lambda: prefix_attention,
-    forbidden=(attention_with_prefix, other_attention),
+    forbidden=(layer_prefix_attention, other_attention),
 )
 def grade_prefix_attention(function: Callable) -> str:
     for shape in ATTENTION_CASES:
