@@ -8,12 +8,15 @@ exercise gets all of these tests by being registered (and by its solution cell).
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import linecache
 import random
 import re
 import sys
+import threading
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -204,6 +207,31 @@ def test_a_function_wrapping_the_package_is_refused(exercise_id, capsys):
     assert "calls the package's" in refused(exercise_id, as_answer(exercise_id, mine), capsys)
 
 
+@pytest.mark.parametrize("exercise_id", [i for i in FALLBACK_IDS if EXERCISES[i].kind != "class"])
+def test_a_wrapper_that_calls_the_package_in_another_thread_is_refused(exercise_id, capsys):
+    package = fallback_function(exercise_id)
+
+    def mine(*args, **kwargs):
+        box = []
+        worker = threading.Thread(target=lambda: box.append(package(*args, **kwargs)))
+        worker.start()
+        worker.join()
+        return box[0] if box else None
+
+    assert "calls the package's" in refused(exercise_id, as_answer(exercise_id, mine), capsys)
+
+
+@pytest.mark.parametrize("exercise_id", [i for i in FALLBACK_IDS if EXERCISES[i].kind != "class"])
+def test_a_copy_of_the_package_code_is_refused(exercise_id, capsys):
+    package = inspect.unwrap(fallback_function(exercise_id))
+    copy_of_it = types.FunctionType(
+        package.__code__.replace(), package.__globals__, "mine", package.__defaults__, package.__closure__
+    )
+    assert "the package's own implementation" in refused(
+        exercise_id, as_answer(exercise_id, copy_of_it), capsys
+    )
+
+
 @pytest.mark.parametrize("exercise_id", [i for i in FALLBACK_IDS if EXERCISES[i].kind == "class"])
 def test_a_class_wrapping_the_package_is_refused(exercise_id, capsys):
     package = EXERCISES[exercise_id].fallback()
@@ -235,7 +263,8 @@ def test_a_class_borrowing_the_package_methods_is_refused(exercise_id, capsys):
         for name, value in vars(cls).items()
         if not name.startswith("__") or name in ("__init__",)
     }
-    assert "calls the package's" in refused(exercise_id, type("Mine", (nn.Module,), borrowed), capsys)
+    shown = refused(exercise_id, type("Mine", (nn.Module,), borrowed), capsys)
+    assert "the package's own implementation" in shown or "calls the package's" in shown, shown
 
 
 # ---------------------------------------------------------------- cheat 3: changing the grader
@@ -308,6 +337,90 @@ def test_a_grader_changed_before_the_check_is_put_back_first(exercise_id, capsys
     refused(exercise_id, wrong, capsys)
 
 
+LIBRARY_PATCHES = {
+    "torch.allclose": (torch, "allclose"),
+    "math.isclose": (__import__("math"), "isclose"),
+    "Tensor.equal": (torch.Tensor, "equal"),
+}
+
+
+@pytest.mark.parametrize("patched", LIBRARY_PATCHES)
+@pytest.mark.parametrize("exercise_id", CODE_IDS)
+def test_an_answer_that_replaces_a_library_function_is_refused_and_it_put_back(exercise_id, patched, capsys):
+    owner, name = LIBRARY_PATCHES[patched]
+    original = getattr(owner, name)
+
+    def body():
+        setattr(owner, name, lambda *args, **kwargs: True)
+
+    try:
+        shown = refused(exercise_id, code_answer(exercise_id, body), capsys)
+    finally:
+        restored = getattr(owner, name)
+        if name in vars(owner) and restored is not original:
+            setattr(owner, name, original)
+    assert restored is original
+    assert "changed the grader" in shown and patched.split(".")[-1] in shown, shown
+
+
+def disguise(value: Any) -> Any:
+    """The same values, as subclasses that could answer comparisons as they like."""
+    if type(value) is torch.Tensor:
+        return value.as_subclass(type("LyingTensor", (torch.Tensor,), {}))
+    if type(value) is int:
+        return type("LyingInt", (int,), {})(value)
+    if type(value) is float:
+        return type("LyingFloat", (float,), {})(value)
+    if isinstance(value, tuple):
+        return tuple(disguise(item) for item in value)
+    return value
+
+
+@pytest.mark.parametrize(
+    "exercise_id",
+    [i for i in SOLVED_IDS if EXERCISES[i].kind == "function" and i not in ("2.freeze", "3.metrics")],
+)
+def test_a_right_value_returned_as_a_subclass_is_refused(exercise_id, capsys):
+    solution = SOLUTIONS[exercise_id]
+    disguised_any = []
+
+    def answer(*args):
+        result = solution(*args)
+        changed = disguise(result)
+        disguised_any.append(changed is not result)
+        return changed
+
+    returned = check(exercise_id, answer)
+    shown = capsys.readouterr().out
+    if any(disguised_any):
+        assert "✘ Not yet" in shown and "subclass" in shown and returned is not answer, shown
+    else:  # it returns a model or a bool, nothing to disguise: the right answer still passes
+        assert "✔ Correct" in shown and returned is answer, shown
+
+
+@pytest.mark.parametrize("exercise_id", CODE_IDS)
+def test_sys_exit_in_an_answer_becomes_feedback(exercise_id, capsys):
+    assert "sys.exit" in refused(exercise_id, code_answer(exercise_id, lambda: sys.exit(1)), capsys)
+
+
+@pytest.mark.parametrize("exercise_id", CODE_IDS)
+def test_endless_recursion_is_named_as_such(exercise_id, capsys):
+    def again():
+        return again()
+
+    shown = refused(exercise_id, code_answer(exercise_id, again), capsys)
+    assert "calls itself without end" in shown and "setprofile" not in shown, shown
+
+
+@pytest.mark.parametrize("exercise_id", [i for i in SOLVED_IDS if EXERCISES[i].kind == "class"])
+def test_a_misspelt_forward_is_not_taken_for_an_unanswered_exercise(exercise_id, capsys):
+    solution = SOLUTIONS[exercise_id]
+    misspelt = type("Mine", (solution,), {"foward": solution.forward})
+    misspelt.forward = nn.Module.forward
+    shown = refused(exercise_id, misspelt, capsys)
+    assert "forward" in shown and "Not answered" not in shown, shown
+
+
 # ---------------------------------------------------------------- cheat 4: changing the inputs
 
 
@@ -358,10 +471,22 @@ def test_an_answer_that_overwrites_its_inputs_gains_nothing(exercise_id, capsys)
 # ---------------------------------------------------------------- cheat 5: leaving global state changed
 
 
+def settings() -> tuple:
+    return (
+        torch.get_default_dtype(),
+        torch.is_grad_enabled(),
+        torch.get_num_threads(),
+        torch.get_default_device(),
+        torch.get_float32_matmul_precision(),
+    )
+
+
 STATE_CHANGES = {
     "default dtype": lambda: torch.set_default_dtype(torch.float64),
     "grad mode": lambda: torch.set_grad_enabled(False),
     "thread count": lambda: torch.set_num_threads(max(1, torch.get_num_threads() - 1) or 1),
+    "default device": lambda: torch.set_default_device("meta"),
+    "matmul precision": lambda: torch.set_float32_matmul_precision("medium"),
 }
 
 
@@ -372,7 +497,7 @@ STATE_CHANGES = {
 def test_an_answer_that_leaves_global_state_changed_is_refused_and_the_state_put_back(
     exercise_id, change, capsys
 ):
-    dtype, grad, threads = torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads()
+    before = settings()
     solution = SOLUTIONS.get(exercise_id)
 
     def body():
@@ -388,8 +513,7 @@ def test_an_answer_that_leaves_global_state_changed_is_refused_and_the_state_put
         answer = code_answer(exercise_id, body)
     returned = check(exercise_id, answer)
     shown = capsys.readouterr().out
-    after = (torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads())
-    assert after == (dtype, grad, threads)
+    assert settings() == before
     if change == "grad mode" and "✔ Correct" in shown:
         return  # the grader ran the answer inside its own no_grad block, which undid the change: nothing leaked
     assert "✘ Not yet" in shown and "and left it so" in shown, shown

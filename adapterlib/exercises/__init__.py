@@ -28,22 +28,27 @@ import inspect
 import pkgutil
 import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from .. import unified
 from . import contract
 from .contract import (
+    LIBRARIES,
     GlobalState,
     Pristine,
     TimeLimit,
+    code_key,
     code_objects,
     describe_error,
     grader_read_only,
     learner_line,
     package_code_refused,
+    raised_by_learner,
     time_limit,
 )
 from .feedback import Feedback
@@ -93,7 +98,10 @@ class Exercise:
         return tuple(part for part in parts if callable(part))
 
     def forbidden_code(self) -> dict:
-        return code_objects((*self.fallback_parts(), *self.forbidden))
+        """The code the learner's answer may not call: the fallback, what the exercise names, and for every
+        exercise the checker modules (their helpers compute the answers) and ``adapterlib.unified`` (each
+        method's change to a hidden state, in closed form)."""
+        return {**ALWAYS_FORBIDDEN, **code_objects((*self.fallback_parts(), *self.forbidden))}
 
 
 EXERCISES: dict[str, Exercise] = {}
@@ -132,6 +140,22 @@ def is_package_code(answer: Any) -> bool:
             if (module.startswith("adapterlib") and not module.startswith(__name__)) or module.split(".")[
                 0
             ] == "peft":
+                return True
+    return False
+
+
+def _runs_forbidden_code(answer: Any, entry: Exercise) -> bool:
+    """True if the answer's own code is code the exercise forbids: a copy of the package's function
+    (``__code__.replace()``, marshal) or a class whose methods are copies of the package's."""
+    forbidden = entry.forbidden_code()
+    parts = answer if isinstance(answer, tuple) else (answer,)
+    for part in parts:
+        functions = [part]
+        if inspect.isclass(part):
+            functions = [v for cls in part.__mro__ if cls is not object for v in vars(cls).values()]
+        for function in functions:
+            code = getattr(inspect.unwrap(function) if callable(function) else function, "__code__", None)
+            if isinstance(code, types.CodeType) and code_key(code) in forbidden:
                 return True
     return False
 
@@ -231,17 +255,21 @@ def _run(entry: Exercise, answer: Any, seconds: float) -> str:
     finally:
         after = GlobalState.save()
         before.restore()
-    tampered = [*attempts, *_PRISTINE.changes()]
+    tampered = [*attempts, *_PRISTINE.changes(), *LIBRARIES.changes()]
     _PRISTINE.put_back()
-    if isinstance(outcome, (KeyboardInterrupt, SystemExit)):
+    LIBRARIES.put_back()
+    if isinstance(outcome, KeyboardInterrupt):
         raise outcome
     if isinstance(outcome, TimeLimit):
         raise outcome  # stopped part-way: what it left behind says nothing about the answer
     if tampered:
         raise NotYet(
-            f"your code changed the grader ({', '.join(dict.fromkeys(tampered[:3]))}); answers are graded by what they "
-            "compute, so leave the checker modules alone."
+            f"your code changed the grader or a library function it uses ({', '.join(dict.fromkeys(tampered[:3]))}); "
+            "it is put back: answers are graded by what they compute, so leave those alone."
         )
+    if _caused_by(outcome, RecursionError):  # CPython drops the profile hook when the stack runs out
+        refused = [name for name in refused if not name.startswith("sys.setprofile")]
+        outcome = RecursionError()
     if refused:
         raise NotYet(
             f"your answer calls the package's {refused[0]}; write it with torch (or plain Python) yourself: "
@@ -257,14 +285,33 @@ def _run(entry: Exercise, answer: Any, seconds: float) -> str:
         return summary
     if isinstance(outcome, NotYet):
         raise outcome
-    if isinstance(outcome, (NotImplementedError, Unanswered)):
+    template = isinstance(outcome, NotImplementedError) and raised_by_learner(outcome)
+    if isinstance(outcome, Unanswered) or template:  # the template's own raise NotImplementedError
         raise Unanswered from outcome
+    if isinstance(outcome, NotImplementedError) and '"forward"' in str(outcome):
+        raise NotYet("your class has no method called forward (is it spelled `def forward(self, ...)`?).")
+    if isinstance(outcome, SystemExit):
+        raise NotYet("your code called sys.exit() (or raised SystemExit); return a value instead.")
+    if isinstance(outcome, RecursionError):
+        raise NotYet(
+            "your code calls itself without end (RecursionError: maximum recursion depth exceeded); "
+            "check that each call works on a smaller case and that one case returns without calling."
+        )
     if learner_line(outcome) is not None:
         raise NotYet(f"your code raised {describe_error(outcome)}.")
     raise NotYet(
         f"the grader could not use what your code returned or built ({type(outcome).__name__}: {outcome}); "
         "check the type and shape of what it returns."
     )
+
+
+def _caused_by(error: BaseException | None, kind: type[BaseException]) -> bool:
+    """True if ``error`` is a ``kind``, or was raised while handling one (a grader's NotYet about it)."""
+    while error is not None:
+        if isinstance(error, kind):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def grade_reference(exercise_id: str) -> str:
@@ -276,6 +323,7 @@ def grade_reference(exercise_id: str) -> str:
         raise ValueError(f"exercise {exercise_id!r} has no reference to grade")
     state = GlobalState.save()
     _PRISTINE.put_back()
+    LIBRARIES.put_back()
     try:
         with time_limit(_settings["time_limit"]):
             return entry.grade(entry.fallback())
@@ -326,11 +374,18 @@ def grade(exercise_id: str, answer: Any) -> str:
         raise KeyError(f"no exercise {exercise_id!r}; the exercises are: {known}")
     entry = EXERCISES[exercise_id]
     _PRISTINE.put_back()  # the grader as it was imported, whatever an earlier cell assigned
+    LIBRARIES.put_back()
     if answer is Ellipsis:
         raise Unanswered
     if entry.reference is not None and is_fallback(answer, entry.fallback_parts()):
-        raise FallbackAgain(_FALLBACK_AGAIN)
-    if not entry.uses_package and is_package_code(answer):
+        parts = answer if isinstance(answer, tuple) else (answer,)
+        if any(part is fallback for part in parts for fallback in entry.fallback_parts()):
+            raise FallbackAgain(_FALLBACK_AGAIN)
+        raise NotYet(
+            "your answer is built on the package's version (a subclass, an instance or a partial of it); "
+            "write your own in the cell above."
+        )
+    if (not entry.uses_package and is_package_code(answer)) or _runs_forbidden_code(answer, entry):
         raise NotYet(
             "that is the package's own implementation (or built on it); write your own code for this exercise."
         )
@@ -449,8 +504,17 @@ def _load_all() -> list:
     ]
 
 
-_PRISTINE = Pristine([*_load_all(), contract])
+_CHECKERS = _load_all()
+ALWAYS_FORBIDDEN = code_objects((*_CHECKERS, unified))
+_PRISTINE = Pristine([*_CHECKERS, contract])
 _PRISTINE.add(
     sys.modules[__name__],
-    by_identity=("EXERCISES", "_settings", "_reference_seconds", "_progress", "_PRISTINE"),
+    by_identity=(
+        "EXERCISES",
+        "_settings",
+        "_reference_seconds",
+        "_progress",
+        "_PRISTINE",
+        "ALWAYS_FORBIDDEN",
+    ),
 )

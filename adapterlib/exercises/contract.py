@@ -88,6 +88,13 @@ def is_learner_class(cls: type) -> bool:
     return filename is None or is_learner_file(filename)
 
 
+def raised_by_learner(error: BaseException) -> bool:
+    """True if ``error`` was raised in the learner's own code (the template's ``raise NotImplementedError``),
+    not in a library it called (torch's "missing the required forward function" for a misspelt forward)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and is_learner_file(frames[-1].filename)
+
+
 def learner_line(error: BaseException) -> str | None:
     """The learner's last line in ``error``'s traceback, as ``line N: <source>``, or None."""
     found = None
@@ -108,6 +115,8 @@ class GlobalState:
     """The process-wide settings an answer could change, and every random generator's state."""
 
     default_dtype: torch.dtype
+    default_device: torch.device
+    matmul_precision: str
     grad_enabled: bool
     deterministic: bool
     deterministic_warn_only: bool
@@ -121,6 +130,8 @@ class GlobalState:
     def save(cls) -> GlobalState:
         return cls(
             torch.get_default_dtype(),
+            torch.get_default_device(),
+            torch.get_float32_matmul_precision(),
             torch.is_grad_enabled(),
             torch.are_deterministic_algorithms_enabled(),
             torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -133,6 +144,10 @@ class GlobalState:
 
     def restore(self) -> None:
         torch.set_default_dtype(self.default_dtype)
+        if torch.get_default_device() != self.default_device:  # setting it installs a mode: only on a change
+            cpu = self.default_device == torch.device("cpu")
+            torch.set_default_device(None if cpu else self.default_device)
+        torch.set_float32_matmul_precision(self.matmul_precision)
         torch.set_grad_enabled(self.grad_enabled)
         torch.use_deterministic_algorithms(self.deterministic, warn_only=self.deterministic_warn_only)
         torch.set_anomaly_enabled(self.anomaly)
@@ -146,6 +161,8 @@ class GlobalState:
         """The settings (not the random generators, which any sampling moves) that differ from ``before``."""
         names = {
             "default_dtype": "torch's default dtype (torch.set_default_dtype)",
+            "default_device": "torch's default device (torch.set_default_device)",
+            "matmul_precision": "torch.set_float32_matmul_precision",
             "grad_enabled": "grad mode (torch.set_grad_enabled / no_grad outside a with block)",
             "deterministic": "torch.use_deterministic_algorithms",
             "deterministic_warn_only": "torch.use_deterministic_algorithms(warn_only=...)",
@@ -230,13 +247,19 @@ def time_limit(seconds: float, retry: float = 0.05) -> Iterator[None]:
 # ---------------------------------------------------------------- package code refused
 
 
-def code_objects(things: Iterable[Any]) -> dict[int, tuple[types.CodeType, str]]:
-    """``{id(code): (code, name)}`` of every function in ``things``: functions, the package's classes
-    (their methods, properties and those of their package base classes) and modules (all they define).
+CodeKey = tuple[str, int, str]
 
-    Keyed by identity: code objects compare equal by content, so two methods with the same body and
-    first line number would otherwise be taken for one another."""
-    found: dict[int, tuple[types.CodeType, str]] = {}
+
+def code_key(code: types.CodeType) -> CodeKey:
+    """Where a function's code was written: its file, first line and qualified name. A copy of the code
+    object (``__code__.replace()``, marshal) keeps all three, so it is recognised as the original."""
+    return (code.co_filename, code.co_firstlineno, code.co_qualname)
+
+
+def code_objects(things: Iterable[Any]) -> dict[CodeKey, str]:
+    """``{code_key: name}`` of every function in ``things``: functions, the package's classes (their
+    methods, properties and those of their package base classes) and modules (all they define)."""
+    found: dict[CodeKey, str] = {}
 
     def add(thing: Any, name: str) -> None:
         thing = getattr(thing, "__func__", thing)  # staticmethod, classmethod, bound method
@@ -247,7 +270,7 @@ def code_objects(things: Iterable[Any]) -> dict[int, tuple[types.CodeType, str]]
         elif inspect.isfunction(thing):
             thing = inspect.unwrap(thing)  # past decorators such as torch.no_grad(), whose code is torch's
             if os.path.abspath(thing.__code__.co_filename).startswith(PACKAGE_DIRECTORIES):
-                found.setdefault(id(thing.__code__), (thing.__code__, name))
+                found.setdefault(code_key(thing.__code__), name)
         elif inspect.isclass(thing):
             for cls in thing.__mro__:
                 if cls.__module__.split(".")[0] in ("adapterlib", "peft"):
@@ -280,30 +303,40 @@ def _called_from_learner(frame: types.FrameType, stop: types.FrameType | None) -
 
 
 @contextmanager
-def package_code_refused(forbidden: dict[int, tuple[types.CodeType, str]]) -> Iterator[list[str]]:
-    """While the block runs, record each call from learner code into ``forbidden``; the caller refuses
-    the answer if the yielded list is not empty.
+def package_code_refused(forbidden: dict[CodeKey, str]) -> Iterator[list[str]]:
+    """While the block runs, record each call from learner code into ``forbidden``, in this thread and
+    in any thread started meanwhile; the caller refuses the answer if the yielded list is not empty.
 
     The calls are recorded, not stopped: raising from inside a profile hook can leave the interpreter
     in a bad state, and an answer is refused just the same once the grade ends. The grader's own calls
-    (no learner frame between the block and the call, no learner ``self``) are not recorded. The list
-    also names it if the learner's code switched the watch off.
+    (no learner frame between the block and the call, no learner ``self``) are not recorded. A call
+    made straight from the learner's code is named first (``AdapterConfig``, not the ``__post_init__``
+    it runs). The list also names it if the learner's code switched the watch off.
     """
     stop = sys._getframe(2)  # the frame that entered this block: its callers are outside the grade
     refused: list[str] = []
 
     def watch(frame: types.FrameType, event: str, _: Any) -> None:
-        if event == "call" and id(frame.f_code) in forbidden and _called_from_learner(frame, stop):
-            refused.append(forbidden[id(frame.f_code)][1])
+        if event == "call":
+            name = forbidden.get(code_key(frame.f_code))
+            if name is not None and _called_from_learner(frame, stop):
+                caller = frame.f_back
+                direct = caller is not None and is_learner_file(caller.f_code.co_filename)
+                if direct:
+                    refused.insert(0, name)
+                else:
+                    refused.append(name)
 
-    previous = sys.getprofile()
+    previous, previous_in_threads = sys.getprofile(), threading.getprofile()
     sys.setprofile(watch)
+    threading.setprofile(watch)
     try:
         yield refused
     finally:
         if sys.getprofile() is not watch:
             refused.append("sys.setprofile (your code switched off the grader's watch)")
         sys.setprofile(previous)
+        threading.setprofile(previous_in_threads)
 
 
 # ---------------------------------------------------------------- the checker modules' attributes
@@ -416,6 +449,43 @@ class Pristine:
                     attributes[name] = value
 
 
+class LibraryFunctions:
+    """The public attributes of the libraries the graders compute with (torch, its functional and linalg
+    modules, torch.Tensor's methods, math, numpy, builtins), as they were at import: an answer that
+    replaces ``torch.allclose`` or ``math.isclose`` would otherwise decide its own grade."""
+
+    _INHERITED = object()  # a class's attribute that comes from a base class (torch.Tensor.sum)
+
+    def __init__(self, owners: Iterable[Any]) -> None:
+        self.kept = [
+            (owner, {name: vars(owner).get(name, self._INHERITED) for name in dir(owner) if name[:1] != "_"})
+            for owner in owners
+        ]
+
+    def changes(self) -> list[str]:
+        return [
+            f"{getattr(owner, '__name__', owner)}.{name}"
+            for owner, kept in self.kept
+            for name, value in kept.items()
+            if vars(owner).get(name, self._INHERITED) is not value
+        ]
+
+    def put_back(self) -> None:
+        for owner, kept in self.kept:
+            for name, value in kept.items():
+                if vars(owner).get(name, self._INHERITED) is value:
+                    continue
+                if value is self._INHERITED:
+                    delattr(owner, name)
+                else:
+                    setattr(owner, name, value)
+
+
+LIBRARIES = LibraryFunctions(
+    (torch, torch.nn.functional, torch.linalg, torch.Tensor, __import__("math"), np, __import__("builtins"))
+)
+
+
 # ---------------------------------------------------------------- helpers for the graders
 
 
@@ -444,17 +514,47 @@ def nonfinite(values: torch.Tensor) -> str | None:
     return f"{' and '.join(p for p in parts if p)} of its {values.numel()} entries"
 
 
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter, int, float, bool, str, complex, np.ndarray)
+
+
+def disguised(value: Any, depth: int = 0) -> str | None:
+    """The name of a subclass of a tensor, number or string found in ``value`` (a tensor subclass can
+    answer ``torch.allclose`` as it likes, an int subclass ``==``), or None if all are plain."""
+    if isinstance(value, (tuple, list)) and depth < 3:
+        return next((found for item in value if (found := disguised(item, depth + 1))), None)
+    if isinstance(value, dict) and depth < 3:
+        return next((found for item in value.values() if (found := disguised(item, depth + 1))), None)
+    if type(value).__module__ == "numpy":  # numpy's own scalars (np.float64 subclasses float)
+        return None
+    for plain in _PLAIN_TYPES:
+        if isinstance(value, plain) and type(value) not in _PLAIN_TYPES:
+            return f"{type(value).__name__} (a subclass of {plain.__name__})"
+    return None
+
+
 def call(function: Callable, *args: Any, what: str) -> Any:
     """Call the learner's ``function`` on copies of ``args``; its exception becomes a NotYet naming
-    ``what`` (the case) and the learner's line. NotImplementedError and refusals pass through."""
+    ``what`` (the case) and the learner's line, and so does a result holding a subclass of a tensor or
+    a number. NotImplementedError passes through."""
     from . import NotYet
 
     try:
-        return function(*(copied(a) for a in args))
+        result = function(*(copied(a) for a in args))
     except (NotImplementedError, NotYet):
         raise
     except Exception as error:
         raise NotYet(f"{what}, your code raised {describe_error(error)}") from None
+    return plain_result(result, what)
+
+
+def plain_result(result: Any, what: str) -> Any:
+    """``result`` unchanged, or NotYet if it holds a subclass of a tensor or a number (see :func:`disguised`)."""
+    from . import NotYet
+
+    odd = disguised(result)
+    if odd is not None:
+        raise NotYet(f"{what}, your code returned a {odd}; return plain torch tensors and Python numbers.")
+    return result
 
 
 def describe_error(error: BaseException) -> str:

@@ -25,6 +25,8 @@ from torch import nn
 from transformers import AutoConfig, EvalPrediction
 
 from ..modeling import model_location, resolve_model_name
+from ..peft_model import PeftModel
+from ..train import accuracy_metric
 from . import NotYet, exercise
 from .contract import describe_error
 
@@ -74,7 +76,9 @@ def _logits_with_argmax(labels: np.ndarray, classes: int, generator: np.random.G
     return logits
 
 
-@exercise("3.metrics", kind="function", reference=lambda: reference_compute_metrics)
+@exercise(
+    "3.metrics", kind="function", reference=lambda: reference_compute_metrics, forbidden=(accuracy_metric,)
+)
 def grade_metrics(compute_metrics: Callable) -> str:
     """Square logits (where the axis matters), all-right and real-shaped batches, 3 classes, tuple predictions."""
     generator = np.random.default_rng(0)
@@ -165,7 +169,7 @@ def _max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
 def grade_switch(answer: Any) -> str:
     """For each adapter, called in train mode with another adapter active: that adapter's eval-mode logits."""
     predict_with, model = answer
-    if not callable(getattr(model, "set_adapter", None)):
+    if not isinstance(model, (PeftModel, __import__("peft").PeftModel)):
         raise NotYet(
             f"the second element is a {type(model).__name__}; hand in (predict_with, model) with the PeftModel "
             "that holds your adapters."

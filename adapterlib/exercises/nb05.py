@@ -25,7 +25,7 @@ from ..methods import prefix as prefix_method
 from ..methods.prefix import PrefixEncoder, PrefixTuningConfig
 from ..methods.prefix import prefix_attention as layer_prefix_attention
 from . import NotYet, exercise
-from .contract import describe_error, nonfinite
+from .contract import describe_error, nonfinite, plain_result
 
 MINILM = SimpleNamespace(hidden_size=384, num_hidden_layers=6, num_attention_heads=12)
 TOLERANCE = 1e-5
@@ -113,6 +113,7 @@ def call_attention(function: Callable, inputs, shapes: str) -> torch.Tensor:
             f"on {shapes} your function raised {describe_error(error)}. Every tensor that is combined "
             "with the scores (the mask too) must cover the n prefix positions plus the seq real ones."
         ) from None
+    plain_result(output, f"on {shapes}")
     if isinstance(output, tuple):
         raise NotYet("your function returned a tuple; return only the attention output tensor.")
     if not isinstance(output, torch.Tensor):
@@ -278,15 +279,17 @@ MLP_CASES = [
 ]
 
 
-def build_learner_mlp(cls: type, sizes: dict[str, int], described: str) -> nn.Module:
+def build_learner_mlp(module_class: type, sizes: dict[str, int], described: str) -> nn.Module:
     try:
-        module = cls(sizes["num_layers"], sizes["d_model"], sizes["num_virtual_tokens"], sizes["hidden"])
+        module = module_class(
+            sizes["num_layers"], sizes["d_model"], sizes["num_virtual_tokens"], sizes["hidden"]
+        )
     except (NotImplementedError, NotYet, AssertionError):
         raise
     except Exception as error:
-        raise NotYet(f"{cls.__name__}({described}) raised {describe_error(error)}.") from None
+        raise NotYet(f"{module_class.__name__}({described}) raised {describe_error(error)}.") from None
     if not isinstance(module, nn.Module):
-        raise NotYet(f"{cls.__name__}(...) is a {type(module).__name__}, not an nn.Module.")
+        raise NotYet(f"{module_class.__name__}(...) is a {type(module).__name__}, not an nn.Module.")
     return module
 
 
@@ -327,13 +330,13 @@ def diagnose_mlp(module: nn.Module, output: torch.Tensor, expected: torch.Tensor
 
 
 @exercise("5.prefix_mlp", kind="class", reference=lambda: PrefixMLP, forbidden=(prefix_method,))
-def grade_prefix_mlp(cls: type) -> str:
+def grade_prefix_mlp(module_class: type) -> str:
     for sizes in MLP_CASES:
         layers, d, n, h = (sizes[k] for k in ("num_layers", "d_model", "num_virtual_tokens", "hidden"))
         described = f"L={layers}, d={d}, n={n}, h={h}"
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            module = build_learner_mlp(cls, sizes, described)
+            module = build_learner_mlp(module_class, sizes, described)
         names = sorted(name for name, _ in module.named_parameters())
         if not isinstance(getattr(module, "embedding", None), nn.Parameter):
             raise NotYet("the module has no nn.Parameter named `embedding` (the n x d matrix E).")

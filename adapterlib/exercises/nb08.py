@@ -22,7 +22,7 @@ import torch
 from .. import low_rank
 from ..low_rank import energy_shares, subspace_similarity, truncate
 from . import NotYet, exercise
-from .contract import describe_error
+from .contract import describe_error, plain_result
 
 TOLERANCE = 1e-4
 
@@ -38,11 +38,12 @@ REFUSED = (low_rank, energy_share)  # the package's answers: its low-rank module
 def run(answer: Callable, *args, what: str):
     """Call the learner's function; an error it raises becomes a NotYet naming the case."""
     try:
-        return answer(*args)
+        result = answer(*args)
     except (NotImplementedError, NotYet, AssertionError):
         raise
     except Exception as error:  # the learner's code failed: say where, not how to fix it
         raise NotYet(f"{what}: your function raised {describe_error(error)}") from None
+    return plain_result(result, what)
 
 
 def as_number(value, what: str) -> float:

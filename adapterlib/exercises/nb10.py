@@ -88,6 +88,8 @@ def grade_quantize_block(answer: Callable[[torch.Tensor, torch.Tensor], tuple]) 
         if not isinstance(packed, torch.Tensor):
             raise NotYet(f"packed should be a tensor of bytes, not {type(packed).__name__}.")
         expected_packed, expected_scale = quantize_block(block, levels)
+        if isinstance(scale, bool) or not isinstance(scale, (float, int)):
+            raise NotYet(f"scale should be a Python float (float(...)), not {type(scale).__name__}.")
         scale = float(scale)
         if scale != expected_scale:
             if scale == float(block.max()):
