@@ -99,7 +99,7 @@ def split_answer_and_check(cell: nbformat.NotebookNode) -> list[nbformat.Noteboo
     points = cell.metadata["adapterlib"].get("points", 1)
     answer = nbformat.v4.new_code_cell("\n".join(lines[:-1]).rstrip(), metadata=copy.deepcopy(cell.metadata))
     answer.metadata["adapterlib"] = {"exercise": exercise_id, "role": "answer"}
-    check = nbformat.v4.new_code_cell(lines[-1])
+    check = nbformat.v4.new_code_cell(lines[-1], id=f"{grade_id(exercise_id)}-check")
     check.metadata["adapterlib"] = {"exercise": exercise_id, "points": points, "role": "check"}
     return [answer, check]
 
@@ -166,7 +166,7 @@ def nbgrader_metadata(cell_id: str, *, solution: bool, points: int | None = None
 def course_notebook(notebook: Path) -> nbformat.NotebookNode:
     """The source version of ``notebook`` for nbgrader: answer cells with solutions, check cells as strict tests."""
     nb = nbformat.read(notebook, as_version=4)
-    nb.cells = [nbformat.v4.new_markdown_cell(GRADING_NOTE), *exercise_cells(nb)]
+    nb.cells = [nbformat.v4.new_markdown_cell(GRADING_NOTE, id="grading-note"), *exercise_cells(nb)]
     answers = solutions_for(notebook)
     for cell in nb.cells:
         kind, exercise_id = role(cell)
@@ -305,22 +305,30 @@ SUSPICIOUS = {
 
 
 def review(course: Path, student: str, assignment: str, notebook: str) -> str:
-    """The code cells of a submission that the release does not hold verbatim (answers, added cells) and that
-    reach into the grader or the interpreter, as ``"1.count: check replaced; added cell 7: setattr"``:
-    nbgrader runs the test cells in the learner's kernel, so such a cell can make a check pass. Read them."""
+    """The code cells of a submission that reach into the grader or the interpreter, as
+    ``"1.count: check replaced; cell 7: setattr"``: nbgrader runs the test cells in the learner's kernel, so such a
+    cell can make a check pass. An answer cell or a cell the release lacks is read whole; a release cell the learner
+    edited (the setup cell, a locked test cell) only in the lines the release does not have. Read them by hand."""
     try:
         mine = nbformat.read(course / "submitted" / student / assignment / notebook, as_version=4)
         release = nbformat.read(course / "release" / assignment / notebook, as_version=4)
     except Exception:  # a missing or damaged notebook: status says so
         return ""
-    given = {cell.source.strip() for cell in release.cells}
+    released = {cell.get("id"): cell.source for cell in release.cells if cell.cell_type == "code"}
     found = []
     for number, cell in enumerate(mine.cells, start=1):
-        if cell.cell_type != "code" or cell.source.strip() in given:
+        if cell.cell_type != "code":
             continue
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id", "")
-        where = exercise_of(grade_id.removesuffix("-answer")) if grade_id else f"added cell {number}"
-        reasons = [name for name, pattern in SUSPICIOUS.items() if re.search(pattern, cell.source)]
+        code = cell.source
+        if grade_id.endswith("-answer"):
+            where = exercise_of(grade_id.removesuffix("-answer"))
+        else:
+            where = f"test cell {exercise_of(grade_id)}" if grade_id else f"cell {number}"
+            if cell.get("id") in released:
+                given = {line.strip() for line in released[cell.get("id")].splitlines()}
+                code = "\n".join(line for line in code.splitlines() if line.strip() not in given)
+        reasons = [name for name, pattern in SUSPICIOUS.items() if re.search(pattern, code)]
         if reasons:
             found.append(f"{where}: {', '.join(reasons)}")
     return "; ".join(found)

@@ -336,3 +336,20 @@ def test_review_names_the_answers_that_reach_into_the_grader(graded):
     assert course.review(course_dir, "replacing", "01_bottleneck_math", "01_bottleneck_math.ipynb") == (
         "1.bottleneck: the grader (adapterlib.exercises), check replaced, a module's attribute set"
     )
+    # the setup cell, which imports check, edited innocently: only the lines the release lacks are read
+    solved = course_dir / "submitted" / "solved" / "01_bottleneck_math" / "01_bottleneck_math.ipynb"
+    nb = nbformat.read(solved, as_version=4)
+    folder = course_dir / "submitted" / "editing" / "01_bottleneck_math"
+    folder.mkdir(parents=True)
+    setup = next(
+        cell for cell in nb.cells if "import check" in cell.source and "nbgrader" not in cell.metadata
+    )
+    setup.source += "\nimport math"
+    nbformat.write(nb, folder / "01_bottleneck_math.ipynb")
+    assert course.review(course_dir, "editing", "01_bottleneck_math", "01_bottleneck_math.ipynb") == ""
+    setup.source += "\nimport sys\nsys.setprofile(None)"
+    nbformat.write(nb, folder / "01_bottleneck_math.ipynb")
+    number = nb.cells.index(setup) + 1
+    assert course.review(course_dir, "editing", "01_bottleneck_math", "01_bottleneck_math.ipynb") == (
+        f"cell {number}: a profile or trace hook"
+    )
