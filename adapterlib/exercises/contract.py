@@ -258,10 +258,11 @@ def code_key(code: types.CodeType) -> CodeKey:
 
 def code_objects(things: Iterable[Any]) -> dict[CodeKey, str]:
     """``{code_key: name}`` of every function in ``things``: functions, the package's classes (their
-    methods, properties and those of their package base classes) and modules (all they define)."""
+    methods, properties and those of their package base classes) and modules (all they define, each
+    class with its own methods only: a module's subclass of a package class does not forbid the base)."""
     found: dict[CodeKey, str] = {}
 
-    def add(thing: Any, name: str) -> None:
+    def add(thing: Any, name: str, with_bases: bool = True) -> None:
         thing = getattr(thing, "__func__", thing)  # staticmethod, classmethod, bound method
         if isinstance(thing, property):
             for part in (thing.fget, thing.fset):
@@ -272,7 +273,7 @@ def code_objects(things: Iterable[Any]) -> dict[CodeKey, str]:
             if os.path.abspath(thing.__code__.co_filename).startswith(PACKAGE_DIRECTORIES):
                 found.setdefault(code_key(thing.__code__), name)
         elif inspect.isclass(thing):
-            for cls in thing.__mro__:
+            for cls in thing.__mro__ if with_bases else (thing,):
                 if cls.__module__.split(".")[0] in ("adapterlib", "peft"):
                     for attribute, value in vars(cls).items():
                         add(value, f"{cls.__module__}.{cls.__qualname__}.{attribute}")
@@ -281,7 +282,7 @@ def code_objects(things: Iterable[Any]) -> dict[CodeKey, str]:
         if inspect.ismodule(thing):
             for name, value in vars(thing).items():
                 if getattr(value, "__module__", None) == thing.__name__:
-                    add(value, f"{thing.__name__}.{name}")
+                    add(value, f"{thing.__name__}.{name}", with_bases=False)
         else:
             add(thing, f"{getattr(thing, '__module__', '')}.{getattr(thing, '__qualname__', thing)}")
     return found
