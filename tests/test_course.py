@@ -1,7 +1,8 @@
 """The nbgrader course built from the notebooks, graded with nbgrader's own commands in a temporary course.
 
 Notebooks 1 and 6 (the two fastest with exercises) make the course. Five students hand in: the worked solutions, the
-untouched release, three typical mistakes, two cheats, and a file that is not a notebook.
+untouched release, three typical mistakes, two cheats, and a file that is not a notebook; a sixth is in the gradebook
+and hands in nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -22,8 +24,8 @@ from adapterlib import course
 pytest.importorskip("nbgrader")
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[1-9]_*.ipynb"))
-SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("0[1-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_*.ipynb"))
 ASSIGNMENTS = ["01_bottleneck_math", "06_comparison"]
 MAX_POINTS = {"01_bottleneck_math": 3, "06_comparison": 4}
 
@@ -41,7 +43,10 @@ def exercise_cells(nb: nbformat.NotebookNode, wanted: str) -> dict[str, nbformat
 
 @pytest.mark.parametrize("path", NOTEBOOKS + SOLUTIONS, ids=lambda path: path.name)
 def test_every_check_sits_alone_after_its_answer(path):
-    cells = [cell for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
+    # an answer cell that ends with its own check line (notebook 10) counts as the two cells the course makes of it
+    cells = [
+        cell for cell in course.exercise_cells(nbformat.read(path, as_version=4)) if cell.cell_type == "code"
+    ]
     checks = 0
     for before, cell in zip(cells, cells[1:]):
         role, exercise_id = course.role(cell)
@@ -82,6 +87,21 @@ def test_build_refuses_an_unknown_notebook_and_an_existing_course(tmp_path):
     assert course.main(["build", "--out", str(tmp_path / "b"), "--notebooks", "06"]) == 2
 
 
+def test_build_refuses_a_notebook_without_graded_cells(tmp_path, capsys):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.read(ROOT / "notebooks" / "10_qlora.ipynb", as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("adapterlib", None)
+    nbformat.write(nb, notebooks / "10_qlora.ipynb")
+    for numbers in (["10"], None):
+        with pytest.raises(ValueError, match="10_qlora.ipynb: no graded exercise"):
+            course.build(tmp_path / "out", numbers, notebooks)
+    assert not (tmp_path / "out").exists()
+    assert course.main(["build", "--out", str(tmp_path / "ten"), "--notebooks", "10"]) == 0
+    assert "1 assignments (10_qlora)" in capsys.readouterr().out
+
+
 def test_every_notebook_builds_with_a_solution_for_each_exercise(tmp_path):
     names = course.build(tmp_path / "all")
     assert names == [path.stem for path in NOTEBOOKS]
@@ -94,6 +114,16 @@ def test_every_notebook_builds_with_a_solution_for_each_exercise(tmp_path):
             test = checks[exercise_id].metadata["nbgrader"]
             assert test["grade"] and test["locked"] and test["points"] in (1, 2)
             assert "require_correct_answers()" in checks[exercise_id].source
+        assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source == course.GRADING_NOTE
+        setup = "".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+        assert "USE_COMMITTED_ADAPTERS = False" not in setup
+        assert ("USE_COMMITTED_ADAPTERS = True" in setup) == (name[:2] in ("03", "04", "05"))
+    ten = nbformat.read(tmp_path / "all" / "source" / "10_qlora" / "10_qlora.ipynb", as_version=4)
+    assert {i: cell.metadata["nbgrader"]["points"] for i, cell in exercise_cells(ten, "check").items()} == {
+        "10.quantize_block": 2,
+        "10.dequantize": 1,
+        "10.bits_per_weight": 1,
+    }
     assert sorted(path.parent.name for path in (tmp_path / "all" / "source").glob("*/trained")) == [
         "03_sst2_adapters",
         "04_lora",
@@ -102,6 +132,34 @@ def test_every_notebook_builds_with_a_solution_for_each_exercise(tmp_path):
 
 
 # ---------------------------------------------------------------- grading with nbgrader
+
+
+def test_zip_collect_takes_the_student_from_the_zip_name_whatever_folders_it_holds(tmp_path):
+    assignment = "06_comparison"
+    (tmp_path / "nbgrader_config.py").write_text(course.CONFIG)
+    (tmp_path / "release" / assignment).mkdir(parents=True)
+    notebook = (ROOT / "notebooks" / f"{assignment}.ipynb").read_text()
+    (tmp_path / "release" / assignment / f"{assignment}.ipynb").write_text(notebook)
+    archive = tmp_path / "downloaded" / assignment / "archive"
+    archive.mkdir(parents=True)
+    inside = {  # what "Compress folder" makes, with macOS's and Jupyter's extra copies; a zip of the file alone
+        "grace_06.zip": [
+            f"{assignment}/{assignment}.ipynb",
+            f"__MACOSX/{assignment}/._{assignment}.ipynb",
+            f"{assignment}/.ipynb_checkpoints/{assignment}-checkpoint.ipynb",
+        ],
+        "alan_06_comparison.zip": [f"{assignment}.ipynb"],
+    }
+    for name, members in inside.items():
+        with zipfile.ZipFile(archive / name, "w") as zipped:
+            for member in members:
+                zipped.writestr(member, notebook)
+    collected = nbgrader(tmp_path, "zip_collect", assignment)
+    assert collected.returncode == 0, collected.stderr[-3000:]
+    assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "submitted").rglob("*.ipynb")) == [
+        f"submitted/alan/{assignment}/{assignment}.ipynb",
+        f"submitted/grace/{assignment}/{assignment}.ipynb",
+    ]
 
 
 def nbgrader(course_dir: Path, *args: str) -> subprocess.CompletedProcess:
@@ -163,6 +221,7 @@ def graded(tmp_path_factory):
     hand_in(course_dir, "untouched", "01_bottleneck_math", {})
     hand_in(course_dir, "cheater", "01_bottleneck_math", CHEATS)
     hand_in(course_dir, "damaged", "01_bottleneck_math", None, raw='{"cells": [')
+    assert nbgrader(course_dir, "db", "student", "add", "absent").returncode == 0
     for assignment in ASSIGNMENTS:
         runs[assignment] = nbgrader(course_dir, "autograde", assignment)
         runs[f"feedback {assignment}"] = nbgrader(course_dir, "generate_feedback", assignment)
@@ -216,12 +275,16 @@ def test_nbgrader_commands_run(graded):
         ("mistaken", "06_comparison", 2, "ok"),  # 6.sampling_interval and 6.merges wrong: 6.significant's 2
         ("cheater", "01_bottleneck_math", 0, "ok"),
         ("damaged", "01_bottleneck_math", 0, "damaged"),
+        ("untouched", "06_comparison", 0, "missing"),  # handed in only notebook 1
+        ("absent", "01_bottleneck_math", 0, "missing"),  # in the gradebook, handed in nothing
+        ("absent", "06_comparison", 0, "missing"),
     ],
 )
 def test_scores_and_status(graded, student, assignment, score, status):
     exported, ours = graded[2:]
-    assert float(exported[student, assignment]["raw_score"]) == score
-    assert float(exported[student, assignment]["max_score"]) == MAX_POINTS[assignment]
+    if status != "missing":  # nbgrader's export lists only the submitted
+        assert float(exported[student, assignment]["raw_score"]) == score
+        assert float(exported[student, assignment]["max_score"]) == MAX_POINTS[assignment]
     assert float(ours[student, assignment]["total"]) == score
     assert ours[student, assignment]["status"] == status
 
@@ -257,3 +320,36 @@ def test_status_names_deleted_and_renamed_cells(graded):
         nbformat.write(nb, course_dir / "submitted" / student / assignment / solved.name)
         state, detail = course.status(course_dir, student, assignment, solved.name)
         assert (state, detail) == ("damaged", "graded cells deleted or renamed: 1.count")
+
+
+def test_review_names_the_answers_that_reach_into_the_grader(graded):
+    course_dir, ours = graded[0], graded[3]
+    assert ours["cheater", "01_bottleneck_math"]["review"] == (
+        "1.count: the grader (adapterlib.exercises), strict mode"
+    )
+    assert all(ours["solved", assignment]["review"] == "" for assignment in ASSIGNMENTS)
+    assert ours["mistaken", "06_comparison"]["review"] == ""
+    replacing = {
+        "1.bottleneck": "import adapterlib.exercises\n\nadapterlib.exercises.check = lambda exercise_id, answer: answer"
+    }
+    hand_in(course_dir, "replacing", "01_bottleneck_math", {**solutions("01_bottleneck_math"), **replacing})
+    assert course.review(course_dir, "replacing", "01_bottleneck_math", "01_bottleneck_math.ipynb") == (
+        "1.bottleneck: the grader (adapterlib.exercises), check replaced, a module's attribute set"
+    )
+    # the setup cell, which imports check, edited innocently: only the lines the release lacks are read
+    solved = course_dir / "submitted" / "solved" / "01_bottleneck_math" / "01_bottleneck_math.ipynb"
+    nb = nbformat.read(solved, as_version=4)
+    folder = course_dir / "submitted" / "editing" / "01_bottleneck_math"
+    folder.mkdir(parents=True)
+    setup = next(
+        cell for cell in nb.cells if "import check" in cell.source and "nbgrader" not in cell.metadata
+    )
+    setup.source += "\nimport math"
+    nbformat.write(nb, folder / "01_bottleneck_math.ipynb")
+    assert course.review(course_dir, "editing", "01_bottleneck_math", "01_bottleneck_math.ipynb") == ""
+    setup.source += "\nimport sys\nsys.setprofile(None)"
+    nbformat.write(nb, folder / "01_bottleneck_math.ipynb")
+    number = nb.cells.index(setup) + 1
+    assert course.review(course_dir, "editing", "01_bottleneck_math", "01_bottleneck_math.ipynb") == (
+        f"cell {number}: a profile or trace hook"
+    )

@@ -12,7 +12,7 @@ def reference_double():
     return lambda x: 2 * x
 
 
-@exercise("test.double", reference=reference_double)
+@exercise("test.double", kind="function", reference=reference_double)
 def grade_double(answer) -> str:
     wrong = [x for x in range(-3, 4) if answer(x) != 2 * x]
     if wrong:

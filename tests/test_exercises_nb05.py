@@ -81,7 +81,7 @@ def test_padded_query_rows_are_compared():
 def test_package_attention_is_refused():
     from adapterlib.attention import scaled_dot_product_attention
 
-    with pytest.raises(NotYet, match="package's own"):
+    with pytest.raises(NotYet, match="package's (own|version)"):
         grade("5.prefix_attention", scaled_dot_product_attention)
 
 
@@ -158,7 +158,7 @@ def test_package_prefix_encoder_is_refused():
         pass
 
     for answer in (PrefixEncoder, Wrapped):
-        with pytest.raises(NotYet, match="package's own"):
+        with pytest.raises(NotYet, match="package's (own|version)"):
             grade("5.prefix_mlp", answer)
 
 
@@ -175,7 +175,7 @@ def test_unanswered_mlp_returns_the_reference(capsys):
 @pytest.mark.parametrize(
     "answer, message",
     [
-        (46_080 // 2, "key vector \\*and\\* a value vector"),
+        (46_080 // 2, "key vector and a value vector"),
         (46_080 // 6, "one layer"),
         (46_080 * 2, "12 layers"),
         (46_080 // 12, "head width d_h .* without the key/value pair"),
@@ -214,5 +214,5 @@ def test_an_answer_that_calls_the_package_reference_is_refused(capsys):
 
     reference = check("5.prefix_attention", template)
     capsys.readouterr()
-    with pytest.raises(NotYet, match="calls the package's adapterlib.exercises.nb05.prefix_attention"):
+    with pytest.raises(NotYet, match="calls the package.s adapterlib.unified.attention_with_prefix"):
         grade("5.prefix_attention", lambda *inputs: reference(*inputs))

@@ -139,5 +139,5 @@ def test_bits_per_weight():
     ]:
         with pytest.raises(NotYet, match=words):
             grade("10.bits_per_weight", wrong)
-    with pytest.raises(NotYet, match="a number of bits"):
+    with pytest.raises(NotYet, match="a plain number"):
         grade("10.bits_per_weight", "four")

@@ -8,38 +8,67 @@ r"""Notebook 1 (the bottleneck in math): the learner writes the adapter module a
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from .. import counting
 from ..counting import method_parameter_count
+from ..methods import adapter
 from ..methods.adapter import AdapterConfig, BottleneckAdapter
 from ..toy import ToyConfig
 from . import NotYet, exercise
+from .contract import call, nonfinite
 
 D, R = 24, 4  # the shape the module is graded on: small, and r < d as in any real adapter
 
 
+def in_symbols(shape: tuple[int, ...], d: int, r: int) -> str:
+    """A shape in the learner's terms: ``(d, r)`` rather than the grader's ``(24, 4)``."""
+    names = {d: "d", r: "r"}
+    return "(" + ", ".join(names.get(size, str(size)) for size in shape) + ")"
+
+
 def _build(module_class: type, d: int, r: int) -> nn.Module:
-    if not inspect.isclass(module_class):
-        raise NotYet(
-            f"hand in the class itself (Bottleneck), not {type(module_class).__name__} {module_class!r}."
-        )
     module = module_class(d, r)
+    if not isinstance(module, nn.Module):
+        raise NotYet(f"Bottleneck(d, r) built a {type(module).__name__}; make the class an nn.Module.")
     for name in ("down", "act", "up"):
         if not hasattr(module, name):
             raise NotYet(f"your module has no attribute `{name}`; name the parts `down`, `act` and `up`.")
     for name, shape in (("down", (r, d)), ("up", (d, r))):
         weight = getattr(getattr(module, name), "weight", None)
-        if weight is None or tuple(weight.shape) != shape:
-            found = "no weight" if weight is None else f"a weight of shape {tuple(weight.shape)}"
-            raise NotYet(
-                f"`{name}` has {found}; it should map d -> r for `down` and r -> d for `up` "
-                f"(nn.Linear(in_features, out_features))."
+        if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != shape:
+            found = (
+                "no weight"
+                if weight is None
+                else f"a weight of shape {in_symbols(tuple(weight.shape), d, r)}"
             )
+            raise NotYet(
+                f"`{name}` has {found}, where nn.Linear stores {in_symbols(shape, d, r)}: `down` maps d -> r and "
+                "`up` maps r -> d, written nn.Linear(in_features, out_features)."
+            )
+    odd = [(n, p.dtype) for n, p in module.named_parameters() if p.dtype != torch.float32]
+    if odd:
+        raise NotYet(
+            f"`{odd[0][0]}` is {odd[0][1]}; the model around an adapter is float32, so keep nn.Linear's "
+            "default dtype (no dtype= argument, no .double() or .half())."
+        )
     return module
+
+
+def _forward(module: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """The module's output on ``h``, or NotYet if it is not a tensor of h's shape."""
+    out = module(h)
+    if not isinstance(out, torch.Tensor):
+        raise NotYet(f"forward returned a {type(out).__name__}; an adapter returns one tensor, h + ... .")
+    if tuple(out.shape) != tuple(h.shape):
+        raise NotYet(
+            f"on an input of shape (batch, tokens, d) your module returned {in_symbols(tuple(out.shape), D, R)}; "
+            "an adapter returns a vector of the same width d for every token."
+        )
+    return out
 
 
 def _copy_into_package_adapter(
@@ -65,7 +94,7 @@ def _grad_norm(parameter: torch.Tensor) -> float:
     return 0.0 if parameter.grad is None else parameter.grad.norm().item()
 
 
-@exercise("1.bottleneck", reference=lambda: BottleneckAdapter)
+@exercise("1.bottleneck", kind="class", reference=lambda: BottleneckAdapter, forbidden=(adapter,))
 def grade_bottleneck(module_class: type) -> str:
     """Identity at initialisation, equal to BottleneckAdapter on random weights, W_down's gradient gated by W_up."""
     with torch.random.fork_rng(devices=[]):
@@ -73,11 +102,11 @@ def grade_bottleneck(module_class: type) -> str:
         h = torch.randn(3, 5, D)
 
         module = _build(module_class, D, R)
-        out = module(h)
-        if tuple(out.shape) != tuple(h.shape):
+        out = _forward(module, h)
+        broken = nonfinite(out)
+        if broken:
             raise NotYet(
-                f"on an input of shape {tuple(h.shape)} your module returned shape {tuple(out.shape)}; "
-                "an adapter returns a vector of the same width d."
+                f"at initialisation your module's output has {broken}; h + W_up ReLU(W_down h) is finite."
             )
         change = (out - h).abs().max().item()
         if change > 0 and out.abs().max().item() == 0:
@@ -94,7 +123,7 @@ def grade_bottleneck(module_class: type) -> str:
             for parameter in module.parameters():
                 parameter.normal_(0, 0.5)
         reference = _copy_into_package_adapter(module, D, R)
-        out = module(h)
+        out = _forward(module, h)
         gap = (out - reference(h)).abs().max().item()
         if gap > 1e-5:
             if torch.allclose(out, _copy_into_package_adapter(module, D, R, "gelu")(h), atol=1e-5):
@@ -108,8 +137,20 @@ def grade_bottleneck(module_class: type) -> str:
 
         module = _build(module_class, D, R)
         target = torch.randn(3, 5, D)
-        (module(h) * target).sum().backward()
+        out = _forward(module, h)
+        if not out.requires_grad:
+            raise NotYet(
+                "your module's output carries no gradient: nothing in it would train. Is the forward pass "
+                "run under torch.no_grad(), or detached (.detach())?"
+            )
+        (out * target).sum().backward()
         up_grad, down_grad = _grad_norm(module.up.weight), _grad_norm(module.down.weight)
+        if up_grad == 0 and module.down.weight.detach().abs().max() == 0:
+            raise NotYet(
+                "`down` starts at zero as well as `up`: then ReLU(W_down h) = 0, W_up's gradient (which is "
+                "that activation times the output's gradient) is zero too, and nothing ever trains. "
+                "Zero-initialise `up` only; `down` keeps nn.Linear's random start."
+            )
         if up_grad == 0:
             raise NotYet(
                 "W_up received no gradient at the first step; is `up` a trainable nn.Linear on the forward path?"
@@ -122,7 +163,7 @@ def grade_bottleneck(module_class: type) -> str:
         with torch.no_grad():
             module.up.weight.normal_(0, 0.5)
         module.zero_grad()
-        (module(h) * target).sum().backward()
+        (_forward(module, h) * target).sum().backward()
         if _grad_norm(module.down.weight) == 0:
             raise NotYet(
                 "once W_up has moved, W_down still receives no gradient; does down's output reach `up` "
@@ -146,17 +187,18 @@ COUNT_CASES = [
 ]
 
 
-@exercise("1.count", reference=lambda: reference_adapter_parameters)
+@exercise(
+    "1.count",
+    kind="function",
+    reference=lambda: reference_adapter_parameters,
+    forbidden=(counting, adapter),
+)
 def grade_count(adapter_parameters: Callable[..., int]) -> str:
     """Graded against the package's closed form on every case of COUNT_CASES."""
-    if not callable(adapter_parameters):
-        raise NotYet(
-            f"hand in the function itself, not {type(adapter_parameters).__name__} {adapter_parameters!r}."
-        )
     wrong = []
     for d, r, bias in COUNT_CASES:
-        got = adapter_parameters(d, r, bias)
         expected = reference_adapter_parameters(d, r, bias)
+        got = call(adapter_parameters, d, r, bias, what=f"for d={d}, r={r}, bias={bias}")
         if isinstance(got, bool) or not isinstance(got, int):
             raise NotYet(f"for d={d}, r={r}, bias={bias} your function returned {got!r}; a count is an int.")
         if got != expected:

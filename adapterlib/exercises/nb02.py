@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .. import inject, peft_model
 from ..counting import method_parameter_count
 from ..methods.adapter import AdapterConfig, BottleneckAdapter
 from ..toy import TransformerLayer
@@ -52,20 +53,31 @@ KEEP_RULES: list[tuple[str, Callable[[str], bool]]] = [
 ]
 
 
-@exercise("2.freeze", reference=lambda: reference_freeze_all_but)
+@exercise("2.freeze", kind="function", reference=lambda: reference_freeze_all_but)
 def grade_freeze(freeze_all_but: Callable[[nn.Module, Callable[[str], bool]], int]) -> str:
     """Five rules, each on a layer whose parameters start half frozen, half trainable."""
-    if not callable(freeze_all_but):
-        raise NotYet(f"hand in the function itself, not {type(freeze_all_but).__name__} {freeze_all_but!r}.")
     for description, keep in KEEP_RULES:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = _layer()
         for i, parameter in enumerate(model.parameters()):
             parameter.requires_grad_(i % 2 == 0)
+        expected = {name: bool(keep(name)) for name, _ in model.named_parameters()}
+        values = {name: p.detach().clone() for name, p in model.named_parameters()}
         returned = freeze_all_but(model, keep)
+        moved = [name for name, p in model.named_parameters() if not torch.equal(p.detach(), values[name])]
+        if moved:
+            raise NotYet(
+                f"keeping {description}, your function changed the values of `{moved[0]}`; freezing sets "
+                "requires_grad only and leaves the weights as they are."
+            )
+        if isinstance(returned, bool) or not isinstance(returned, int):
+            raise NotYet(
+                f"keeping {description}, your function returned {type(returned).__name__} {returned!r}; "
+                "return the number of trainable parameters, an int."
+            )
         for name, parameter in model.named_parameters():
-            if parameter.requires_grad != keep(name):
+            if parameter.requires_grad != expected.get(name, False):
                 state = "trainable" if parameter.requires_grad else "frozen"
                 raise NotYet(
                     f"keeping {description}, `{name}` is {state} afterwards; every parameter must end up "
@@ -107,12 +119,18 @@ def _the_adapter(model: nn.Module) -> nn.Module:
     return adapters[0]
 
 
-@exercise("2.insert", reference=lambda: reference_add_adapter)
+@exercise(
+    "2.insert",
+    kind="function",
+    reference=lambda: reference_add_adapter,
+    forbidden=(
+        peft_model.get_peft_model,
+        inject,
+    ),  # BottleneckAdapter itself is allowed: it is notebook 1's answer
+)
 def grade_insert(add_adapter: Callable[[TransformerLayer, int], nn.Module]) -> str:
     """Base frozen, output unchanged at initialisation, closed-form count, base weights kept,
     adapter on the FFN output."""
-    if not callable(add_adapter):
-        raise NotYet(f"hand in the function itself, not {type(add_adapter).__name__} {add_adapter!r}.")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         layer = _layer().eval()
@@ -147,6 +165,12 @@ def grade_insert(add_adapter: Callable[[TransformerLayer, int], nn.Module]) -> s
 
         with torch.no_grad():
             out, base_out = model(x, mask), frozen(x, mask)
+        if not isinstance(out, torch.Tensor) or out.shape != base_out.shape:
+            found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise NotYet(
+                f"your layer returned {found} where the layer returns a tensor of shape (batch, tokens, d) "
+                f"= {tuple(base_out.shape)}; the adapter changes values, not shapes."
+            )
         change = (out - base_out).abs().max().item()
         if change > 1e-6 and torch.allclose(out, 2 * base_out, atol=1e-5):
             raise NotYet(

@@ -14,6 +14,7 @@ r"""Notebook 3 (SST-2 with adapters): the Trainer's metric, switching task adapt
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,10 @@ from torch import nn
 from transformers import AutoConfig, EvalPrediction
 
 from ..modeling import model_location, resolve_model_name
+from ..peft_model import PeftModel
+from ..train import accuracy_metric
 from . import NotYet, exercise
+from .contract import describe_error
 
 
 def reference_compute_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
@@ -38,8 +42,8 @@ def reference_compute_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
 def _accuracy_of(compute_metrics: Callable, eval_pred: EvalPrediction, case: str) -> float:
     """Call the learner's function on one case; the number under "accuracy", or NotYet saying what went wrong."""
     try:
-        metrics = compute_metrics(eval_pred)
-    except NotImplementedError:
+        metrics = compute_metrics(copy.deepcopy(eval_pred))
+    except (NotImplementedError, NotYet):
         raise
     except Exception as error:  # the learner's code failed on this input: name the input and the error
         hint = (
@@ -47,7 +51,7 @@ def _accuracy_of(compute_metrics: Callable, eval_pred: EvalPrediction, case: str
             if "broadcast" in str(error)
             else ""
         )
-        raise NotYet(f"{case}, your function raised {type(error).__name__}: {error}{hint}") from None
+        raise NotYet(f"{case}, your function raised {describe_error(error)}{hint}") from None
     if isinstance(metrics, (numbers.Real, np.ndarray, torch.Tensor)):
         raise NotYet(
             f"{case}, your function returned a {type(metrics).__name__}; the Trainer needs a dict "
@@ -72,11 +76,11 @@ def _logits_with_argmax(labels: np.ndarray, classes: int, generator: np.random.G
     return logits
 
 
-@exercise("3.metrics", reference=lambda: reference_compute_metrics)
+@exercise(
+    "3.metrics", kind="function", reference=lambda: reference_compute_metrics, forbidden=(accuracy_metric,)
+)
 def grade_metrics(compute_metrics: Callable) -> str:
     """Square logits (where the axis matters), all-right and real-shaped batches, 3 classes, tuple predictions."""
-    if not callable(compute_metrics):
-        raise NotYet(f"hand in the function compute_metrics itself, not {type(compute_metrics).__name__}.")
     generator = np.random.default_rng(0)
 
     # 3 examples, 3 classes: the argmax over examples (axis 0) has the right shape but the wrong meaning.
@@ -161,12 +165,15 @@ def _max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
-@exercise("3.switch", reference=lambda: (reference_predict_with, None), accepts_package_objects=True)
+@exercise("3.switch", kind="pair", reference=lambda: (reference_predict_with, None), uses_package=True)
 def grade_switch(answer: Any) -> str:
     """For each adapter, called in train mode with another adapter active: that adapter's eval-mode logits."""
-    if not (isinstance(answer, tuple) and len(answer) == 2 and callable(answer[0])):
-        raise NotYet("hand in your function together with the model to try it on: (predict_with, model).")
     predict_with, model = answer
+    if not isinstance(model, (PeftModel, __import__("peft").PeftModel)):
+        raise NotYet(
+            f"the second element is a {type(model).__name__}; hand in (predict_with, model) with the PeftModel "
+            "that holds your adapters."
+        )
     names = list(getattr(model, "peft_config", {}))
     if len(names) < 2:
         raise NotYet(
@@ -184,12 +191,12 @@ def grade_switch(answer: Any) -> str:
             model.set_adapter(other)
             model.train()  # as after training: dropout on, until someone switches it off
             try:
-                logits = predict_with(model, target, batch)
-            except NotImplementedError:
+                logits = predict_with(model, target, {k: v.clone() for k, v in batch.items()})
+            except (NotImplementedError, NotYet):
                 raise
             except Exception as error:
                 raise NotYet(
-                    f"asked for adapter {target!r}, your function raised {type(error).__name__}: {error}"
+                    f"asked for adapter {target!r}, your function raised {describe_error(error)}"
                 ) from None
             if not isinstance(logits, torch.Tensor):
                 raise NotYet(
@@ -244,7 +251,7 @@ def houlsby_parameters(model_name: str | None = None, r: int = HOULSBY_R, num_la
     return layers * 2 * (2 * d * r + d + r) + d * num_labels + num_labels
 
 
-@exercise("3.houlsby")
+@exercise("3.houlsby", kind="number")
 def grade_houlsby(answer: Any) -> str:
     """The count for the notebook's model, with the named slips told apart."""
     if isinstance(answer, bool) or not isinstance(answer, numbers.Integral):

@@ -14,9 +14,12 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
+from .. import inject, peft_model
+from ..methods import dora, lora
 from ..methods.lora import LoraConfig, LoraLinear, LoraUpdate
 from ..peft_model import get_peft_model
 from . import NotYet, close_enough, exercise
+from .contract import nonfinite
 
 IN_FEATURES, OUT_FEATURES, R, ALPHA = 12, 10, 4, 6  # alpha / r = 1.5: catches r / alpha and alpha // r
 FLOAT_TOLERANCE = 1e-5
@@ -86,17 +89,25 @@ def lora_parameters(layer: nn.Module) -> tuple[nn.Parameter, nn.Parameter]:
     return found[0], found[1]
 
 
+def in_symbols(shape: tuple[int, ...], in_features: int, out_features: int, r: int) -> str:
+    """A shape in the learner's terms, ``(in_features, r)``, rather than the grader's numbers."""
+    names = {in_features: "in_features", out_features: "out_features", r: "r"}
+    return "(" + ", ".join(names.get(size, str(size)) for size in shape) + ")"
+
+
 def check_shapes(A: torch.Tensor, B: torch.Tensor, in_features: int, out_features: int, r: int) -> None:
-    if tuple(A.shape) != (r, in_features):
-        raise NotYet(
-            f"A has shape {tuple(A.shape)} for r={r} on a Linear({in_features}, {out_features}); "
-            "A should be r x in_features."
-        )
-    if tuple(B.shape) != (out_features, r):
-        raise NotYet(
-            f"B has shape {tuple(B.shape)} for r={r} on a Linear({in_features}, {out_features}); "
-            "B should be out_features x r."
-        )
+    for name, matrix, wanted, says in (
+        ("A", A, (r, in_features), "A maps the input down to r numbers: r x in_features"),
+        ("B", B, (out_features, r), "B maps r numbers up to the output: out_features x r"),
+    ):
+        if tuple(matrix.shape) != wanted:
+            shape = in_symbols(tuple(matrix.shape), in_features, out_features, r)
+            transposed = " (transposed)" if tuple(matrix.shape) == wanted[::-1] else ""
+            raise NotYet(f"{name} has shape {shape}{transposed}; {says}, like an nn.Linear weight.")
+        if matrix.dtype != torch.float32:
+            raise NotYet(
+                f"{name} is {matrix.dtype}; keep the base layer's float32 (no dtype= argument, no .double())."
+            )
 
 
 def package_layer(base: nn.Linear, A: torch.Tensor, B: torch.Tensor, r: int, alpha: float) -> LoraLinear:
@@ -138,10 +149,34 @@ def call_method(layer: nn.Module, method: str) -> None:
 # ---------------------------------------------------------------- 4.lora_linear
 
 
-@exercise("4.lora_linear", reference=lambda: LoRALinear)
+def learner_output(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer's output on ``x``, or NotYet if it is not a tensor of the base layer's output shape."""
+    out = layer(x)
+    if not isinstance(out, torch.Tensor):
+        raise NotYet(
+            f"forward returned a {type(out).__name__}; a LoRA layer returns one tensor, W x + b + ... ."
+        )
+    if out.shape[-1:] != (OUT_FEATURES,) or out.shape[:-1] != x.shape[:-1]:
+        raise NotYet(
+            f"on an input of shape (..., in_features) your layer returned "
+            f"{in_symbols(tuple(out.shape), IN_FEATURES, OUT_FEATURES, R)}; it returns (..., out_features), like the "
+            "base layer."
+        )
+    broken = nonfinite(out)
+    if broken:
+        raise NotYet(f"your layer's output has {broken}; W x + b + (alpha/r) B A x is finite for finite x.")
+    return out
+
+
+@exercise(
+    "4.lora_linear",
+    kind="class",
+    reference=lambda: LoRALinear,
+    forbidden=(lora, dora, __import__("peft").tuners.lora.layer),
+)
 def grade_lora_linear(layer_class: type) -> str:
     """A LoRA layer: starts at the base layer, matches adapterlib and peft, merges once, unmerges exactly."""
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # the framework puts the learner's random state back afterwards
     base = nn.Linear(IN_FEATURES, OUT_FEATURES)
     original_weight = base.weight.detach().clone()
     reference_base = copy.deepcopy(base)
@@ -151,7 +186,7 @@ def grade_lora_linear(layer_class: type) -> str:
     x = torch.randn(2, 3, IN_FEATURES)
 
     with torch.no_grad():
-        start = max_difference(layer(x), reference_base(x))
+        start = max_difference(learner_output(layer, x), reference_base(x))
     if start > 1e-6:
         raise NotYet(
             f"at initialisation your layer changed the Linear's output by {start:.3g}; "
@@ -168,13 +203,22 @@ def grade_lora_linear(layer_class: type) -> str:
     if {id(p) for p in trainable} != {id(A), id(B)}:
         raise NotYet(f"{len(trainable)} parameter tensors are trainable; only A and B should be.")
 
-    layer(x).pow(2).sum().backward()
+    out = learner_output(layer, x)
+    if not out.requires_grad:
+        raise NotYet(
+            "your layer's output carries no gradient, so A and B would never train: is the update computed "
+            "under torch.no_grad() or detached (.detach())?"
+        )
+    out.pow(2).sum().backward()
     if B.grad is None or B.grad.abs().max() == 0:
-        raise NotYet("no gradient reached B after a backward pass; the update must use A and B in forward.")
+        raise NotYet(
+            "no gradient reached B after a backward pass; the update must use A and B in forward, "
+            "without .detach()."
+        )
 
     with torch.no_grad():
         B.normal_(0, 0.5)  # as if training had moved B
-        ours = layer(x)
+        ours = learner_output(layer, x)
         package = package_layer(reference_base, A, B, R, ALPHA)(x)
         theirs = peft_layer(reference_base, A, B, R, ALPHA)(x)
     to_package, to_peft = max_difference(ours, package), max_difference(ours, theirs)
@@ -194,7 +238,7 @@ def grade_lora_linear(layer_class: type) -> str:
         merged_change = max_difference(base.weight, original_weight + delta)
         if merged_change > FLOAT_TOLERANCE:
             raise NotYet(f"after merge() base.weight is {merged_change:.3g} away from W + (alpha/r) B A.")
-        merged = max_difference(layer(x), ours)
+        merged = max_difference(learner_output(layer, x), ours)
     if merged > FLOAT_TOLERANCE:
         raise NotYet(
             f"after merge() the output changed by {merged:.3g}: a merged layer must not add B A x again."
@@ -217,7 +261,7 @@ def grade_lora_linear(layer_class: type) -> str:
     if restored > 1e-6:
         raise NotYet(f"after unmerge() base.weight is {restored:.3g} away from the original W.")
     with torch.no_grad():
-        unmerged = max_difference(layer(x), ours)
+        unmerged = max_difference(learner_output(layer, x), ours)
     if unmerged > FLOAT_TOLERANCE:
         raise NotYet(
             f"after unmerge() the output differs from before merging by {unmerged:.3g}; "
@@ -247,8 +291,9 @@ def tiny_bert(seed: int = 0) -> BertModel:
         max_position_embeddings=64,
         attn_implementation="eager",
     )
-    torch.manual_seed(seed)
-    return BertModel(config, add_pooling_layer=False).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return BertModel(config, add_pooling_layer=False).eval()
 
 
 def tiny_batch() -> dict[str, torch.Tensor]:
@@ -301,6 +346,12 @@ def grade_one_injection(replace: Callable, targets: tuple[str, ...]) -> float:
     }
 
     returned = replace(model, list(targets), R, ALPHA)
+    if returned is not None and (
+        not isinstance(returned, (list, tuple)) or not all(isinstance(n, str) for n in returned)
+    ):
+        raise NotYet(
+            f"your function returned {type(returned).__name__}; return the list of the names of the modules it wrapped."
+        )
     wrapped = lora_modules(model)
     extra, missing = sorted(set(wrapped) - set(expected)), sorted(set(expected) - set(wrapped))
     if extra:
@@ -335,10 +386,10 @@ def grade_one_injection(replace: Callable, targets: tuple[str, ...]) -> float:
     if frozen_lora:
         raise NotYet(f"the LoRA matrices of {frozen_lora[0]} are frozen; they are what trains.")
 
-    torch.manual_seed(2)
+    generator = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for name, module in wrapped.items():
-            module.B.normal_(0, 0.5)
+            module.B.copy_(torch.randn(module.B.shape, generator=generator) * 0.5)
             expected[name].active.A.copy_(module.A)
             expected[name].active.B.copy_(module.B)
         difference = max_difference(model(**batch).last_hidden_state, reference(**batch).last_hidden_state)
@@ -349,11 +400,15 @@ def grade_one_injection(replace: Callable, targets: tuple[str, ...]) -> float:
     return difference
 
 
-@exercise("4.inject", reference=lambda: package_replace_linear_with_lora)
+@exercise(
+    "4.inject",
+    kind="function",
+    reference=lambda: package_replace_linear_with_lora,
+    # the LoRA layer itself may be the package's (the fallback of 4.lora_linear); the injection may not
+    forbidden=(peft_model.get_peft_model, inject, __import__("peft").get_peft_model),
+)
 def grade_inject(replace: Callable) -> str:
     """Injection by name on a tiny BERT, against ``get_peft_model(model, LoraConfig(target_modules=...))``."""
-    if replace is package_replace_linear_with_lora:
-        raise NotYet("that is the package's own implementation; write your own code for this exercise.")
     target_lists = [("query", "value"), ("key", "output.dense"), ("value", "attention")]
     differences = [grade_one_injection(replace, targets) for targets in target_lists]
     return (
@@ -370,11 +425,9 @@ def scaling_for(alpha: float, r: int) -> float:
     return alpha / r
 
 
-@exercise("4.scaling")
+@exercise("4.scaling", kind="number")
 def grade_scaling(answer: float) -> str:
     """The factor applied to B A with alpha = 16 and r = 16."""
-    if not isinstance(answer, (int, float)):
-        raise NotYet(f"the answer should be a number, got {type(answer).__name__}.")
     if close_enough(answer, scaling_for(16, 16) / scaling_for(16, 8)):
         raise NotYet(
             f"{answer:g} is how much the factor changes when r doubles; the question asks for the factor "

@@ -18,11 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import unified
 from ..attention import padding_mask
 from ..counting import method_parameter_count
+from ..methods import prefix as prefix_method
 from ..methods.prefix import PrefixEncoder, PrefixTuningConfig
-from ..methods.prefix import prefix_attention as attention_with_prefix
-from . import NotYet, exercise, package_call, package_calls_refused
+from ..methods.prefix import prefix_attention as layer_prefix_attention
+from . import NotYet, exercise
+from .contract import describe_error, nonfinite, plain_result
 
 MINILM = SimpleNamespace(hidden_size=384, num_hidden_layers=6, num_attention_heads=12)
 TOLERANCE = 1e-5
@@ -31,26 +34,7 @@ TOLERANCE = 1e-5
 # --------------------------------------------------------------------------- 5.prefix_attention
 
 
-def prefix_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    prefix_key: torch.Tensor,
-    prefix_value: torch.Tensor,
-    attention_mask: torch.Tensor,
-) -> torch.Tensor:
-    r"""``softmax(Q [P_k; K]^T / sqrt(d_h) + [0; M]) [P_v; V]`` per head.
-
-    query, key, value: ``[batch, heads, seq, d_h]``; prefix_key, prefix_value: ``[heads, n, d_h]``;
-    attention_mask: ``[batch, seq]``, 1 for real tokens and 0 for padding. Returns ``[batch, heads, seq, d_h]``.
-    """
-    batch, n = query.shape[0], prefix_key.shape[1]
-    keys = torch.cat([prefix_key.expand(batch, -1, -1, -1), key], dim=2)
-    values = torch.cat([prefix_value.expand(batch, -1, -1, -1), value], dim=2)
-    visible = torch.cat([attention_mask.new_ones(batch, n), attention_mask], dim=1).bool()
-    scores = query @ keys.transpose(-1, -2) / math.sqrt(query.shape[-1])
-    scores = scores.masked_fill(~visible[:, None, None, :], float("-inf"))
-    return scores.softmax(dim=-1) @ values
+prefix_attention = unified.attention_with_prefix  # the reference: Attn([P_k; K], [P_v; V]) in one softmax
 
 
 class Projections(nn.Module):
@@ -78,7 +62,7 @@ def attention_case(
     for row, length in enumerate(lengths):
         mask[row, :length] = 1
     with torch.no_grad():
-        expected = attention_with_prefix(
+        expected = layer_prefix_attention(
             base, hidden, padding_mask(mask, hidden.dtype), prefix, implementation="eager"
         )[0]
         split = lambda x: x.view(*x.shape[:-1], heads, d_h).transpose(-3, -2)
@@ -118,25 +102,18 @@ def other_attention(inputs, scale: float, prefix: bool = True, padding: bool = T
 
 
 def call_attention(function: Callable, inputs, shapes: str) -> torch.Tensor:
-    refused = {
-        f"{__name__}.prefix_attention": prefix_attention,
-        "adapterlib.methods.prefix.prefix_attention": attention_with_prefix,
-    }
-    with package_calls_refused(refused) as called:
-        try:
-            with torch.no_grad():
-                output = function(*(x.clone() for x in inputs))
-        except (NotImplementedError, NotYet):
-            raise
-        except Exception as error:  # the learner's code failed: say where, not what to write
-            if called:
-                raise package_call(called[0]) from None
-            raise NotYet(
-                f"on {shapes} your function raised {type(error).__name__}: {error}. Every tensor that is combined "
-                "with the scores (the mask too) must cover the n prefix positions plus the seq real ones."
-            ) from None
-    if called:  # the answer caught the refusal and went on
-        raise package_call(called[0])
+    """The learner's function on copies of ``inputs``; a failure or a wrong type is named, not solved."""
+    try:
+        with torch.no_grad():
+            output = function(*(x.clone() for x in inputs))
+    except (NotImplementedError, NotYet, AssertionError):
+        raise
+    except Exception as error:  # the learner's code failed: say where, not what to write
+        raise NotYet(
+            f"on {shapes} your function raised {describe_error(error)}. Every tensor that is combined "
+            "with the scores (the mask too) must cover the n prefix positions plus the seq real ones."
+        ) from None
+    plain_result(output, f"on {shapes}")
     if isinstance(output, tuple):
         raise NotYet("your function returned a tuple; return only the attention output tensor.")
     if not isinstance(output, torch.Tensor):
@@ -153,6 +130,14 @@ def diagnose_attention(function: Callable, case: dict[str, Any], output: torch.T
     inputs = case["inputs"]
     query, key, value, prefix_key, prefix_value, mask = inputs
     d_h = query.shape[-1]
+    broken = nonfinite(output)
+    if broken:
+        return (
+            f"on {shapes} your output has {broken}. A softmax over entries that are all -inf gives 0/0 = NaN: "
+            "the mask hides keys, so take the softmax over the keys (the last axis, dim=-1); over another axis a "
+            "whole masked column of padding becomes NaN. Mask with -inf (or a large negative number) where the "
+            "mask is 0, never where it is 1."
+        )
     moved = list(inputs)
     moved[4] = prefix_value + 10.0
     if torch.allclose(call_attention(function, moved, shapes), output, atol=TOLERANCE):
@@ -190,16 +175,20 @@ def diagnose_attention(function: Callable, case: dict[str, Any], output: torch.T
     return f"on {shapes} your output differs from the package's prefix attention by up to {error.max().item():.3g}."
 
 
-@exercise("5.prefix_attention", reference=lambda: prefix_attention)
+@exercise(
+    "5.prefix_attention",
+    kind="function",
+    reference=lambda: prefix_attention,
+    forbidden=(layer_prefix_attention, other_attention),
+)
 def grade_prefix_attention(function: Callable) -> str:
-    if not callable(function):
-        raise NotYet(f"expected a function, got {type(function).__name__}.")
     for shape in ATTENTION_CASES:
         case = attention_case(**shape)
         query, prefix_key = case["inputs"][0], case["inputs"][3]
         batch, heads, seq, d_h = query.shape
         n = prefix_key.shape[1]
         shapes = f"batch={batch}, heads={heads}, seq={seq}, d_h={d_h}, n={n}"
+        expected = case["expected"]
         output = call_attention(function, case["inputs"], shapes)
         if output.shape != query.shape:
             if output.dim() == 4 and output.shape[2] == n + seq:
@@ -211,7 +200,7 @@ def grade_prefix_attention(function: Callable) -> str:
                 f"on {shapes} your output has shape {tuple(output.shape)}; it should have the queries' shape "
                 f"{tuple(query.shape)}: one d_h-vector per query and head."
             )
-        if not torch.allclose(output, case["expected"], atol=TOLERANCE):
+        if not torch.allclose(output, expected, atol=TOLERANCE):
             raise NotYet(diagnose_attention(function, case, output, shapes))
     return (
         f"equals the package's PrefixSelfAttention on {len(ATTENTION_CASES)} random padded batches "
@@ -222,11 +211,9 @@ def grade_prefix_attention(function: Callable) -> str:
 # --------------------------------------------------------------------------- 5.prefix_params
 
 
-@exercise("5.prefix_params")
+@exercise("5.prefix_params", kind="number")
 def grade_prefix_params(answer: Any) -> str:
     expected = method_parameter_count(MINILM, PrefixTuningConfig(num_virtual_tokens=10))
-    if isinstance(answer, bool) or not isinstance(answer, (int, float)):
-        raise NotYet(f"expected a number, got {type(answer).__name__}.")
     if answer == expected:
         return (
             f"{int(answer):,} parameters: a key and a value vector of width d per virtual token, "
@@ -235,7 +222,7 @@ def grade_prefix_params(answer: Any) -> str:
     d, layers = MINILM.hidden_size, MINILM.num_hidden_layers
     if answer * 2 == expected:
         raise NotYet(
-            f"{answer:,} counts only half: each virtual token has a key vector *and* a value vector."
+            f"{answer:,} counts only half: each virtual token has a key vector and a value vector as well."
         )
     if answer * layers == expected:
         raise NotYet(f"{answer:,} is the prefix of one layer; every attention layer has its own prefix.")
@@ -292,26 +279,28 @@ MLP_CASES = [
 ]
 
 
-def build_learner_mlp(cls: type, sizes: dict[str, int], described: str) -> nn.Module:
+def build_learner_mlp(module_class: type, sizes: dict[str, int], described: str) -> nn.Module:
     try:
-        module = cls(sizes["num_layers"], sizes["d_model"], sizes["num_virtual_tokens"], sizes["hidden"])
-    except NotImplementedError:
+        module = module_class(
+            sizes["num_layers"], sizes["d_model"], sizes["num_virtual_tokens"], sizes["hidden"]
+        )
+    except (NotImplementedError, NotYet, AssertionError):
         raise
     except Exception as error:
-        raise NotYet(f"{cls.__name__}({described}) raised {type(error).__name__}: {error}.") from None
+        raise NotYet(f"{module_class.__name__}({described}) raised {describe_error(error)}.") from None
     if not isinstance(module, nn.Module):
-        raise NotYet(f"{cls.__name__}(...) is a {type(module).__name__}, not an nn.Module.")
+        raise NotYet(f"{module_class.__name__}(...) is a {type(module).__name__}, not an nn.Module.")
     return module
 
 
 def run_learner_mlp(module: nn.Module, described: str) -> torch.Tensor:
     try:
         return module()
-    except NotImplementedError:
+    except (NotImplementedError, NotYet, AssertionError):
         raise
     except Exception as error:
         raise NotYet(
-            f"forward() of the module built with {described} raised {type(error).__name__}: {error}."
+            f"forward() of the module built with {described} raised {describe_error(error)}."
         ) from None
 
 
@@ -340,16 +329,14 @@ def diagnose_mlp(module: nn.Module, output: torch.Tensor, expected: torch.Tensor
     )
 
 
-@exercise("5.prefix_mlp", reference=lambda: PrefixMLP)
-def grade_prefix_mlp(cls: type) -> str:
-    if not isinstance(cls, type):
-        raise NotYet(f"expected a class (an nn.Module subclass), got {type(cls).__name__}.")
+@exercise("5.prefix_mlp", kind="class", reference=lambda: PrefixMLP, forbidden=(prefix_method,))
+def grade_prefix_mlp(module_class: type) -> str:
     for sizes in MLP_CASES:
         layers, d, n, h = (sizes[k] for k in ("num_layers", "d_model", "num_virtual_tokens", "hidden"))
         described = f"L={layers}, d={d}, n={n}, h={h}"
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            module = build_learner_mlp(cls, sizes, described)
+            module = build_learner_mlp(module_class, sizes, described)
         names = sorted(name for name, _ in module.named_parameters())
         if not isinstance(getattr(module, "embedding", None), nn.Parameter):
             raise NotYet("the module has no nn.Parameter named `embedding` (the n x d matrix E).")

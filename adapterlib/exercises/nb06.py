@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import NotYet, exercise
+from .contract import call
 
 LEVEL = 0.05
 N_SENTENCES = 872  # the SST-2 validation set
@@ -27,23 +28,42 @@ def sampling_interval(accuracy: float, n: int) -> float:
     return 1.96 * math.sqrt(accuracy * (1 - accuracy) / n)
 
 
-@exercise("6.sampling_interval", reference=lambda: sampling_interval)
+def half_width(answer: Callable[[float, int], float], p: float, n: int) -> float:
+    """The learner's half-width for accuracy ``p`` on ``n`` sentences, as a float; NotYet if it is not a number."""
+    value = call(answer, p, n, what=f"for accuracy {p} on {n} sentences")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise NotYet(
+            f"for accuracy {p} on {n} sentences your function returned {type(value).__name__} {value!r}; "
+            "return a plain number (float(...))."
+        )
+    if not math.isfinite(value):
+        raise NotYet(
+            f"for accuracy {p} on {n} sentences your half-width is {value}; it is a finite fraction."
+        )
+    return float(value)
+
+
+@exercise("6.sampling_interval", kind="function", reference=lambda: sampling_interval)
 def grade_sampling_interval(answer: Callable[[float, int], float]) -> str:
     """Agrees with the formula on several accuracies and set sizes (to 0.1%)."""
     cases = [(0.832, 872), (0.786, 872), (0.5, 872), (0.9, 1000), (0.832, 3488), (0.6, 100)]
-    small, large = float(answer(0.832, 872)), float(answer(0.832, 4 * 872))
+    small, large = half_width(answer, 0.832, 872), half_width(answer, 0.832, 4 * 872)
     if small > 1:
         raise NotYet(
             f"for accuracy 0.832 on 872 sentences your half-width is {small:.3g}, more than 1: work with "
             "accuracy as a fraction (0.832), not in percent, and return a fraction too."
         )
-    if not math.isclose(small, 2 * large, rel_tol=1e-3):
+    if large == 0 or not math.isclose(small, 2 * large, rel_tol=1e-3):
+        if large == 0:
+            raise NotYet(
+                "with 3488 sentences your half-width is 0; a finite sample always leaves some noise."
+            )
         raise NotYet(
             f"with 4 times as many sentences (872 -> 3488) your half-width shrank by a factor of "
             f"{small / large:.3g}; an interval of a mean shrinks like 1/sqrt(n)."
         )
     for p, n in cases:
-        value = float(answer(p, n))
+        value = half_width(answer, p, n)
         if not math.isclose(value, sampling_interval(p, n), rel_tol=1e-3):
             ratio = f"{value / math.sqrt(p * (1 - p) / n):.3g}"
             errors = "standard error" if ratio == "1" else "standard errors"
@@ -100,28 +120,36 @@ SIGNIFICANCE_CASES = [
 ]
 
 
-@exercise("6.significant", reference=lambda: differs)
+@exercise(
+    "6.significant",
+    kind="function",
+    reference=lambda: differs,
+    forbidden=(mcnemar_exact_p, disagreements),
+)
 def grade_significant(answer: Callable[[np.ndarray, np.ndarray], bool]) -> str:
     """Agrees with McNemar's exact test at 5% on pairs built from chosen disagreement counts."""
     for b, c, both_right in SIGNIFICANCE_CASES:
         correct_a, correct_b = paired_outcomes(b, c, both_right)
+        expected = differs(correct_a, correct_b)  # before the learner's code runs, on the grader's own arrays
         gap = 100 * (b - c) / N_SENTENCES
         case = (
             f"two methods on {N_SENTENCES} sentences, A right and B wrong on {b}, the reverse on {c}, "
             f"both right on {both_right} (accuracy gap {gap:+.1f} points)"
         )
         try:
-            result = answer(correct_a, correct_b)
-        except ZeroDivisionError as error:
+            result = call(answer, correct_a, correct_b, what=f"for {case}")
+        except NotYet as error:
+            if "ZeroDivisionError" not in str(error):
+                raise
+
             raise NotYet(
-                f"for {case} your function raised ZeroDivisionError ({error}); when the two methods "
-                "never disagree there is no evidence of a difference at all."
+                f"{error} When the two methods never disagree there is no evidence of a difference at all."
             ) from None
         if not isinstance(result, (bool, np.bool_)):
             raise NotYet(
                 f"for {case} your function returned {type(result).__name__} {result!r}; return True or False."
             )
-        if bool(result) != differs(correct_a, correct_b):
+        if bool(result) != expected:
             verdict = "a real difference" if result else "chance"
             raise NotYet(
                 f"for {case} your function called the gap {verdict}. Count b and c for this case, work out "
@@ -134,7 +162,7 @@ def grade_significant(answer: Callable[[np.ndarray, np.ndarray], bool]) -> str:
     )
 
 
-@exercise("6.merges")
+@exercise("6.merges", kind="choice")
 def grade_merges(answer: str) -> str:
     """The method whose update is a linear change of a weight matrix."""
     if not isinstance(answer, str) or answer.strip().lower() not in ("adapter", "lora", "prefix"):

@@ -16,20 +16,13 @@ from collections.abc import Callable, Sequence
 
 from transformers import BertConfig
 
-from ..counting import bert_layer_linears, method_parameter_count
+from .. import counting
+from ..counting import method_parameter_count
+from ..inject import targeted_linears
 from ..methods.adapter import AdapterConfig
 from ..methods.lora import LoraConfig
 from . import NotYet, exercise
-
-
-def targeted_matrices(shape, targets: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """The layer's Linear layers a LoRA on ``targets`` wraps: a name ``n`` matches ``t`` if
-    ``n == t`` or ends in ``"." + t``."""
-    return {
-        name: size
-        for name, size in bert_layer_linears(shape).items()
-        if any(name == t or name.endswith("." + t) for t in targets)
-    }
+from .contract import call
 
 
 def matching_rank(shape, adapter_r: int, placement: str, targets: Sequence[str]) -> int:
@@ -38,7 +31,7 @@ def matching_rank(shape, adapter_r: int, placement: str, targets: Sequence[str])
     d = shape.hidden_size
     sites = 2 if placement == "houlsby" else 1
     adapter = sites * (2 * d * adapter_r + d + adapter_r)
-    per_rank = sum(m + k for m, k in targeted_matrices(shape, targets).values())
+    per_rank = sum(m + k for m, k in targeted_linears(shape, targets).values())
     return math.ceil(adapter / per_rank)
 
 
@@ -89,7 +82,7 @@ def _rank_missing_attention_output(
 ) -> int | None:
     """The rank a count without `attention.output.dense` gives, where only the suffix rule (the target
     `output.dense`) catches that matrix; None where it is named itself or not caught at all."""
-    targeted = targeted_matrices(shape, targets)
+    targeted = targeted_linears(shape, targets)
     if "attention.output.dense" not in targeted or "attention.output.dense" in targets:
         return None
     d = shape.hidden_size
@@ -102,20 +95,29 @@ def _lora_count(shape, r: int, targets: Sequence[str]) -> int:
     return method_parameter_count(shape, LoraConfig(r=r, target_modules=tuple(targets)))
 
 
-@exercise("7.matching_rank", reference=lambda: matching_rank)
+@exercise(
+    "7.matching_rank",
+    kind="function",
+    reference=lambda: matching_rank,
+    # bert_layer_linears (the layer's Linear shapes) stays usable: the exercise is the counting
+    forbidden=(counting.method_parameter_count, counting.expected_trainable_parameters, targeted_linears),
+)
 def grade_matching_rank(answer: Callable[..., int]) -> str:
     """The smallest rank reaching the adapter's count, counted by adapterlib.counting, on every case."""
     for shape_name, adapter_r, placement, targets in RANK_CASES:
         shape = SHAPES[shape_name]
         adapter = method_parameter_count(shape, AdapterConfig(r=adapter_r, placement=placement))
+        right = matching_rank(shape, adapter_r, placement, targets)
         case = f"{shape_name}, a {placement} adapter with r={adapter_r} and LoRA on {', '.join(targets)}"
-        rank = answer(shape, adapter_r, placement, tuple(targets))
-        if isinstance(rank, bool) or not float(rank).is_integer() or rank < 1:
-            raise NotYet(f"for {case} your function returned {rank!r}; a rank is a positive whole number.")
+        rank = call(answer, shape, adapter_r, placement, tuple(targets), what=f"for {case}")
+        whole = isinstance(rank, int) or (isinstance(rank, float) and rank.is_integer())
+        if isinstance(rank, bool) or not whole or rank < 1:
+            raise NotYet(
+                f"for {case} your function returned {type(rank).__name__} {rank!r}; a rank is a positive whole "
+                "number (an int, math.ceil(...))."
+            )
         rank = int(rank)
-        if rank != matching_rank(
-            shape, adapter_r, placement, targets
-        ) and rank == _rank_missing_attention_output(shape, adapter_r, placement, targets):
+        if rank != right and rank == _rank_missing_attention_output(shape, adapter_r, placement, targets):
             raise NotYet(
                 f"for {case}: your rank is the one LoRA would need if `output.dense` wrapped the FFN's "
                 "output.dense alone. A target matches every Linear whose name equals it or ends in "

@@ -7,21 +7,22 @@ r"""Exercises of notebook 8 (how much rank does SST-2 need?), graded on matrices
 * ``8.similarity``: ``subspace_similarity(U1, U2, i, j)``, Hu et al.'s
   :math:`\varphi = \|U_1[:, :i]^\top U_2[:, :j]\|_F^2 / \min(i, j)` for matrices with orthonormal columns.
 
-While the learner's function runs, a call into the package's own answers (every function of
+While the learner's function is graded, a call into the package's own answers (every function of
 :mod:`adapterlib.low_rank`, and :func:`energy_share`, which ``check`` hands back while the exercise is
 unanswered) is refused, however it was reached: the exercise is to write them with torch.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from .. import low_rank
 from ..low_rank import energy_shares, subspace_similarity, truncate
-from . import NotYet, exercise, package_call, package_calls_refused
+from . import NotYet, exercise
+from .contract import describe_error, plain_result
 
 TOLERANCE = 1e-4
 
@@ -31,41 +32,29 @@ def energy_share(singular_values: torch.Tensor, r: int) -> float:
     return energy_shares(torch.as_tensor(singular_values))[r].item()
 
 
-def package_answers() -> dict[str, Callable]:
-    """``{name: function}`` of the package's functions a learner's answer must not call."""
-    functions = {
-        f"adapterlib.low_rank.{name}": function
-        for name, function in inspect.getmembers(low_rank, inspect.isfunction)
-        if function.__module__ == low_rank.__name__
-    }
-    functions[f"{__name__}.energy_share"] = energy_share
-    return functions
-
-
-REFUSED = package_answers()
+REFUSED = (low_rank, energy_share)  # the package's answers: its low-rank module and the fallback of 8.energy
 
 
 def run(answer: Callable, *args, what: str):
     """Call the learner's function; an error it raises becomes a NotYet naming the case."""
-    with package_calls_refused(REFUSED) as called:
-        try:
-            result = answer(*args)
-        except (NotImplementedError, NotYet):
-            raise
-        except Exception as error:  # the learner's code failed: say where, not how to fix it
-            if called:
-                raise package_call(called[0]) from None
-            raise NotYet(f"{what}: your function raised {type(error).__name__}: {error}") from None
-    if called:
-        raise package_call(called[0])
-    return result
+    try:
+        result = answer(*args)
+    except (NotImplementedError, NotYet, AssertionError):
+        raise
+    except Exception as error:  # the learner's code failed: say where, not how to fix it
+        raise NotYet(f"{what}: your function raised {describe_error(error)}") from None
+    return plain_result(result, what)
 
 
 def as_number(value, what: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise NotYet(f"{what}: your function returned {type(value).__name__}, not a number.") from None
+    """A number the learner returned, strictly: a tensor or an array is sent back (``.item()``, ``float()``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (float, int, np.floating, np.integer)):
+        hint = " (a one-element tensor: call .item() on it)" if isinstance(value, torch.Tensor) else ""
+        raise NotYet(
+            f"{what}: your function returned {type(value).__name__} {value!r}{hint}, not a number: "
+            "return a Python float."
+        )
+    return float(value)
 
 
 def close(values: list[float], targets: list[float]) -> bool:
@@ -140,12 +129,10 @@ def diagnose_energy(s: torch.Tensor, shares: list[float]) -> str:
     )
 
 
-@exercise("8.energy", reference=lambda: energy_share)
+@exercise("8.energy", kind="function", reference=lambda: energy_share, forbidden=REFUSED)
 def grade_energy(answer: Callable[[torch.Tensor, int], float]) -> str:
     """Shares of sum sigma^2: 0 at r = 0, 1 at full rank, right in between, on several spectra; the
     singular values left as they were."""
-    if answer is energy_share:
-        raise NotYet("that is the package's own implementation; write your own code for this exercise.")
     for values in ENERGY_SPECTRA:
         s = torch.tensor(values)
         shares = learner_shares(answer, s)
@@ -224,11 +211,16 @@ def grade_one_truncation(answer: Callable, delta: torch.Tensor, r: int) -> float
         )
     if not result.is_floating_point():
         raise NotYet(f"{where} your result is a tensor of {result.dtype}; return floats, in delta's dtype.")
-    if torch.finfo(result.dtype).eps > torch.finfo(torch.float32).eps:
+    if result.dtype != delta.dtype:
+        rounding = (
+            f", which rounds every entry to about {torch.finfo(result.dtype).eps:.0e} of its size (the rounding "
+            "alone gives the matrix full rank)"
+            if torch.finfo(result.dtype).eps > torch.finfo(delta.dtype).eps
+            else f" where delta is {delta.dtype}"
+        )
         raise NotYet(
-            f"{where} your result is {result.dtype}, which rounds every entry to about "
-            f"{torch.finfo(result.dtype).eps:.0e} of its size: the rounding alone gives the matrix full "
-            "rank. Return the result in delta's dtype."
+            f"{where} your result is {result.dtype}{rounding}; return it in delta's dtype "
+            "(torch.zeros_like(delta), or dtype=delta.dtype)."
         )
     result = result.double()
     scale = delta.norm().item()
@@ -256,7 +248,7 @@ def grade_one_truncation(answer: Callable, delta: torch.Tensor, r: int) -> float
     )
 
 
-@exercise("8.truncate", reference=lambda: truncate)
+@exercise("8.truncate", kind="function", reference=lambda: truncate, forbidden=REFUSED)
 def grade_truncate(answer: Callable[[torch.Tensor, int], torch.Tensor]) -> str:
     """Rank-r truncations of tall, wide and square matrices: the rank asked for, the error of the best
     approximation (Eckart-Young), zero at r = 0, the matrix itself at full rank; the input untouched."""
@@ -355,7 +347,7 @@ def similarity_mistakes(u1: torch.Tensor, u2: torch.Tensor, i: int, j: int) -> d
     return mistakes
 
 
-@exercise("8.similarity", reference=lambda: subspace_similarity)
+@exercise("8.similarity", kind="function", reference=lambda: subspace_similarity, forbidden=REFUSED)
 def grade_similarity(answer: Callable[[torch.Tensor, torch.Tensor, int, int], float]) -> str:
     """Hu et al.'s phi on bases built here: 1 for a subspace with itself and for a span inside
     another, 0 for orthogonal ones, the formula's value for random ones (either order of i, j)."""

@@ -17,27 +17,25 @@ from typing import Any
 import torch
 
 from .. import unified
-from . import NotYet, exercise, package_call, package_calls_refused
+from ..methods import dora
+from . import NotYet, exercise
+from .contract import describe_error, nonfinite, plain_result
 
 TOLERANCE = 1e-5
-# The package's own answers: while the learner's function runs, calling one of them is refused.
-REFERENCES = {f"adapterlib.unified.{f.__name__}": f for f in (unified.prefix_gate, unified.dora_delta)}
+# The package's own answers: while the learner's function is graded, calling into them is refused.
+REFERENCES = (unified, dora, __import__("peft").tuners.lora.dora)
 
 
 def call_learner(function: Callable, inputs: tuple, described: str) -> torch.Tensor:
     """The learner's function on copies of ``inputs``; a failure is named, not solved."""
-    with package_calls_refused(REFERENCES) as called:
-        try:
-            with torch.no_grad():
-                output = function(*(x.clone() if isinstance(x, torch.Tensor) else x for x in inputs))
-        except (NotImplementedError, NotYet):
-            raise
-        except Exception as error:
-            if called:
-                raise package_call(called[0]) from None
-            raise NotYet(f"on {described} your function raised {type(error).__name__}: {error}.") from None
-    if called:  # the answer caught the refusal and went on
-        raise package_call(called[0])
+    try:
+        with torch.no_grad():
+            output = function(*(x.clone() if isinstance(x, torch.Tensor) else x for x in inputs))
+    except (NotImplementedError, NotYet, AssertionError):
+        raise
+    except Exception as error:
+        raise NotYet(f"on {described} your function raised {describe_error(error)}.") from None
+    plain_result(output, f"on {described}")
     wanted = "return a float tensor (float32, like the inputs)"
     if not isinstance(output, torch.Tensor):
         raise NotYet(f"your function returned a {type(output).__name__}; {wanted}.")
@@ -114,6 +112,13 @@ def diagnose_gate(
 ) -> str:
     """Name the behaviour in which the learner's gate differs from the prefix's share of attention."""
     query, key, prefix_key, mask = inputs
+    broken = nonfinite(output)
+    if broken:
+        return (
+            f"on {described} your λ has {broken}. exp of -inf scores summed to 0 and divided by 0 gives NaN: "
+            "that happens when every score in a sum is masked. The mask is 1 for real tokens and 0 for padding; "
+            "set the scores to -inf where mask == 0 (not where it is 1), so each query keeps its real tokens."
+        )
     low, high = output.min().item(), output.max().item()
     if low < -TOLERANCE or high > 1 + TOLERANCE:
         return (
@@ -180,10 +185,8 @@ def diagnose_gate(
     return f"on {described} your λ differs from the prefix's share of attention by up to {difference:.3g}."
 
 
-@exercise("9.prefix_gate", reference=lambda: unified.prefix_gate)
+@exercise("9.prefix_gate", kind="function", reference=lambda: unified.prefix_gate, forbidden=REFERENCES)
 def grade_prefix_gate(function: Callable) -> str:
-    if not callable(function):
-        raise NotYet(f"expected a function, got {type(function).__name__}.")
     for shape in GATE_CASES:
         inputs = gate_case(**shape)
         query, _, prefix_key, _ = inputs
@@ -259,6 +262,13 @@ def diagnose_dora(function: Callable, case: dict[str, Any], described: str) -> s
     """Name the behaviour in which the learner's Delta h differs from DoRA's."""
     x, weight, A, B, scaling = (case[name] for name in ("x", "weight", "A", "B", "scaling"))
     output = call_learner(function, dora_inputs(case), described)
+    broken = nonfinite(output)
+    if broken:
+        return (
+            f"on {described} your Δh has {broken}: look for a division by a norm that is 0 (the norm of a "
+            "whole matrix or of the wrong axis) or by a magnitude; each row of W + s B A has its own norm, "
+            "which is not 0 here."
+        )
     if (
         weight.shape[0] == weight.shape[1]
     ):  # only a square W lets a [d] vector scale its columns without an error
@@ -305,10 +315,8 @@ def diagnose_dora(function: Callable, case: dict[str, Any], described: str) -> s
     return f"on {described} your Δh differs from DoRA's by up to {largest_difference(output, expected):.3g}."
 
 
-@exercise("9.dora_delta", reference=lambda: unified.dora_delta)
+@exercise("9.dora_delta", kind="function", reference=lambda: unified.dora_delta, forbidden=REFERENCES)
 def grade_dora_delta(function: Callable) -> str:
-    if not callable(function):
-        raise NotYet(f"expected a function, got {type(function).__name__}.")
     for sizes in DORA_CASES:
         case = dora_case(**sizes)
         described = (
@@ -353,7 +361,7 @@ def method_names(answer: Any) -> set[str]:
     return names
 
 
-@exercise("9.same_for_every_token")
+@exercise("9.same_for_every_token", kind="choice")
 def grade_same_for_every_token(answer: Any) -> str:
     names = method_names(answer)
     wrong, missing = len(names - SAME_FOR_EVERY_TOKEN), len(SAME_FOR_EVERY_TOKEN - names)
@@ -394,10 +402,12 @@ def measurement_beside_answer(answer: Any, spread: dict[str, float], threshold: 
             f"the measurement finds {sorted(measured)} the same for every token, out of "
             f"{sorted(rows)}; the grader expects {sorted(SAME_FOR_EVERY_TOKEN)} out of all seven."
         )
-    print(f"Measured: the same Δh for every token: {', '.join(sorted(measured))}.")
-    if answer is Ellipsis:
-        print("(Next time answer first: that is where the learning is.)")
+    if answer is Ellipsis:  # nothing of the measurement before an answer: Run All spoils nothing
+        print(
+            "Write your answer in place of the ... above and run that cell first; the measurement shows after."
+        )
         return measured
+    print(f"Measured: the same Δh for every token: {', '.join(sorted(measured))}.")
     try:
         differ = sorted(method_names(answer) ^ measured)
     except NotYet as problem:

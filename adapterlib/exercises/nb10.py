@@ -20,21 +20,10 @@ import torch
 
 from .. import quantize
 from ..quantize import normal_float_levels, pack_4bit, quantize_blocks, unpack_4bit
-from . import NotYet, exercise, package_call, package_calls_refused
+from . import NotYet, exercise
+from .contract import call
 
 BLOCK = 64
-# The package's own answers: while the learner's function runs, calling one of them is refused.
-REFERENCES = {
-    f"adapterlib.quantize.{f.__name__}": f
-    for f in (
-        quantize.quantize_blocks,
-        quantize.dequantize_blocks,
-        quantize.pack_4bit,
-        quantize.unpack_4bit,
-        quantize.quantize_nf4,
-        quantize.dequantize_nf4,
-    )
-}
 
 
 def quantize_block(block: torch.Tensor, levels: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -45,22 +34,6 @@ def quantize_block(block: torch.Tensor, levels: torch.Tensor) -> tuple[torch.Ten
 
 def dequantize_block(packed: torch.Tensor, scale: float, levels: torch.Tensor) -> torch.Tensor:
     return levels[unpack_4bit(packed, BLOCK).long()] * scale
-
-
-def call_learner(function: Callable, *inputs):
-    """The learner's function on copies of ``inputs``, refusing calls into the package's quantizer."""
-    with package_calls_refused(REFERENCES) as called:
-        try:
-            result = function(*(x.clone() if isinstance(x, torch.Tensor) else x for x in inputs))
-        except (NotImplementedError, NotYet):
-            raise
-        except Exception as error:
-            if called:
-                raise package_call(called[0]) from None
-            raise NotYet(f"your function raised {type(error).__name__}: {error}") from None
-    if called:
-        raise package_call(called[0])
-    return result
 
 
 def test_blocks() -> list[torch.Tensor]:
@@ -102,19 +75,21 @@ def diagnose_codes(codes: torch.Tensor, block: torch.Tensor, scale: float, level
     return f"{wrong} of {BLOCK} codes are not the index of the nearest level to weight / scale."
 
 
-@exercise("10.quantize_block", reference=lambda: quantize_block)
+@exercise("10.quantize_block", kind="function", reference=lambda: quantize_block, forbidden=(quantize,))
 def grade_quantize_block(answer: Callable[[torch.Tensor, torch.Tensor], tuple]) -> str:
     """Bytes and scale equal to the package's NF4 on 7 blocks, with the usual mistakes named."""
     levels = normal_float_levels()
     blocks = test_blocks()
     for number, block in enumerate(blocks, start=1):
-        result = call_learner(answer, block, levels)
+        result = call(answer, block, levels, what=f"on test block {number}")
         if not isinstance(result, tuple) or len(result) != 2:
             raise NotYet(f"return a pair (packed, scale); your function returned {type(result).__name__}.")
         packed, scale = result
         if not isinstance(packed, torch.Tensor):
             raise NotYet(f"packed should be a tensor of bytes, not {type(packed).__name__}.")
         expected_packed, expected_scale = quantize_block(block, levels)
+        if isinstance(scale, bool) or not isinstance(scale, (float, int)):
+            raise NotYet(f"scale should be a Python float (float(...)), not {type(scale).__name__}.")
         scale = float(scale)
         if scale != expected_scale:
             if scale == float(block.max()):
@@ -152,14 +127,14 @@ def grade_quantize_block(answer: Callable[[torch.Tensor, torch.Tensor], tuple]) 
     )
 
 
-@exercise("10.dequantize", reference=lambda: dequantize_block)
+@exercise("10.dequantize", kind="function", reference=lambda: dequantize_block, forbidden=(quantize,))
 def grade_dequantize(answer: Callable[[torch.Tensor, float, torch.Tensor], torch.Tensor]) -> str:
     """The 64 weights equal ``levels[code] * scale`` for packed blocks of the test set."""
     levels = normal_float_levels()
     for number, block in enumerate(test_blocks(), start=1):
         packed, scale = quantize_block(block, levels)
         expected = dequantize_block(packed, scale, levels)
-        result = call_learner(answer, packed, scale, levels)
+        result = call(answer, packed, scale, levels, what=f"on test block {number}")
         if not isinstance(result, torch.Tensor):
             raise NotYet(f"return a tensor of 64 weights, not {type(result).__name__}.")
         result = result.reshape(-1).float()
@@ -183,13 +158,10 @@ def grade_dequantize(answer: Callable[[torch.Tensor, float, torch.Tensor], torch
 BITS_WITH_DOUBLE_QUANT = 4 + 8 / 64 + 32 / (64 * 256)
 
 
-@exercise("10.bits_per_weight")
+@exercise("10.bits_per_weight", kind="number")
 def grade_bits_per_weight(answer: float) -> str:
     """4 bits of code, 8/64 for the 8-bit scale, 32/(64*256) for the scale of the scales."""
-    try:
-        value = float(answer)
-    except (TypeError, ValueError):
-        raise NotYet(f"answer with a number of bits, not {answer!r}.") from None
+    value = float(answer)
     if abs(value - BITS_WITH_DOUBLE_QUANT) < 5e-4:
         return "4 + 8/64 + 32/(64*256) = 4.127 bits: the scales cost 0.127 bits a weight instead of 0.5."
     named = {

@@ -84,7 +84,8 @@ def deck(plan: dict[str, Any]) -> nbformat.NotebookNode:
             ]
         cells.append(closing_slide(segment, index, plan["rates"]["class_exercise_minutes"]))
     at_home = nbformat.v4.new_markdown_cell(
-        f"# At home\n\nExercises {', '.join(homework(plan))}; notebooks 8 and 9, with their exercises.",
+        f"# At home\n\nExercises {', '.join(homework(plan))}; notebooks "
+        f"{', '.join(stem[:2].lstrip('0') for stem in plan['homework_notebooks'])}, with their exercises.",
         id="homework",
     )
     at_home.metadata["slideshow"] = {"slide_type": "slide"}

@@ -3,7 +3,8 @@
 A segment of the plan names a notebook, its minutes, the ``##`` sections shown on the slides (by
 heading text, so that cell ids and positions may change), one exercise done in class and the
 questions to discuss. A section is the cell holding its ``## heading`` and every cell after it up to
-the next ``#`` or ``##`` heading. Everything else in notebooks 1-7, and notebooks 8 and 9, is homework.
+the next ``#`` or ``##`` heading. Everything else in notebooks 1-7, and the plan's homework notebooks
+(8-10), is homework.
 
 Whether a segment fits is computed, not asserted: its minutes must cover
 
