@@ -175,6 +175,7 @@ SLOW_MODULES = {
     "test_setup_check",  # python -m adapterlib check-setup in subprocesses
     "test_lint",  # runs ruff
     "test_ci_browser_skips",  # pytest inside pytest, three times
+    "test_grading_contract",  # every cheat on every exercise: 635 tryouts, about a minute
 }
 SLOW_TESTS = {
     "test_train_bitfit_on_the_command_line",
