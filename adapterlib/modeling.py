@@ -167,7 +167,9 @@ class FreshHeadReportFilter(logging.Filter):
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """Hide the weight-loading progress bar and the expected fresh-head report."""
+    """Hide the weight-loading progress bar, the expected fresh-head report, and bitsandbytes' note about
+    an optional CPU kernel it cannot download (peft imports bitsandbytes when it builds a LoRA)."""
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     logger = logging.getLogger("transformers.modeling_utils")
     report_filter = FreshHeadReportFilter()
     bar_was_on = hf_logging.is_progress_bar_enabled()
